@@ -1,0 +1,58 @@
+"""The management API app (:3001)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api import profiles
+from core.http import JSONResponse, install_error_handlers
+from core.settings import Settings, get_settings
+from db.engine import create_engine, create_sessionmaker
+from workspaces.service import KeyAuthenticator
+
+
+@dataclass
+class ApiServices:
+    """Clients built once at start-up."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    keys: KeyAuthenticator
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the management API; clients are created in its lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.api_db_pool_size)
+        app.state.services = ApiServices(
+            settings, engine, create_sessionmaker(engine), KeyAuthenticator(engine, ttl=settings.key_cache_seconds)
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Marketing Platform — management API",
+        description="Secret-key API (`Authorization: Bearer sk_...`) for profiles, segments, email, campaigns and flows.",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    app.include_router(profiles.router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

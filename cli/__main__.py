@@ -1,0 +1,5 @@
+"""`python -m cli ...` is the same as `mp ...`."""
+
+from cli.main import main
+
+main()

@@ -1,0 +1,60 @@
+"""Engine and session factories, built once per process and injected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from core.settings import to_asyncpg_dsn, to_sqlalchemy_url
+
+
+def _json_serializer(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async SQLAlchemy engine on asyncpg."""
+    return create_async_engine(
+        to_sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        json_serializer=_json_serializer,
+        json_deserializer=orjson.loads,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that never expire loaded rows on commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One transaction: commit on success, roll back on error."""
+    async with sessionmaker() as session:
+        async with session.begin():
+            yield session
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_asyncpg_pool(database_url: str, *, size: int = 6) -> asyncpg.Pool:
+    """A raw asyncpg pool for hot paths (tracking ingestion) where SQLAlchemy's
+    per-statement overhead matters."""
+    return await asyncpg.create_pool(
+        to_asyncpg_dsn(database_url),
+        min_size=min(2, size),
+        max_size=size,
+        init=_init_connection,
+        command_timeout=60,
+    )

@@ -1,0 +1,97 @@
+"""Table definitions (SQLAlchemy Core) used by the repositories.
+
+The schema itself is created by the Alembic migrations in `db/migrations`;
+these definitions must match them (a test compares the two).
+Every table carries `workspace_id` and every query filters on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import CITEXT, JSONB, UUID
+
+metadata = MetaData()
+
+
+def _ts(name: str, **kw: object) -> Column:
+    return Column(name, DateTime(timezone=True), **kw)
+
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("created_at", nullable=False, server_default=func.now()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),  # 'public' | 'secret'
+    Column("prefix", Text, nullable=False),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("revoked_at", nullable=True),
+    _ts("last_used_at", nullable=True),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("email", CITEXT, nullable=True),
+    Column("external_id", Text, nullable=True),
+    Column("traits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("first_seen", nullable=False, server_default=func.now()),
+    _ts("last_seen", nullable=False, server_default=func.now()),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "email", name="profiles_workspace_email_key"),
+    UniqueConstraint("workspace_id", "external_id", name="profiles_workspace_external_id_key"),
+)
+
+profile_aliases = Table(
+    "profile_aliases",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), primary_key=True),
+    Column("anonymous_id", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    Index("profile_aliases_profile_idx", "profile_id"),
+)
+
+# Partitioned by RANGE (occurred_at), monthly; see db/migrations and
+# activities/partitions.py. No foreign key to profiles: an FK check per
+# inserted row would lock profile rows on the ingestion hot path; profile
+# deletion and merges move or delete events explicitly.
+events = Table(
+    "events",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("type", Text, nullable=False),  # 'track' | 'page' | 'system'
+    Column("name", Text, nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("context", JSONB, nullable=True),
+    _ts("occurred_at", nullable=False),
+    _ts("received_at", nullable=False),
+    Column("message_id", Text, nullable=False),
+)

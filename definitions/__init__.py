@@ -1,0 +1,3 @@
+"""Pure definitions (pydantic + stdlib only): safe to import from workflow
+code inside Temporal's sandbox, and shared by the API, SQL compilation and
+workflow interpretation."""

@@ -1,0 +1,1 @@
+"""Profiles: people, their traits, identities and event timeline."""

@@ -1,0 +1,137 @@
+"""SQL for the profiles API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.tables import events, profile_aliases, profiles
+
+PROFILE_COLUMNS = (
+    profiles.c.id,
+    profiles.c.email,
+    profiles.c.external_id,
+    profiles.c.traits,
+    profiles.c.first_seen,
+    profiles.c.last_seen,
+    profiles.c.created_at,
+    profiles.c.updated_at,
+)
+
+
+async def list_profiles(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+    email: str | None = None,
+    external_id: str | None = None,
+    traits: dict[tuple[str, ...], str] | None = None,
+) -> Sequence[RowMapping]:
+    """Newest first; `after` is the last id of the previous page."""
+    stmt = select(*PROFILE_COLUMNS).where(profiles.c.workspace_id == workspace_id)
+    if after is not None:
+        stmt = stmt.where(profiles.c.id < after)
+    if email is not None:
+        stmt = stmt.where(profiles.c.email == email)
+    if external_id is not None:
+        stmt = stmt.where(profiles.c.external_id == external_id)
+    for path, value in (traits or {}).items():
+        stmt = stmt.where(profiles.c.traits[list(path)].astext == value)
+    stmt = stmt.order_by(profiles.c.id.desc()).limit(limit)
+    return (await session.execute(stmt)).mappings().all()
+
+
+async def get_profile(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, *, for_update: bool = False
+) -> RowMapping | None:
+    """One profile of the workspace, or None."""
+    stmt = select(*PROFILE_COLUMNS).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).mappings().first()
+
+
+async def find_by_identity(
+    session: AsyncSession, workspace_id: uuid.UUID, *, email: str | None, external_id: str | None,
+    exclude: uuid.UUID | None = None,
+) -> RowMapping | None:
+    """A profile holding this email or external id, if any."""
+    conds = []
+    if email is not None:
+        conds.append(profiles.c.email == email)
+    if external_id is not None:
+        conds.append(profiles.c.external_id == external_id)
+    if not conds:
+        return None
+    stmt = select(*PROFILE_COLUMNS).where(profiles.c.workspace_id == workspace_id)
+    stmt = stmt.where(conds[0] if len(conds) == 1 else conds[0] | conds[1])
+    if exclude is not None:
+        stmt = stmt.where(profiles.c.id != exclude)
+    return (await session.execute(stmt.limit(1))).mappings().first()
+
+
+async def insert_profile(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
+    """Insert and return the new row."""
+    stmt = profiles.insert().values(**values).returning(*PROFILE_COLUMNS)
+    return (await session.execute(stmt)).mappings().one()
+
+
+async def update_profile(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, values: dict[str, Any]
+) -> RowMapping:
+    """Apply values and return the row."""
+    stmt = (
+        update(profiles)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
+        .values(**values)
+        .returning(*PROFILE_COLUMNS)
+    )
+    return (await session.execute(stmt)).mappings().one()
+
+
+async def anonymous_ids(session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID) -> list[str]:
+    """The anonymous ids linked to a profile."""
+    stmt = (
+        select(profile_aliases.c.anonymous_id)
+        .where(profile_aliases.c.workspace_id == workspace_id, profile_aliases.c.profile_id == profile_id)
+        .order_by(profile_aliases.c.created_at)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def latest_events(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, limit: int
+) -> Sequence[RowMapping]:
+    """A profile's most recent events."""
+    stmt = (
+        select(
+            events.c.id, events.c.type, events.c.name, events.c.properties,
+            events.c.occurred_at, events.c.received_at, events.c.message_id,
+        )
+        .where(and_(events.c.workspace_id == workspace_id, events.c.profile_id == profile_id))
+        .order_by(events.c.occurred_at.desc())
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).mappings().all()
+
+
+async def delete_profile(session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID) -> int:
+    """Erase a profile, its events and aliases; returns the events deleted.
+    The caller holds the profile's row lock, so ingestion cannot add events
+    to it meanwhile."""
+    result = await session.execute(
+        delete(events).where(events.c.workspace_id == workspace_id, events.c.profile_id == profile_id)
+    )
+    await session.execute(
+        delete(profile_aliases).where(
+            profile_aliases.c.workspace_id == workspace_id, profile_aliases.c.profile_id == profile_id
+        )
+    )
+    await session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id))
+    return result.rowcount

@@ -1,0 +1,100 @@
+"""Request and response models of the profiles API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+class ProfileCreate(BaseModel):
+    """A profile made through the API; needs an email or an external id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=254, examples=["ada@example.com"])
+    external_id: str | None = Field(None, min_length=1, max_length=255, examples=["user_42"])
+    traits: dict[str, Any] = Field(default_factory=dict, examples=[{"plan": "pro", "first_name": "Ada"}])
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return _validate_email(value)
+
+    @field_validator("external_id", mode="before")
+    @classmethod
+    def _ext(cls, value: Any) -> Any:
+        return _strip(value)
+
+
+class ProfileUpdate(BaseModel):
+    """A partial update. `traits` is a JSON merge patch (RFC 7396): keys are
+    merged recursively and a `null` value removes the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=254)
+    external_id: str | None = Field(None, min_length=1, max_length=255)
+    traits: dict[str, Any] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return _validate_email(value)
+
+
+def _validate_email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local or "." not in domain or " " in value:
+        raise ValueError("not an email address")
+    return value
+
+
+class ProfileOut(BaseModel):
+    """A profile as listed."""
+
+    id: uuid.UUID
+    email: str | None
+    external_id: str | None
+    traits: dict[str, Any]
+    first_seen: datetime
+    last_seen: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventOut(BaseModel):
+    """One event of a profile's timeline."""
+
+    id: uuid.UUID
+    type: str
+    name: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    message_id: str
+
+
+class ProfileDetail(ProfileOut):
+    """A profile with its identities and latest events."""
+
+    anonymous_ids: list[str]
+    events: list[EventOut]
+
+
+class ProfilePage(BaseModel):
+    """One page of profiles; pass `next_cursor` as `cursor` for the next."""
+
+    data: list[ProfileOut]
+    next_cursor: str | None
+
+

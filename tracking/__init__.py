@@ -1,0 +1,1 @@
+"""The tracking API: a lean FastAPI app that ingests events with public keys."""

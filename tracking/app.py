@@ -1,0 +1,75 @@
+"""The tracking app (:3002): public-key ingestion, kept lean for throughput."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.clients import create_redis
+from core.http import JSONResponse, install_error_handlers
+from core.settings import Settings, get_settings
+from db.engine import create_asyncpg_pool, create_engine
+from tracking.endpoints import router
+from tracking.writer import GroupCommitWriter
+from workspaces.service import KeyAuthenticator
+
+
+@dataclass
+class TrackingServices:
+    """Clients built once at start-up and shared by every request."""
+
+    engine: AsyncEngine
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: KeyAuthenticator
+    writer: GroupCommitWriter
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the tracking app; clients are created in its lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=2)
+        pool = await create_asyncpg_pool(settings.database_url, size=settings.tracking_db_pool_size)
+        redis = create_redis(settings)
+        writer = GroupCommitWriter(
+            pool,
+            redis,
+            redis_prefix=settings.redis_prefix,
+            max_events=settings.tracking_commit_max_events,
+            concurrency=settings.tracking_commit_concurrency,
+        )
+        app.state.services = TrackingServices(
+            engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer
+        )
+        try:
+            yield
+        finally:
+            await writer.close()
+            await pool.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Marketing Platform — tracking API",
+        description="Public-key ingestion: identify, track, batch, page, alias.",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

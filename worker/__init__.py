@@ -1,0 +1,1 @@
+"""The Temporal worker process and the Temporal set-up it relies on."""

@@ -1,0 +1,100 @@
+"""Temporal set-up: search attributes and the maintenance schedules.
+
+`mp up` runs this against its dev server; `mp temporal setup` runs it
+against an external cluster. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from core.settings import Settings
+from definitions import search_attributes
+from definitions.maintenance import EnsurePartitionsInput
+
+log = logging.getLogger(__name__)
+
+EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
+EVENT_PARTITIONS_WORKFLOW_ID = "maintenance:event-partitions"
+
+
+def dev_server_search_attribute_args() -> list[str]:
+    """`--search-attribute` flags for `temporal server start-dev`."""
+    args: list[str] = []
+    for name in search_attributes.NAMES:
+        args += ["--search-attribute", f"{name}=Keyword"]
+    return args
+
+
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Add the platform's Keyword search attributes that are missing;
+    returns the names added."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = [name for name in search_attributes.NAMES if name not in known]
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing},
+            )
+        )
+    return missing
+
+
+def _partitions_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "EventPartitionsWorkflow",
+            EnsurePartitionsInput(months_ahead=settings.partitions_months_ahead),
+            id=EVENT_PARTITIONS_WORKFLOW_ID,
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(hours=2),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=12))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Creates monthly events partitions ahead of time."),
+    )
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> list[str]:
+    """Create (or bring up to date) the maintenance schedules; a new
+    schedule also runs once right away. Returns the ids created."""
+    created: list[str] = []
+    schedule = _partitions_schedule(settings)
+    try:
+        await client.create_schedule(EVENT_PARTITIONS_SCHEDULE, schedule, trigger_immediately=True)
+        created.append(EVENT_PARTITIONS_SCHEDULE)
+    except ScheduleAlreadyRunningError:
+
+        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(EVENT_PARTITIONS_SCHEDULE).update(_update)
+    return created
+
+
+async def setup_temporal(client: Client, settings: Settings) -> tuple[list[str], list[str]]:
+    """Search attributes, then schedules. Returns (attributes added, schedules created)."""
+    added = await register_search_attributes(client, settings.temporal_namespace)
+    created = await ensure_schedules(client, settings)
+    return added, created

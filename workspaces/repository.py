@@ -1,0 +1,58 @@
+"""SQL for workspaces and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from db.tables import api_keys, workspaces
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """An active key as authentication needs it."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    kind: str
+
+
+async def get_or_create_workspace(session: AsyncSession, workspace_id: uuid.UUID, name: str) -> uuid.UUID:
+    """The id of the workspace called `name`, creating it with `workspace_id`."""
+    stmt = (
+        insert(workspaces)
+        .values(id=workspace_id, name=name)
+        .on_conflict_do_update(index_elements=[workspaces.c.name], set_={"name": name})
+        .returning(workspaces.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def insert_key(
+    session: AsyncSession, *, key_id: uuid.UUID, workspace_id: uuid.UUID, kind: str, prefix: str, key_hash: str
+) -> None:
+    """Store a key's hash (never the key)."""
+    await session.execute(
+        api_keys.insert().values(id=key_id, workspace_id=workspace_id, kind=kind, prefix=prefix, key_hash=key_hash)
+    )
+
+
+async def touch_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | None:
+    """Find an unrevoked key by hash and record that it was used."""
+    stmt = (
+        update(api_keys)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+        .values(last_used_at=func.now())
+        .returning(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.kind)
+    )
+    row = (await conn.execute(stmt)).first()
+    return KeyRow(*row) if row else None
+
+
+async def workspace_name(session: AsyncSession, workspace_id: uuid.UUID) -> str | None:
+    """A workspace's name, or None."""
+    return (await session.execute(select(workspaces.c.name).where(workspaces.c.id == workspace_id))).scalar()
