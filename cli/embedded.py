@@ -53,7 +53,7 @@ class Child:
     args: list[str]
     log_path: Path | None = None
     env: dict[str, str] | None = None
-    user: str | None = None
+    user: str | None = None  # run as this user, with its own group only
     stop_signal: int = signal.SIGTERM
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -67,8 +67,8 @@ class Child:
             stderr=subprocess.STDOUT if out else None,
             stdin=subprocess.DEVNULL,
             env=self.env,
-            user=self.user,
             start_new_session=True,
+            **as_user(self.user),
             preexec_fn=_die_with_parent,
         )
         if out:
@@ -95,6 +95,15 @@ class Child:
         if not self.log_path or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def as_user(user: str | None) -> dict:
+    """Popen arguments that drop to `user` and its primary group (keeping
+    root's group would let group permission bits deny access)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def wait_for_port(child: Child, port: int, timeout: float) -> None:
@@ -151,11 +160,14 @@ def postgres_child(data_dir: Path, port: int) -> Child:
             _ensure_traversable(pgdata)
             _ensure_traversable(bin_dir / "postgres")
         print("  initialising PostgreSQL data in", pgdata, flush=True)
-        subprocess.run(
+        init = subprocess.run(
             [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
              "--no-instructions"],
-            check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **as_user(user),
         )
+        if init.returncode != 0:
+            shutil.rmtree(pgdata, ignore_errors=True)
+            raise StartError(f"initdb failed for {pgdata}:\n{init.stderr.strip()}")
     (pgdata / "postmaster.pid").exists() and _remove_stale_pid(pgdata)
     sock_dir = data_dir / "run"
     sock_dir.mkdir(parents=True, exist_ok=True)

@@ -32,13 +32,13 @@ JOIN profile_aliases a ON a.workspace_id = q.ws AND a.anonymous_id = q.k
 JOIN profiles p ON p.id = a.profile_id
 """
 
+# New profiles are inserted without their email / external id; those are
+# set with every other identity change at the end (see writer), so that
+# no ordering of creations, merges and renames trips a unique constraint.
 INSERT_PROFILES_SQL = """
-INSERT INTO profiles (id, workspace_id, email, external_id, traits, first_seen, last_seen)
-SELECT t.id, t.ws, t.email, t.ext, t.traits::jsonb, COALESCE(t.fs, now()), COALESCE(t.ls, now())
-FROM unnest($1::uuid[], $2::uuid[], $3::citext[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])
-    AS t(id, ws, email, ext, traits, fs, ls)
-ON CONFLICT DO NOTHING
-RETURNING id
+INSERT INTO profiles (id, workspace_id, traits, first_seen, last_seen)
+SELECT t.id, t.ws, t.traits::jsonb, COALESCE(t.fs, now()), COALESCE(t.ls, now())
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS t(id, ws, traits, fs, ls)
 """
 
 # Locks every existing profile the plan relies on (in id order, so two
@@ -75,13 +75,15 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])
 ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET profile_id = EXCLUDED.profile_id
 """
 
+CLEAR_IDENTITIES_SQL = "UPDATE profiles SET email = NULL, external_id = NULL WHERE id = ANY($1::uuid[])"
+
 UPDATE_PROFILES_SQL = """
 UPDATE profiles p
-SET email = COALESCE(v.email, p.email),
-    external_id = COALESCE(v.ext, p.external_id),
+SET email = CASE WHEN v.set_identity THEN v.email ELSE p.email END,
+    external_id = CASE WHEN v.set_identity THEN v.ext ELSE p.external_id END,
     traits = CASE WHEN v.traits IS NULL THEN p.traits ELSE p.traits || v.traits::jsonb END,
     updated_at = now()
-FROM unnest($1::uuid[], $2::citext[], $3::text[], $4::text[]) AS v(id, email, ext, traits)
+FROM unnest($1::uuid[], $2::bool[], $3::citext[], $4::text[], $5::text[]) AS v(id, set_identity, email, ext, traits)
 WHERE p.id = v.id
 """
 
@@ -126,22 +128,18 @@ def _traits_json(traits: dict[str, Any] | None) -> str | None:
 
 async def insert_profiles(
     conn: asyncpg.Connection, profiles: Sequence[PlannedProfile], seen: dict[uuid.UUID, tuple[datetime, datetime]]
-) -> int:
-    """Insert new profiles; returns how many were inserted (fewer means a
-    concurrent writer created one of them first)."""
+) -> None:
+    """Insert new profiles (identity columns are set by `set_identities`)."""
     if not profiles:
-        return 0
-    rows = await conn.fetch(
+        return
+    await conn.execute(
         INSERT_PROFILES_SQL,
         [p.id for p in profiles],
         [p.workspace_id for p in profiles],
-        [p.email for p in profiles],
-        [p.external_id for p in profiles],
         [_traits_json(p.traits) or "{}" for p in profiles],
         [seen[p.id][0] if p.id in seen else None for p in profiles],
         [seen[p.id][1] if p.id in seen else None for p in profiles],
     )
-    return len(rows)
 
 
 async def lock_profiles(
@@ -176,16 +174,28 @@ async def upsert_aliases(conn: asyncpg.Connection, aliases: dict[tuple[uuid.UUID
     await conn.execute(UPSERT_ALIASES_SQL, [k[0] for k in keys], [k[1] for k in keys], [aliases[k] for k in keys])
 
 
-async def update_profiles(conn: asyncpg.Connection, profiles: Sequence[PlannedProfile]) -> None:
-    """Apply identity changes and merge identify traits into existing profiles."""
-    if not profiles:
+async def update_profiles(
+    conn: asyncpg.Connection, profiles: Sequence[PlannedProfile], created: Sequence[PlannedProfile]
+) -> None:
+    """Set final identities (new profiles, renames, emails taken over) and
+    merge identify traits into existing profiles. Changed identities are
+    cleared first, so swaps and hand-overs never collide mid-statement; a
+    value held by a profile outside the plan (a concurrent writer) raises
+    UniqueViolationError and the group is retried."""
+    changed = [p.id for p in profiles if p.identity_changed]
+    if changed:
+        await conn.execute(CLEAR_IDENTITIES_SQL, changed)
+    rows = [(p, p.identity_changed, p.traits) for p in profiles]
+    rows += [(p, True, None) for p in created if p.email is not None or p.external_id is not None]
+    if not rows:
         return
     await conn.execute(
         UPDATE_PROFILES_SQL,
-        [p.id for p in profiles],
-        [p.email if p.identity_changed else None for p in profiles],
-        [p.external_id if p.identity_changed else None for p in profiles],
-        [_traits_json(p.traits) for p in profiles],
+        [p.id for p, _, _ in rows],
+        [flag for _, flag, _ in rows],
+        [p.email for p, _, _ in rows],
+        [p.external_id for p, _, _ in rows],
+        [_traits_json(traits) for _, _, traits in rows],
     )
 
 

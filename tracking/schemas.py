@@ -33,13 +33,9 @@ def _clean_text(value: Any) -> Any:
     return value
 
 
-Identifier = Annotated[
-    str | None,
-    BeforeValidator(_clean_text),
-    BeforeValidator(_coerce_id),
-    Field(max_length=MAX_ID_LENGTH),
-]
-Name = Annotated[str | None, BeforeValidator(_clean_text), Field(max_length=MAX_ID_LENGTH)]
+_ShortText = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
+Identifier = Annotated[_ShortText | None, BeforeValidator(_clean_text), BeforeValidator(_coerce_id)]
+Name = Annotated[_ShortText | None, BeforeValidator(_clean_text)]
 
 
 def _alias(*names: str) -> Any:

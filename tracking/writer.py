@@ -173,17 +173,16 @@ class GroupCommitWriter:
     async def _store(self, conn: asyncpg.Connection, items: list[IngestItem]) -> set:
         rows = await repo.lookup_identities(conn, items)
         plan = IdentityPlanner(rows).plan(items)
-        if await repo.insert_profiles(conn, plan.creations, plan.seen) != len(plan.creations):
-            raise _StalePlan("a profile was created concurrently")
         lock_ids = sorted(plan.locks)
         current = await repo.lock_profiles(conn, lock_ids, plan.seen)
         for pid in lock_ids:
             if current.get(pid) != plan.locks[pid].loaded:
                 raise _StalePlan("a profile changed, merged or was deleted concurrently")
+        await repo.insert_profiles(conn, plan.creations, plan.seen)
         for ws, source, target in plan.merges:
             await repo.merge_profile(conn, ws, source, target)
+        await repo.update_profiles(conn, plan.updates, plan.creations)
         await repo.upsert_aliases(conn, plan.aliases)
-        await repo.update_profiles(conn, plan.updates)
         return await repo.insert_events(conn, items)
 
     async def _pin_untimed_messages(self, items: list[IngestItem]) -> None:

