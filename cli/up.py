@@ -150,16 +150,16 @@ async def _bootstrap(settings: Settings, data_dir: Path) -> dict:
     finally:
         await engine.dispose()
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while True:
         try:
             client = await connect_temporal(settings)
+            added, created = await setup_temporal(client, settings)
             break
-        except Exception:  # the dev server's frontend may lag its port
+        except Exception:  # the dev server's frontend (or a new namespace) may lag its port
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
-    added, created = await setup_temporal(client, settings)
     if added:
         print(f"  Temporal: registered search attributes {', '.join(added)}", flush=True)
     if created:

@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
-from google.protobuf.duration_pb2 import Duration
 
 from definitions import search_attributes
 from tests.support.db import count
+from tests.support.temporal import new_namespace
 from worker.setup import EVENT_PARTITIONS_SCHEDULE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,10 +88,7 @@ async def test_seed_fills_a_workspace_with_progress(settings, engine):
 
 
 async def test_temporal_setup_on_an_external_cluster(temporal_client, temporal_address, settings):
-    namespace = f"setup-{uuid.uuid4().hex[:8]}"
-    await temporal_client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400))
-    )
+    namespace = await new_namespace(temporal_client, "setup")
     env = _env(settings) | {"TEMPORAL_ADDRESS": temporal_address, "TEMPORAL_NAMESPACE": namespace}
     for _ in range(50):  # a new namespace takes a moment to be served
         result = await mp("temporal", "setup", env=env)

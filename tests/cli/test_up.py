@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from cli.embedded import port_open
 from tests.support.servers import free_port
+from tests.support.temporal import new_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_ENV = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "PORT", "TRACKING_PORT")
@@ -128,9 +129,10 @@ async def test_up_serves_everything_and_keeps_its_data(up_dir):
 
 
 @pytest.mark.timeout(300)
-async def test_up_uses_configured_services(up_dir, settings, temporal_address):
+async def test_up_uses_configured_services(up_dir, settings, temporal_address, temporal_client):
+    namespace = await new_namespace(temporal_client, "up")
     env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "TEMPORAL_ADDRESS": temporal_address,
-           "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue + "-up"}
+           "TEMPORAL_NAMESPACE": namespace}
     up = Up(up_dir, env)
     try:
         await up.wait_until_up()
