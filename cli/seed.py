@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.clients import create_redis
 from core.settings import Settings
-from db.engine import create_asyncpg_pool, create_engine, create_sessionmaker, session_scope
+from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine, create_sessionmaker, session_scope
 from tracking.items import to_item
 from tracking.schemas import IdentifyCall, TrackCall
 from tracking.writer import GroupCommitWriter
@@ -46,7 +46,7 @@ async def run_seed(settings: Settings, workspace: str, profiles: int, per_profil
         keys = await create_workspace_keys(session, workspace)
     await engine.dispose()
 
-    pool = await create_asyncpg_pool(settings.database_url, size=4)
+    pool = await create_asyncpg_pool(settings.database_url, size=4, server_settings=INGEST_SERVER_SETTINGS)
     redis = create_redis(settings)
     writer = GroupCommitWriter(pool, redis, redis_prefix=settings.redis_prefix)
     now = datetime.now(UTC)

@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         5000, description="Most events written by one group commit."
     )
     tracking_commit_concurrency: int = Field(
-        2, description="Group commits in flight at once per tracking process."
+        1, description="Group commits in flight at once per tracking process."
+    )
+    tracking_gc_thresholds: str = Field(
+        "100000,50,100", description="gc.set_threshold for the tracking process ('' keeps Python's defaults)."
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")

@@ -48,7 +48,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_asyncpg_pool(database_url: str, *, size: int = 6) -> asyncpg.Pool:
+# Ingestion statements join a JSON recordset of at most a few thousand keys
+# to unique indexes. PostgreSQL guesses 100 rows for any recordset and,
+# against a small table, prefers hashing the whole table; lookups by index
+# are always right here, so those join methods are off for this pool.
+INGEST_SERVER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
+
+
+async def create_asyncpg_pool(
+    database_url: str, *, size: int = 6, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     """A raw asyncpg pool for hot paths (tracking ingestion) where SQLAlchemy's
     per-statement overhead matters."""
     return await asyncpg.create_pool(
@@ -57,4 +66,14 @@ async def create_asyncpg_pool(database_url: str, *, size: int = 6) -> asyncpg.Po
         max_size=size,
         init=_init_connection,
         command_timeout=60,
+        server_settings=server_settings,
+        reset=_reset_only_if_dirty,
     )
+
+
+async def _reset_only_if_dirty(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset costs a round trip per release; ingestion
+    # never changes session state, so only a connection left inside a
+    # transaction (a cancelled task) needs care, and is simply dropped.
+    if conn.is_in_transaction():
+        conn.terminate()

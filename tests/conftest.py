@@ -55,6 +55,9 @@ async def settings(database_url: str, redis_url: str) -> AsyncIterator[Settings]
         redis_prefix=prefix,
         temporal_task_queue=f"test-{run}",
         key_cache_seconds=0.5,
+        # Two committers per writer, so tests exercise concurrent group
+        # commits racing on the same profiles.
+        tracking_commit_concurrency=2,
     )
     client = aioredis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(f"{prefix}*")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,10 +15,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
 from core.settings import Settings, get_settings
-from db.engine import create_asyncpg_pool, create_engine
+from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
 from tracking.endpoints import router
+from tracking.fastpath import TrackingFastPath
 from tracking.writer import GroupCommitWriter
 from workspaces.service import KeyAuthenticator
+
+
+def _tune_gc(thresholds: str) -> None:
+    """Every tracking call allocates short-lived objects, and the default
+    thresholds run the cyclic collector (which walks every tracked object,
+    the identity cache included) thousands of times a second. Objects that
+    exist after start-up are frozen out of collection and collections are
+    made rarer; measured in bench/tracking.py (docs/benchmarks.md)."""
+    if not thresholds:
+        return
+    gc.freeze()
+    gc.set_threshold(*(int(part) for part in thresholds.split(",")))
 
 
 @dataclass
@@ -31,14 +45,17 @@ class TrackingServices:
     writer: GroupCommitWriter
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the tracking app; clients are created in its lifespan."""
+def create_app(settings: Settings | None = None) -> TrackingFastPath:
+    """Build the tracking app (FastAPI behind the ingestion fast path);
+    clients are created in its lifespan."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, pool_size=2)
-        pool = await create_asyncpg_pool(settings.database_url, size=settings.tracking_db_pool_size)
+        pool = await create_asyncpg_pool(
+            settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
+        )
         redis = create_redis(settings)
         writer = GroupCommitWriter(
             pool,
@@ -50,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = TrackingServices(
             engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer
         )
+        _tune_gc(settings.tracking_gc_thresholds)
         try:
             yield
         finally:
@@ -69,7 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, object]:
+        writer = app.state.services.writer
+        return {
+            "status": "ok",
+            "groups_committed": writer.groups_committed,
+            "events_committed": writer.events_committed,
+            "requests_committed": writer.requests_committed,
+            "commit_seconds": round(writer.commit_seconds, 3),
+        }
 
-    return app
+    return TrackingFastPath(app)

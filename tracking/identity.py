@@ -60,6 +60,47 @@ class IdentityPlan:
     updates: list[PlannedProfile] = field(default_factory=list)
     seen: dict[uuid.UUID, tuple[datetime, datetime]] = field(default_factory=dict)
 
+    @property
+    def only_known_profiles(self) -> bool:
+        """True when the group only adds events to existing, unchanged
+        profiles: the common case, stored by a single statement."""
+        return not (self.creations or self.merges or self.aliases or self.updates)
+
+
+class IdentityCache:
+    """Identity → profile answers of earlier groups, so a steady stream of
+    events from known people needs no lookup query. An answer is only a
+    hint: the writer locks each profile it uses and checks it still holds
+    that email / user id, so a stale entry costs a retry, never a wrong
+    write. (An anonymous id re-pointed by another process is followed once
+    the entry expires.)"""
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 200_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._rows: dict[tuple[str, uuid.UUID, str], tuple[float, tuple]] = {}
+
+    def get(self, kind: str, ws: uuid.UUID, key: str, now: float) -> tuple | None:
+        """A lookup row (kind, ws, key, profile_id, email, external_id), or None."""
+        hit = self._rows.get((kind, ws, key))
+        if hit is None or hit[0] < now:
+            return None
+        return hit[1]
+
+    def put(self, profile: PlannedProfile | None, kind: str, ws: uuid.UUID, key: str, now: float) -> None:
+        """Remember where an identity points (or forget it when nowhere)."""
+        if profile is None:
+            self._rows.pop((kind, ws, key), None)
+            return
+        if len(self._rows) >= self._max:
+            self._rows.clear()
+        row = (kind, ws, key, profile.id, profile.email, profile.external_id)
+        self._rows[(kind, ws, key)] = (now + self._ttl, row)
+
+    def forget(self, kind: str, ws: uuid.UUID, key: str) -> None:
+        """Drop one entry."""
+        self._rows.pop((kind, ws, key), None)
+
 
 def _root(profile: PlannedProfile | None) -> PlannedProfile | None:
     while profile is not None and profile.merged_into is not None:
@@ -196,6 +237,11 @@ class IdentityPlanner:
         return target
 
     # -- the result ------------------------------------------------------
+
+    def resolve(self, kind: str, ws: uuid.UUID, key: str) -> PlannedProfile | None:
+        """Where an identity points once the plan is applied (for caching)."""
+        table = {"u": self._ext, "e": self._email, "a": self._anon}[kind]
+        return _root(table.get((ws, key)))
 
     def plan(self, items: Sequence[IngestItem]) -> IdentityPlan:
         """Assign every item, then collect the plan. Sets `item.profile_id`."""

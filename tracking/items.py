@@ -32,8 +32,8 @@ class IngestItem:
     previous_id: str | None
     event_type: str | None
     event_name: str | None
-    properties_json: str | None
-    context_json: str | None
+    properties: orjson.Fragment | None  # already-serialised JSON, embedded as is
+    context: orjson.Fragment | None
     traits: dict[str, Any] | None
     occurred_at: datetime
     received_at: datetime
@@ -44,13 +44,13 @@ class IngestItem:
     profile_id: uuid.UUID | None = None
 
 
-def _json(value: Any, where: str) -> str:
+def _json(value: Any, where: str) -> orjson.Fragment:
     data = orjson.dumps(value)
     # PostgreSQL's jsonb cannot hold U+0000; refuse it here rather than
     # failing the whole group commit later.
     if b"\\u0000" in data:
         raise ValidationFailed([{"loc": where, "msg": "strings must not contain NUL characters"}])
-    return data.decode()
+    return orjson.Fragment(data)
 
 
 def _utc(ts: datetime | None, received_at: datetime) -> datetime:
@@ -72,14 +72,14 @@ def to_item(call: CallBase, workspace_id: uuid.UUID, received_at: datetime, wher
             [{"loc": where, "msg": "missing identity: give userId, anonymousId or email"}]
         )
 
-    event_type = event_name = properties_json = None
+    event_type = event_name = properties = None
     traits: dict[str, Any] | None = None
     email = call.email
     if isinstance(call, TrackCall):
         if not call.event:
             raise ValidationFailed([{"loc": f"{where}.event", "msg": "event name is required"}])
         event_type, event_name = "track", call.event
-        properties_json = _json(call.properties, f"{where}.properties")
+        properties = _json(call.properties, f"{where}.properties")
     elif isinstance(call, PageCall):
         props = dict(call.properties)
         if call.name:
@@ -87,7 +87,7 @@ def to_item(call: CallBase, workspace_id: uuid.UUID, received_at: datetime, wher
         if call.category:
             props.setdefault("category", call.category)
         event_type, event_name = "page", PAGE_EVENT
-        properties_json = _json(props, f"{where}.properties")
+        properties = _json(props, f"{where}.properties")
     elif isinstance(call, IdentifyCall):
         traits = dict(call.traits)
         if call.name:
@@ -97,17 +97,17 @@ def to_item(call: CallBase, workspace_id: uuid.UUID, received_at: datetime, wher
             email = trait_email.strip().lower()
         _json(traits, f"{where}.traits")
 
-    context_json = _json(call.context, f"{where}.context") if call.context else None
+    context = _json(call.context, f"{where}.context") if call.context else None
     return IngestItem(
         workspace_id=workspace_id,
         user_id=call.user_id,
         anonymous_id=call.anonymous_id,
         email=email,
-        previous_id=getattr(call, "previous_id", None),
+        previous_id=call.previous_id if isinstance(call, AliasCall) else None,
         event_type=event_type,
         event_name=event_name,
-        properties_json=properties_json,
-        context_json=context_json,
+        properties=properties,
+        context=context,
         traits=traits,
         occurred_at=_utc(call.timestamp, received_at),
         received_at=received_at,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ import redis.asyncio as aioredis
 
 from core.errors import ServiceUnavailable
 from tracking import repository as repo
-from tracking.identity import IdentityPlanner
+from tracking.identity import IdentityCache, IdentityPlan, IdentityPlanner
 from tracking.items import IngestItem
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._tasks = [asyncio.create_task(self._committer(), name=f"group-commit-{n}") for n in range(concurrency)]
         self._closed = False
+        self._cache = IdentityCache()
         self.groups_committed = 0
+        self.requests_committed = 0
+        self.commit_seconds = 0.0
         self.events_committed = 0
 
     async def write(self, items: Sequence[IngestItem]) -> WriteResult:
@@ -134,6 +138,7 @@ class GroupCommitWriter:
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         items = [item for pending in group for item in pending.items]
+        started = time.perf_counter()
         try:
             stored = await self._store_with_retries(items)
         except Exception as exc:
@@ -147,6 +152,8 @@ class GroupCommitWriter:
             await self._commit_group(group[middle:])
             return
         self.groups_committed += 1
+        self.commit_seconds += time.perf_counter() - started
+        self.requests_committed += len(group)
         self.events_committed += len(stored)
         for pending in group:
             events = [i for i in pending.items if i.event_name is not None]
@@ -156,23 +163,63 @@ class GroupCommitWriter:
 
     async def _store_with_retries(self, items: list[IngestItem]) -> set:
         await self._pin_untimed_messages(items)
+        keys = repo.identity_keys(items)
         delay = 0.005
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn:
-                    async with conn.transaction():
-                        return await self._store(conn, items)
+                    # A retry reads everything fresh: the cache may be why it failed.
+                    planner = await self._planner(conn, keys, use_cache=attempt == 1)
+                    plan = planner.plan(items)
+                    if plan.only_known_profiles:
+                        stored = await repo.lock_and_insert_events(conn, plan.locks, plan.seen, items)
+                        if stored is None:
+                            raise _StalePlan("a profile changed, merged or was deleted concurrently")
+                    else:
+                        async with conn.transaction():
+                            stored = await self._apply(conn, plan, items)
             except (_StalePlan, *_RETRYABLE) as exc:
+                self._forget(keys)
                 if attempt == MAX_ATTEMPTS:
                     raise
                 log.debug("group commit attempt %d conflicted: %r", attempt, exc)
                 await asyncio.sleep(delay)
                 delay *= 2
+                continue
+            self._remember(planner, keys)
+            return stored
         raise AssertionError("unreachable")
 
-    async def _store(self, conn: asyncpg.Connection, items: list[IngestItem]) -> set:
-        rows = await repo.lookup_identities(conn, items)
-        plan = IdentityPlanner(rows).plan(items)
+    async def _planner(
+        self, conn: asyncpg.Connection, keys: repo.IdentityKeys, *, use_cache: bool
+    ) -> IdentityPlanner:
+        now = time.monotonic()
+        rows: list = []
+        missing: repo.IdentityKeys = {"u": set(), "e": set(), "a": set()}
+        for kind, wanted in keys.items():
+            for ws, key in wanted:
+                row = self._cache.get(kind, ws, key, now) if use_cache else None
+                if row is None:
+                    missing[kind].add((ws, key))
+                else:
+                    rows.append(row)
+        rows.extend(await repo.lookup_identities(conn, missing))
+        return IdentityPlanner(rows)
+
+    def _remember(self, planner: IdentityPlanner, keys: repo.IdentityKeys) -> None:
+        now = time.monotonic()
+        for kind, wanted in keys.items():
+            for ws, key in wanted:
+                self._cache.put(planner.resolve(kind, ws, key), kind, ws, key, now)
+
+    def _forget(self, keys: repo.IdentityKeys) -> None:
+        for kind, wanted in keys.items():
+            for ws, key in wanted:
+                self._cache.forget(kind, ws, key)
+
+    async def _apply(self, conn: asyncpg.Connection, plan: IdentityPlan, items: list[IngestItem]) -> set:
+        """The general case, inside a transaction: lock and check what the
+        plan read, create, merge, update identities, alias, then insert."""
         lock_ids = sorted(plan.locks)
         current = await repo.lock_profiles(conn, lock_ids, plan.seen)
         for pid in lock_ids:

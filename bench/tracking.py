@@ -1,0 +1,310 @@
+"""Tracking throughput against its raw ceilings, in one run.
+
+    python bench/tracking.py [--seconds 10] [--users 10000]
+
+Starts, each as its own process: the tracking API (`mp tracking`) on a
+fresh database, and a bare FastAPI endpoint answering 202. This process
+then drives them over HTTP and prints events/s and p99 for `/track` (one
+event a request) and `/track/batch` (100 events a request), beside the bare
+endpoint and an asyncpg COPY of the same rows into the same `events` table.
+Finally it counts stored rows: every acknowledged event must be there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import LoadResult, run_load  # noqa: E402
+from core.settings import to_asyncpg_dsn  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+BATCH_SIZE = 100
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                await client.get(url + "/health")
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+    raise SystemExit(f"{url} did not start")
+
+
+class Bodies:
+    """Request bodies with fresh messageIds over a fixed population of users."""
+
+    def __init__(self, users: int) -> None:
+        self.users = users
+        self.rng = random.Random(7)
+        self.now = datetime.now(UTC)
+        self.counter = 0
+
+    def _event(self) -> str:
+        self.counter += 1
+        user = self.rng.randrange(self.users)
+        ts = (self.now - timedelta(seconds=self.counter % 86400)).isoformat()
+        return (
+            f'{{"userId":"bench_{user}","event":"Product Viewed","messageId":"m{self.counter}-{uuid.uuid4().hex[:8]}",'
+            f'"timestamp":"{ts}","properties":{{"product_id":"sku_{user % 500}","price":{user % 300}.5,'
+            f'"currency":"USD"}},"context":{{"library":{{"name":"bench"}}}}}}'
+        )
+
+    def track(self) -> tuple[bytes, int]:
+        return self._event().encode(), 1
+
+    def batch(self) -> tuple[bytes, int]:
+        return ('{"batch":[' + ",".join(self._event() for _ in range(BATCH_SIZE)) + "]}").encode(), BATCH_SIZE
+
+
+async def _prepare_database(server: str) -> str:
+    from db.migrate import upgrade
+
+    name = f"mp_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(server)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = server.rsplit("/", 1)[0] + "/" + name
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+async def _keys(database_url: str) -> tuple[uuid.UUID, str]:
+    from db.engine import create_engine, create_sessionmaker, session_scope
+    from workspaces.service import create_workspace_keys
+
+    engine = create_engine(database_url, pool_size=1)
+    async with session_scope(create_sessionmaker(engine)) as session:
+        keys = await create_workspace_keys(session, "bench")
+    await engine.dispose()
+    return keys.workspace_id, keys.public_key
+
+
+async def _warm_users(url: str, key: str, users: int) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        for start in range(0, users, 1000):
+            batch = [{"type": "identify", "userId": f"bench_{n}", "traits": {"plan": "free"}}
+                     for n in range(start, min(users, start + 1000))]
+            r = await client.post("/track/batch", json={"batch": batch})
+            r.raise_for_status()
+
+
+async def _copy_ceiling(database_url: str, workspace_id: uuid.UUID, profile_ids: list[uuid.UUID],
+                        seconds: float, chunk: int = 1000, connections: int = 2) -> tuple[float, int]:
+    """Rows/s that asyncpg COPY reaches into the same partitioned table."""
+    from core.ids import uuid7
+
+    now = datetime.now(UTC)
+    props = json.dumps({"product_id": "sku_1", "price": 10.5, "currency": "USD"})
+    ctx = json.dumps({"library": {"name": "bench"}})
+    total = 0
+
+    async def _worker(n: int) -> None:
+        nonlocal total
+        conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+        rng = random.Random(n)
+        stop_at = time.perf_counter() + seconds
+        counter = 0
+        while time.perf_counter() < stop_at:
+            rows = []
+            for _ in range(chunk):
+                counter += 1
+                rows.append((uuid7(), workspace_id, rng.choice(profile_ids), "track", "Product Viewed", props, ctx,
+                             now - timedelta(seconds=counter % 86400), now, f"copy-{n}-{counter}"))
+            await conn.copy_records_to_table(
+                "events", records=rows,
+                columns=["id", "workspace_id", "profile_id", "type", "name", "properties", "context",
+                         "occurred_at", "received_at", "message_id"],
+            )
+            total += chunk
+        await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(_worker(n) for n in range(connections)))
+    return total / (time.perf_counter() - started), total
+
+
+class CpuMeter:
+    """CPU seconds used by the server under test, PostgreSQL and this
+    load-generating process during a phase (to see where time goes)."""
+
+    def __init__(self, server_pid: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.server = psutil.Process(server_pid)
+        self.me = psutil.Process()
+
+    def _pg(self) -> float:
+        total = 0.0
+        for proc in self._psutil.process_iter(["name", "cpu_times"]):
+            if proc.info["name"] and proc.info["name"].startswith("postgres") and proc.info["cpu_times"]:
+                total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        return total
+
+    def _read(self) -> tuple[float, float, float]:
+        s, m = self.server.cpu_times(), self.me.cpu_times()
+        return s.user + s.system, self._pg(), m.user + m.system
+
+    def __enter__(self) -> "CpuMeter":
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._read()
+        self.server_s, self.pg_s, self.client_s = (b - a for a, b in zip(self.start, end, strict=True))
+
+    def per_unit(self, units: int) -> str:
+        us = 1e6 / max(units, 1)
+        return (f"CPU per unit: server {self.server_s * us:6.1f} us, postgres {self.pg_s * us:6.1f} us, "
+                f"load generator {self.client_s * us:6.1f} us")
+
+
+async def _stats(url: str) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url + "/health")).json()
+
+
+def _line(name: str, res: LoadResult) -> str:
+    return (f"  {name:<34} {res.events_per_second:>10,.0f} events/s   {res.requests_per_second:>8,.0f} req/s   "
+            f"p50 {res.percentile(50):6.1f} ms   p99 {res.percentile(99):6.1f} ms   errors {res.errors}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each measured phase")
+    parser.add_argument("--users", type=int, default=10_000, help="distinct userIds events are spread over")
+    parser.add_argument("--track-connections", type=int, default=64)
+    parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER),
+                        help="PostgreSQL server URL (a fresh database is created on it)")
+    parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
+    parser.add_argument("--profile", metavar="SVG",
+                        help="record the tracking server with py-spy during the /track phase (needs py-spy)")
+    args = parser.parse_args()
+
+    print("preparing database...", flush=True)
+    database_url = await _prepare_database(args.server)
+    workspace_id, key = await _keys(database_url)
+    tracking_port, bare_port = free_port(), free_port()
+    env = {"DATABASE_URL": database_url, "TRACKING_PORT": str(tracking_port), "HOST": "127.0.0.1",
+           "REDIS_PREFIX": f"mp_bench_{uuid.uuid4().hex[:6]}:"}
+    tracking = _spawn([sys.executable, "-m", "cli", "tracking"], env)
+    bare = _spawn([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--host",
+                   "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
+                   "warning"], {})
+    tracking_url, bare_url = f"http://127.0.0.1:{tracking_port}", f"http://127.0.0.1:{bare_port}"
+    try:
+        await _wait_http(tracking_url, tracking)
+        await _wait_http(bare_url, bare)
+        print(f"warming {args.users:,} users...", flush=True)
+        await _warm_users(tracking_url, key, args.users)
+        auth = f"Bearer {key}"
+        bodies = Bodies(args.users)
+        results: dict[str, LoadResult] = {}
+        conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
+        base = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
+
+        print(f"measuring ({args.seconds:.0f}s a phase)...", flush=True)
+        cpu: dict[str, tuple[CpuMeter, int]] = {}
+        with CpuMeter(bare.pid) as meter:
+            results["bare"] = await run_load(bare_url, "/track", bodies.track, concurrency=args.track_connections,
+                                             seconds=args.seconds)
+        cpu["bare"] = (meter, results["bare"].requests)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(["py-spy", "record", "-o", args.profile, "--pid", str(tracking.pid),
+                                    "--duration", str(int(args.seconds)), "--format", "speedscope" if args.profile.endswith(".json") else "flamegraph"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stats_before = await _stats(tracking_url)
+        with CpuMeter(tracking.pid) as meter:
+            results["track"] = await run_load(tracking_url, "/track", bodies.track,
+                                              concurrency=args.track_connections, seconds=args.seconds,
+                                              authorization=auth)
+        cpu["track"] = (meter, results["track"].events_acked)
+        stats_after = await _stats(tracking_url)
+        groups = stats_after["groups_committed"] - stats_before["groups_committed"]
+        group_size = (stats_after["requests_committed"] - stats_before["requests_committed"]) / max(groups, 1)
+        group_ms = (stats_after["commit_seconds"] - stats_before["commit_seconds"]) * 1000 / max(groups, 1)
+        if spy is not None:
+            spy.wait(30)
+        with CpuMeter(tracking.pid) as meter:
+            results["batch"] = await run_load(tracking_url, "/track/batch", bodies.batch,
+                                              concurrency=args.batch_connections, seconds=args.seconds,
+                                              authorization=auth)
+        cpu["batch"] = (meter, results["batch"].events_acked)
+        stored = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id) - base
+        profile_ids = [r[0] for r in await conn.fetch("SELECT id FROM profiles WHERE workspace_id = $1", workspace_id)]
+        copy_rate, copied = await _copy_ceiling(database_url, workspace_id, profile_ids, args.seconds)
+        await conn.close()
+    finally:
+        for proc in (tracking, bare):
+            proc.terminate()
+            proc.wait(10)
+        conn = await asyncpg.connect(args.server)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await conn.close()
+
+    acked = results["track"].events_acked + results["batch"].events_acked
+    track_ratio = results["track"].events_per_second / results["bare"].requests_per_second
+    batch_ratio = results["batch"].events_per_second / copy_rate
+    print()
+    print(f"tracking benchmark — {os.cpu_count()} CPUs, {args.seconds:.0f}s a phase, {args.users:,} users")
+    print(_line("bare FastAPI endpoint (202)", results["bare"]).replace("events/s", "req   /s"))
+    print(_line("POST /track (1 event)", results["track"]))
+    print(_line(f"POST /track/batch ({BATCH_SIZE} events)", results["batch"]))
+    print(f"  {'asyncpg COPY (1,000-row chunks, 2 conns)':<34} {copy_rate:>10,.0f} rows/s")
+    print()
+    print(f"  /track       / bare endpoint : {track_ratio:5.2f}x   (target >= 0.80)")
+    print(f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30)")
+    print(f"  /track: {group_size:.1f} requests per group commit on average, {group_ms:.2f} ms a commit")
+    for name, (meter, units) in cpu.items():
+        print(f"  {name:<6} {meter.per_unit(units)}")
+    print(f"  acknowledged {acked:,} events, stored {stored:,}: {'nothing lost' if stored >= acked else f'LOST {acked - stored:,}'}")
+    figures = {
+        "cpus": os.cpu_count(), "seconds": args.seconds, "users": args.users,
+        "bare_rps": results["bare"].requests_per_second,
+        "track_eps": results["track"].events_per_second, "track_p99_ms": results["track"].percentile(99),
+        "batch_eps": results["batch"].events_per_second, "batch_p99_ms": results["batch"].percentile(99),
+        "copy_rows_per_s": copy_rate, "track_ratio": track_ratio, "batch_ratio": batch_ratio,
+        "acked": acked, "stored": stored, "copied": copied,
+    }
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
+    sys.stdout.flush()
+    os._exit(0)
