@@ -140,3 +140,24 @@ async def test_every_endpoint_requires_a_key(tracking_app, path):
 async def test_alias_needs_both_ids(tracking):
     r = await tracking.post("/alias", json={"userId": "u"})
     assert r.status_code == 422
+
+
+async def test_tracking_openapi_documents_every_endpoint(tracking_app):
+    async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
+        spec = (await client.get("/openapi.json")).json()
+        assert (await client.get("/docs")).status_code == 200
+    for path in ("/track", "/identify", "/page", "/alias", "/track/batch"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body, path
+
+
+async def test_fastapi_routes_behave_like_the_fast_path(tracking_app, workspace, engine):
+    # The documented FastAPI routes (used when the app runs without the fast path).
+    inner = tracking_app.app
+    transport = httpx.ASGITransport(app=inner)
+    headers = {"Authorization": f"Bearer {workspace.public_key}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://inner", headers=headers) as client:
+        ok = await client.post("/track", json={"userId": "u1", "event": "Via FastAPI"})
+        bad = await client.post("/track", json={"event": "no identity"})
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1
+    assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
