@@ -19,7 +19,8 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import CITEXT, JSONB, UUID
+from sqlalchemy import Integer
+from sqlalchemy.dialects.postgresql import ARRAY, CITEXT, JSONB, UUID
 
 metadata = MetaData()
 
@@ -94,4 +95,32 @@ events = Table(
     _ts("occurred_at", nullable=False),
     _ts("received_at", nullable=False),
     Column("message_id", Text, nullable=False),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("definition", JSONB, nullable=False),
+    Column("event_names", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("trait_keys", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("segment_refs", ARRAY(UUID(as_uuid=True)), nullable=False, server_default=text("'{}'")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("member_count", Integer, nullable=True),
+    _ts("computed_at", nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "name", name="segments_workspace_name_key"),
+)
+
+segment_memberships = Table(
+    "segment_memberships",
+    metadata,
+    Column("segment_id", UUID(as_uuid=True), ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    _ts("entered_at", nullable=False, server_default=func.now()),
 )

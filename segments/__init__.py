@@ -1,0 +1,1 @@
+"""Segments: saved condition trees, their members, and refreshing them."""

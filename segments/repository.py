@@ -1,0 +1,326 @@
+"""SQL for segments: CRUD, members, estimates, refreshes, and the facts a
+single-profile check needs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    RowMapping,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from db.tables import events, profiles, segment_memberships, segments, workspaces
+
+SEGMENT_COLUMNS = (
+    segments.c.id, segments.c.name, segments.c.description, segments.c.definition, segments.c.version,
+    segments.c.member_count, segments.c.computed_at, segments.c.created_at, segments.c.updated_at,
+)
+
+
+async def list_segments(
+    session: AsyncSession, workspace_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+) -> Sequence[RowMapping]:
+    """Newest first."""
+    stmt = select(*SEGMENT_COLUMNS).where(segments.c.workspace_id == workspace_id)
+    if after is not None:
+        stmt = stmt.where(segments.c.id < after)
+    return (await session.execute(stmt.order_by(segments.c.id.desc()).limit(limit))).mappings().all()
+
+
+async def get_segment(session: AsyncSession | AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID,
+                      *, for_update: bool = False) -> RowMapping | None:
+    """One segment of the workspace, or None."""
+    stmt = select(*SEGMENT_COLUMNS, segments.c.segment_refs).where(
+        segments.c.workspace_id == workspace_id, segments.c.id == segment_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).mappings().first()
+
+
+async def segment_refs(session: AsyncSession, workspace_id: uuid.UUID) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Each segment's direct references, for cycle checks."""
+    rows = await session.execute(
+        select(segments.c.id, segments.c.segment_refs).where(segments.c.workspace_id == workspace_id)
+    )
+    return {r[0]: list(r[1]) for r in rows}
+
+
+async def name_taken(session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None) -> bool:
+    """Whether another segment of the workspace has this name."""
+    stmt = select(segments.c.id).where(segments.c.workspace_id == workspace_id, segments.c.name == name)
+    if exclude is not None:
+        stmt = stmt.where(segments.c.id != exclude)
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
+async def insert_segment(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
+    """Insert and return the row."""
+    return (await session.execute(segments.insert().values(**values).returning(*SEGMENT_COLUMNS))).mappings().one()
+
+
+async def update_segment(
+    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID, values: dict[str, Any]
+) -> RowMapping:
+    """Apply values and return the row."""
+    stmt = (
+        update(segments)
+        .where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
+        .values(**values)
+        .returning(*SEGMENT_COLUMNS)
+    )
+    return (await session.execute(stmt)).mappings().one()
+
+
+async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> int:
+    """Delete a segment (memberships go with it)."""
+    stmt = delete(segments).where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
+    return (await session.execute(stmt)).rowcount
+
+
+async def referencing_segments(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> list[str]:
+    """Names of segments whose definition refers to this one."""
+    rows = await session.execute(
+        select(segments.c.name).where(
+            segments.c.workspace_id == workspace_id, segments.c.segment_refs.any(segment_id)
+        )
+    )
+    return [r[0] for r in rows]
+
+
+async def members_page(
+    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+) -> Sequence[RowMapping]:
+    """Stored members (as of the last refresh), by profile id."""
+    m = segment_memberships
+    stmt = (
+        select(m.c.profile_id, profiles.c.email, profiles.c.external_id, m.c.entered_at)
+        .join(profiles, profiles.c.id == m.c.profile_id)
+        .where(m.c.segment_id == segment_id, m.c.workspace_id == workspace_id)
+    )
+    if after is not None:
+        stmt = stmt.where(m.c.profile_id > after)
+    return (await session.execute(stmt.order_by(m.c.profile_id).limit(limit))).mappings().all()
+
+
+async def count_matching(conn: AsyncSession | AsyncConnection, members: Select[Any]) -> int:
+    """How many profiles a compiled definition selects."""
+    return (await conn.execute(select(func.count()).select_from(members.subquery()))).scalar_one()
+
+
+async def sample_matching(conn: AsyncSession | AsyncConnection, members: Select[Any], size: int) -> Sequence[RowMapping]:
+    """A few matching profiles."""
+    if size == 0:
+        return []
+    chosen = members.limit(size).subquery()
+    stmt = select(profiles.c.id, profiles.c.email, profiles.c.external_id, profiles.c.traits).join(
+        chosen, chosen.c.profile_id == profiles.c.id
+    )
+    return (await conn.execute(stmt)).mappings().all()
+
+
+async def lock_segment(conn: AsyncSession | AsyncConnection, segment_id: uuid.UUID) -> None:
+    """Serialise writers of one segment's memberships until commit."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": str(segment_id)})
+
+
+def _membership_event(
+    source: Any, workspace_id: uuid.UUID, name: str, segment_id: uuid.UUID, segment_name: str, now: datetime, tag: str
+) -> Select[Any]:
+    message = func.concat(f"segment:{segment_id}:{tag}:", source.c.profile_id, f":{int(now.timestamp() * 1000)}")
+    return select(
+        func.gen_random_uuid(), literal(workspace_id), source.c.profile_id, literal("system"), literal(name),
+        func.jsonb_build_object("segment_id", str(segment_id), "segment_name", segment_name),
+        literal(now), literal(now), message,
+    )
+
+
+async def apply_refresh(
+    conn: AsyncSession | AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID, segment_name: str,
+    members: Select[Any], now: datetime,
+) -> tuple[int, int, int]:
+    """Replace stored members with `members` and write `Segment Entered` /
+    `Segment Exited` events for the difference, in one statement. Returns
+    (member count, entered, exited)."""
+    m = segment_memberships
+    new = members.cte("new_members").prefix_with("MATERIALIZED")
+    exited = (
+        delete(m)
+        .where(m.c.segment_id == segment_id, ~exists(select(1).where(new.c.profile_id == m.c.profile_id)))
+        .returning(m.c.profile_id)
+        .cte("exited")
+    )
+    entered = (
+        pg_insert(m)
+        .from_select(
+            ["segment_id", "workspace_id", "profile_id", "entered_at"],
+            select(literal(segment_id), literal(workspace_id), new.c.profile_id, literal(now)),
+        )
+        .on_conflict_do_nothing()
+        .returning(m.c.profile_id)
+        .cte("entered")
+    )
+    columns = ["id", "workspace_id", "profile_id", "type", "name", "properties", "occurred_at", "received_at",
+               "message_id"]
+    still_there = exists(select(1).where(profiles.c.id == exited.c.profile_id))
+    wrote_in = insert(events).from_select(
+        columns, _membership_event(entered, workspace_id, "Segment Entered", segment_id, segment_name, now, "in")
+    ).cte("wrote_in")
+    wrote_out = insert(events).from_select(
+        columns,
+        _membership_event(exited, workspace_id, "Segment Exited", segment_id, segment_name, now, "out")
+        .where(still_there),
+    ).cte("wrote_out")
+    stmt = select(
+        select(func.count()).select_from(new).scalar_subquery(),
+        select(func.count()).select_from(entered).scalar_subquery(),
+        select(func.count()).select_from(exited).scalar_subquery(),
+    ).add_cte(wrote_in, wrote_out)
+    row = (await conn.execute(stmt)).one()
+    return row[0], row[1], row[2]
+
+
+async def record_refresh(
+    conn: AsyncSession | AsyncConnection, segment_id: uuid.UUID, member_count: int, now: datetime
+) -> None:
+    """Store the new count and refresh time."""
+    await conn.execute(
+        update(segments).where(segments.c.id == segment_id).values(member_count=member_count, computed_at=now)
+    )
+
+
+async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Segments never computed, or older than their workspace's interval."""
+    minutes = func.coalesce(workspaces.c.settings["segment_refresh_minutes"].astext.cast(Integer), 5)
+    stmt = (
+        select(segments.c.id, segments.c.workspace_id)
+        .join(workspaces, workspaces.c.id == segments.c.workspace_id)
+        .where(
+            or_(
+                segments.c.computed_at.is_(None),
+                segments.c.computed_at + func.make_interval(0, 0, 0, 0, 0, minutes) <= now,
+            )
+        )
+        .order_by(segments.c.computed_at.asc().nulls_first())
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in await conn.execute(stmt)]
+
+
+# -- single-profile facts ---------------------------------------------------
+
+
+async def load_traits(conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID]) -> dict:
+    """Traits of existing profiles."""
+    rows = await conn.execute(
+        select(profiles.c.id, profiles.c.traits).where(
+            profiles.c.workspace_id == workspace_id, profiles.c.id.in_(profile_ids)
+        )
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def load_events(
+    conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID], names: Sequence[str],
+    since: datetime | None, until: datetime | None,
+) -> Sequence[Any]:
+    """(profile_id, name, properties, occurred_at) of the named events."""
+    if not names:
+        return []
+    where = [events.c.workspace_id == workspace_id, events.c.profile_id.in_(profile_ids), events.c.name.in_(names)]
+    if since is not None:
+        where.append(events.c.occurred_at >= since)
+    if until is not None:
+        where.append(events.c.occurred_at <= until)
+    stmt = select(events.c.profile_id, events.c.name, events.c.properties, events.c.occurred_at).where(*where)
+    return (await conn.execute(stmt)).all()
+
+
+async def load_memberships(
+    conn: AsyncConnection, profile_ids: Sequence[uuid.UUID], segment_ids: Sequence[uuid.UUID]
+) -> Sequence[Any]:
+    """(profile_id, segment_id) memberships among the given segments."""
+    if not segment_ids:
+        return []
+    m = segment_memberships
+    stmt = select(m.c.profile_id, m.c.segment_id).where(
+        and_(m.c.profile_id.in_(profile_ids), m.c.segment_id.in_(segment_ids))
+    )
+    return (await conn.execute(stmt)).all()
+
+
+async def workspace_segments(conn: AsyncConnection, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
+    """Every segment of a workspace with what it depends on."""
+    stmt = select(
+        segments.c.id, segments.c.name, segments.c.definition, segments.c.event_names, segments.c.trait_keys,
+        segments.c.segment_refs,
+    ).where(segments.c.workspace_id == workspace_id)
+    return (await conn.execute(stmt.order_by(segments.c.id))).mappings().all()
+
+
+async def add_memberships(
+    conn: AsyncConnection, rows: Sequence[tuple[uuid.UUID, uuid.UUID]], workspace_id: uuid.UUID, now: datetime
+) -> Sequence[tuple[uuid.UUID, uuid.UUID]]:
+    """Insert (segment_id, profile_id) memberships; returns those that were new."""
+    if not rows:
+        return []
+    stmt = (
+        pg_insert(segment_memberships)
+        .values([{"segment_id": s, "profile_id": p, "workspace_id": workspace_id, "entered_at": now} for s, p in rows])
+        .on_conflict_do_nothing()
+        .returning(segment_memberships.c.segment_id, segment_memberships.c.profile_id)
+    )
+    return [(r[0], r[1]) for r in await conn.execute(stmt)]
+
+
+async def remove_memberships(
+    conn: AsyncConnection, rows: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> Sequence[tuple[uuid.UUID, uuid.UUID]]:
+    """Delete (segment_id, profile_id) memberships; returns those that existed."""
+    removed = []
+    for segment_id, profile_id in rows:
+        stmt = (
+            delete(segment_memberships)
+            .where(segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id == profile_id)
+            .returning(segment_memberships.c.segment_id, segment_memberships.c.profile_id)
+        )
+        removed += [(r[0], r[1]) for r in await conn.execute(stmt)]
+    return removed
+
+
+async def write_membership_events(
+    conn: AsyncConnection, workspace_id: uuid.UUID, changes: Sequence[tuple[str, uuid.UUID, str, uuid.UUID]],
+    now: datetime,
+) -> None:
+    """Write `Segment Entered` / `Segment Exited` events: (event, segment id, segment name, profile id)."""
+    if not changes:
+        return
+    stamp = int(now.timestamp() * 1000)
+    await conn.execute(
+        insert(events),
+        [
+            {
+                "id": uuid.uuid4(), "workspace_id": workspace_id, "profile_id": pid, "type": "system", "name": name,
+                "properties": {"segment_id": str(sid), "segment_name": sname}, "occurred_at": now,
+                "received_at": now, "message_id": f"segment:{sid}:{'in' if name.endswith('Entered') else 'out'}:{pid}:{stamp}",
+            }
+            for name, sid, sname, pid in changes
+        ],
+    )
