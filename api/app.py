@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api import profiles
+from api import profiles, segments, workspace
 from core.http import JSONResponse, install_error_handlers
 from core.settings import Settings, get_settings
+from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
 from workspaces.service import KeyAuthenticator
 
@@ -24,6 +25,7 @@ class ApiServices:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     keys: KeyAuthenticator
+    temporal: TemporalConnection
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,7 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, pool_size=settings.api_db_pool_size)
         app.state.services = ApiServices(
-            settings, engine, create_sessionmaker(engine), KeyAuthenticator(engine, ttl=settings.key_cache_seconds)
+            settings,
+            engine,
+            create_sessionmaker(engine),
+            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            TemporalConnection(settings),
         )
         try:
             yield
@@ -50,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(profiles.router)
+    app.include_router(segments.router)
+    app.include_router(workspace.router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

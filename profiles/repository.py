@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import RowMapping, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.tables import events, profile_aliases, profiles
+from db.tables import events, profile_aliases, profiles, segment_memberships
 
 PROFILE_COLUMNS = (
     profiles.c.id,
@@ -131,6 +131,11 @@ async def delete_profile(session: AsyncSession, workspace_id: uuid.UUID, profile
     await session.execute(
         delete(profile_aliases).where(
             profile_aliases.c.workspace_id == workspace_id, profile_aliases.c.profile_id == profile_id
+        )
+    )
+    await session.execute(
+        delete(segment_memberships).where(
+            segment_memberships.c.workspace_id == workspace_id, segment_memberships.c.profile_id == profile_id
         )
     )
     await session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id))

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
+    any_,
     RowMapping,
     Select,
     and_,
@@ -99,7 +100,7 @@ async def referencing_segments(session: AsyncSession, workspace_id: uuid.UUID, s
     """Names of segments whose definition refers to this one."""
     rows = await session.execute(
         select(segments.c.name).where(
-            segments.c.workspace_id == workspace_id, segments.c.segment_refs.any(segment_id)
+            segments.c.workspace_id == workspace_id, literal(segment_id) == any_(segments.c.segment_refs)
         )
     )
     return [r[0] for r in rows]

@@ -114,11 +114,3 @@ class RefreshOut(BaseModel):
     entered: int | None = None
     exited: int | None = None
     temporal_ui: str | None = None
-
-
-class WorkspaceSettings(BaseModel):
-    """Per-workspace settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    segment_refresh_minutes: int = Field(5, ge=1, le=1440, description="How often dynamic segments refresh.")

@@ -46,15 +46,17 @@ async def database_url(pg_server: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def settings(database_url: str, redis_url: str) -> AsyncIterator[Settings]:
+async def settings(database_url: str, redis_url: str, temporal_address: str) -> AsyncIterator[Settings]:
     run = uuid.uuid4().hex[:8]
     prefix = f"mp_test_{run}:"
     yield Settings(
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=prefix,
+        temporal_address=temporal_address,
         temporal_task_queue=f"test-{run}",
         key_cache_seconds=0.5,
+        segment_dependencies_seconds=0.3,
         # Two committers per writer, so tests exercise concurrent group
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,
@@ -134,16 +136,29 @@ async def temporal_client(temporal_address: str):
 
 
 @pytest.fixture(scope="session")
-async def worker(temporal_client, settings: Settings, engine):
-    """The platform's worker, polling this run's task queue in-process."""
+async def redis_client(settings: Settings):
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def worker(temporal_client, settings: Settings, engine, redis_client):
+    """The platform's worker (and its re-check dispatcher), polling this
+    run's task queue in-process."""
     from temporalio.worker import Worker
 
     from worker.main import WORKFLOWS, build_activities
+    from worker.recheck_dispatcher import run_recheck_dispatcher
 
+    stop = asyncio.Event()
     async with Worker(
         temporal_client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine),
+        activities=build_activities(engine, redis_client, settings),
     ) as running:
+        dispatcher = asyncio.create_task(run_recheck_dispatcher(temporal_client, redis_client, settings, stop))
         yield running
+        stop.set()
+        await dispatcher

@@ -18,6 +18,7 @@ from core.settings import Settings, get_settings
 from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
+from tracking.segment_triggers import SegmentTriggers
 from tracking.writer import GroupCommitWriter
 from workspaces.service import KeyAuthenticator
 
@@ -57,12 +58,14 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
         )
         redis = create_redis(settings)
+        triggers = SegmentTriggers(pool, redis, settings.redis_prefix, ttl=settings.segment_dependencies_seconds)
         writer = GroupCommitWriter(
             pool,
             redis,
             redis_prefix=settings.redis_prefix,
             max_events=settings.tracking_commit_max_events,
             concurrency=settings.tracking_commit_concurrency,
+            on_committed=triggers.committed,
         )
         app.state.services = TrackingServices(
             engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             yield
         finally:
             await writer.close()
+            await triggers.close()
             await pool.close()
             await redis.aclose()
             await engine.dispose()

@@ -69,6 +69,8 @@ RETURNING p.id, lower(p.email::text), p.external_id
 
 MOVE_EVENTS_SQL = "UPDATE events SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
 MOVE_ALIASES_SQL = "UPDATE profile_aliases SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
+# The merged profile leaves its segments; the target is re-checked.
+DROP_MEMBERSHIPS_SQL = "DELETE FROM segment_memberships WHERE workspace_id = $1 AND profile_id = $2"
 ABSORB_PROFILE_SQL = """
 WITH source AS (
     DELETE FROM profiles WHERE workspace_id = $1 AND id = $2 RETURNING traits, first_seen, last_seen
@@ -201,6 +203,7 @@ async def merge_profile(conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UU
     target's win), and delete it."""
     await conn.execute(MOVE_EVENTS_SQL, ws, source, target)
     await conn.execute(MOVE_ALIASES_SQL, ws, source, target)
+    await conn.execute(DROP_MEMBERSHIPS_SQL, ws, source)
     await conn.execute(ABSORB_PROFILE_SQL, ws, source, target)
 
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
 
@@ -74,6 +74,7 @@ class GroupCommitWriter:
         redis_prefix: str = "mp:",
         max_events: int = 5000,
         concurrency: int = 2,
+        on_committed: Callable[[Sequence[IngestItem]], None] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -84,6 +85,7 @@ class GroupCommitWriter:
         self._tasks = [asyncio.create_task(self._committer(), name=f"group-commit-{n}") for n in range(concurrency)]
         self._closed = False
         self._cache = IdentityCache()
+        self._on_committed = on_committed
         self.groups_committed = 0
         self.requests_committed = 0
         self.commit_seconds = 0.0
@@ -160,6 +162,8 @@ class GroupCommitWriter:
             ok = sum(1 for i in events if i.event_id in stored)
             if not pending.future.done():
                 pending.future.set_result(WriteResult(stored=ok, duplicates=len(events) - ok))
+        if self._on_committed is not None:
+            self._on_committed(items)
 
     async def _store_with_retries(self, items: list[IngestItem]) -> set:
         await self._pin_untimed_messages(items)

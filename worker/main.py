@@ -1,4 +1,5 @@
-"""The worker process: every workflow and activity of the platform."""
+"""The worker process: every workflow and activity of the platform, and
+the dispatcher that wakes segment re-checks."""
 
 from __future__ import annotations
 
@@ -6,26 +7,37 @@ import asyncio
 import logging
 import signal
 
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
 
 from activities.partitions import PartitionActivities
-from core.clients import connect_temporal
+from activities.segments import SegmentActivities
+from core.clients import connect_temporal, create_redis
 from core.settings import Settings
 from db.engine import create_engine
+from worker.recheck_dispatcher import run_recheck_dispatcher
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
 from workflows.maintenance import EventPartitionsWorkflow
+from workflows.segments import SegmentRecheckWorkflow, SegmentRefreshDispatchWorkflow, SegmentRefreshWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [EventPartitionsWorkflow]
+WORKFLOWS = [EventPartitionsWorkflow, SegmentRefreshWorkflow, SegmentRefreshDispatchWorkflow, SegmentRecheckWorkflow]
 
 
-def build_activities(engine) -> list:  # noqa: ANN001 - engine is an AsyncEngine
+def build_activities(engine: AsyncEngine, redis: aioredis.Redis, settings: Settings) -> list:
     """Activity callables, bound to clients built once."""
     partitions = PartitionActivities(engine)
-    return [partitions.ensure_event_partitions]
+    segments = SegmentActivities(engine, redis, settings.redis_prefix)
+    return [
+        partitions.ensure_event_partitions,
+        segments.refresh_segment,
+        segments.due_segments,
+        segments.recheck_profiles,
+    ]
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -39,15 +51,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             pass
     client = await connect_temporal(settings)
     engine = create_engine(settings.database_url, pool_size=5)
+    redis = create_redis(settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine),
+        activities=build_activities(engine, redis, settings),
     )
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
     try:
         async with worker:
-            await stop.wait()
+            await run_recheck_dispatcher(client, redis, settings, stop)
     finally:
         await engine.dispose()
+        await redis.aclose()

@@ -28,11 +28,14 @@ from temporalio.client import (
 from core.settings import Settings
 from definitions import search_attributes
 from definitions.maintenance import EnsurePartitionsInput
+from definitions.segment_runs import DueSegmentsInput
 
 log = logging.getLogger(__name__)
 
 EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 EVENT_PARTITIONS_WORKFLOW_ID = "maintenance:event-partitions"
+SEGMENT_REFRESH_SCHEDULE = "segments-refresh-dispatch"
+SEGMENT_REFRESH_WORKFLOW_ID = "segments:refresh-dispatch"
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -76,20 +79,45 @@ def _partitions_schedule(settings: Settings) -> Schedule:
     )
 
 
+def _segments_schedule(settings: Settings) -> Schedule:
+    # Every minute; each workspace's own interval decides which segments
+    # are due (DueSegmentsInput / segments.repository.due_segments).
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "SegmentRefreshDispatchWorkflow",
+            DueSegmentsInput(limit=500),
+            id=SEGMENT_REFRESH_WORKFLOW_ID,
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Starts refreshes of segments whose workspace interval has passed."),
+    )
+
+
+def schedules(settings: Settings) -> dict[str, Schedule]:
+    """Every schedule the platform runs, by id."""
+    return {
+        EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
+        SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
+    }
+
+
 async def ensure_schedules(client: Client, settings: Settings) -> list[str]:
-    """Create (or bring up to date) the maintenance schedules; a new
+    """Create (or bring up to date) the platform's schedules; a new
     schedule also runs once right away. Returns the ids created."""
     created: list[str] = []
-    schedule = _partitions_schedule(settings)
-    try:
-        await client.create_schedule(EVENT_PARTITIONS_SCHEDULE, schedule, trigger_immediately=True)
-        created.append(EVENT_PARTITIONS_SCHEDULE)
-    except ScheduleAlreadyRunningError:
+    for schedule_id, schedule in schedules(settings).items():
+        try:
+            await client.create_schedule(schedule_id, schedule, trigger_immediately=True)
+            created.append(schedule_id)
+        except ScheduleAlreadyRunningError:
 
-        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
+            def _update(_: ScheduleUpdateInput, schedule: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
 
-        await client.get_schedule_handle(EVENT_PARTITIONS_SCHEDULE).update(_update)
+            await client.get_schedule_handle(schedule_id).update(_update)
     return created
 
 

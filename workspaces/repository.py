@@ -56,3 +56,20 @@ async def touch_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | Non
 async def workspace_name(session: AsyncSession, workspace_id: uuid.UUID) -> str | None:
     """A workspace's name, or None."""
     return (await session.execute(select(workspaces.c.name).where(workspaces.c.id == workspace_id))).scalar()
+
+
+async def get_settings(session: AsyncSession, workspace_id: uuid.UUID) -> dict:
+    """A workspace's settings document."""
+    stmt = select(workspaces.c.settings).where(workspaces.c.id == workspace_id)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def merge_settings(session: AsyncSession, workspace_id: uuid.UUID, values: dict) -> dict:
+    """Merge values into the settings document; returns the result."""
+    stmt = (
+        update(workspaces)
+        .where(workspaces.c.id == workspace_id)
+        .values(settings=workspaces.c.settings.op("||")(func.cast(values, workspaces.c.settings.type)))
+        .returning(workspaces.c.settings)
+    )
+    return (await session.execute(stmt)).scalar_one()

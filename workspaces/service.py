@@ -19,6 +19,7 @@ from core.errors import Forbidden, Unauthorized
 from core.ids import uuid7
 from workspaces import repository as repo
 from workspaces.repository import KeyRow
+from workspaces.schemas import WorkspaceSettings
 
 _ALPHABET = string.ascii_letters + string.digits
 KIND_PREFIX = {"public": "pk_", "secret": "sk_"}
@@ -92,3 +93,16 @@ class KeyAuthenticator:
                 raise Forbidden("this endpoint takes a public key (pk_...); never ship a secret key to clients")
             raise Forbidden("the management API needs a secret key (sk_...)")
         return row
+
+
+async def get_workspace_settings(session: AsyncSession, workspace_id: uuid.UUID) -> WorkspaceSettings:
+    """Settings with defaults filled in."""
+    return WorkspaceSettings.model_validate(await repo.get_settings(session, workspace_id))
+
+
+async def update_workspace_settings(
+    session: AsyncSession, workspace_id: uuid.UUID, values: WorkspaceSettings
+) -> WorkspaceSettings:
+    """Store settings (all fields)."""
+    stored = await repo.merge_settings(session, workspace_id, values.model_dump())
+    return WorkspaceSettings.model_validate(stored)

@@ -72,7 +72,7 @@ async def test_db_upgrade_is_idempotent(settings, engine):
     result = await mp("db", "upgrade", env=_env(settings))
     assert result.returncode == 0, result.stderr
     async with engine.connect() as conn:
-        assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0001"
+        assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0002"
 
 
 async def test_seed_fills_a_workspace_with_progress(settings, engine):

@@ -71,7 +71,7 @@ async def test_rows_in_the_default_partition_move_to_their_month(
 
 async def test_schedule_runs_the_workflow(temporal_client, worker, settings: Settings, engine):
     created = await setup.ensure_schedules(temporal_client, settings)
-    assert created == [setup.EVENT_PARTITIONS_SCHEDULE]
+    assert set(created) == {setup.EVENT_PARTITIONS_SCHEDULE, setup.SEGMENT_REFRESH_SCHEDULE}
     # A second call updates in place.
     assert await setup.ensure_schedules(temporal_client, settings) == []
     description = await temporal_client.get_schedule_handle(setup.EVENT_PARTITIONS_SCHEDULE).describe()
@@ -86,7 +86,8 @@ async def test_schedule_runs_the_workflow(temporal_client, worker, settings: Set
         await asyncio.sleep(0.2)
     else:
         raise AssertionError(f"scheduled run did not complete: {runs}")
-    await temporal_client.get_schedule_handle(setup.EVENT_PARTITIONS_SCHEDULE).delete()
+    for schedule_id in created:
+        await temporal_client.get_schedule_handle(schedule_id).delete()
 
 
 async def test_migration_created_current_partitions(engine):

@@ -1,0 +1,141 @@
+"""Segment refresh on Temporal: the dispatcher schedule, per-workspace
+intervals, no double starts, and re-checks triggered by tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from temporalio.client import WorkflowExecutionStatus
+
+from definitions.segment_runs import DueSegmentsInput
+from segments import repository as repo
+from segments.recheck import pending_key
+
+
+async def _wait_for(predicate, timeout: float = 15.0, interval: float = 0.2):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def _profile_id(api, external_id: str) -> str:
+    return (await api.get("/api/v1/profiles", params={"external_id": external_id})).json()["data"][0]["id"]
+
+
+async def test_tracked_event_enters_segment_within_seconds(api, tracking, worker, engine, workspace):
+    await tracking.post("/identify", json={"userId": "dan", "traits": {"plan": "free"}})
+    seg = (await api.post("/api/v1/segments", json={"name": "Bought", "definition": {
+        "type": "event", "name": "Order Completed", "within": {"last": 7}}})).json()
+    first = (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()
+    assert first["member_count"] == 0
+
+    await asyncio.sleep(0.5)  # tracking re-reads segment dependencies (0.3 s in tests)
+    await tracking.post("/track", json={"userId": "dan", "event": "Order Completed"})
+
+    async def dan_is_member():
+        return (await api.get(f"/api/v1/segments/{seg['id']}/members")).json()["data"]
+
+    members = await _wait_for(dan_is_member)
+    assert [m["external_id"] for m in members] == ["dan"]
+    async with engine.connect() as conn:
+        entered = (await conn.execute(text(
+            "SELECT count(*) FROM events WHERE workspace_id = :ws AND name = 'Segment Entered'"
+        ), {"ws": workspace.workspace_id})).scalar()
+    assert entered == 1
+
+
+async def test_trait_change_exits_segment_within_seconds(api, tracking, worker):
+    await tracking.post("/identify", json={"userId": "eve", "traits": {"plan": "pro"}})
+    seg = (await api.post("/api/v1/segments", json={"name": "Pro", "definition": {
+        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})).json()
+    assert (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()["member_count"] == 1
+
+    await asyncio.sleep(0.5)
+    await tracking.post("/identify", json={"userId": "eve", "traits": {"plan": "free"}})
+
+    async def eve_left():
+        return (await api.get(f"/api/v1/segments/{seg['id']}/members")).json()["data"] == []
+
+    await _wait_for(eve_left)
+
+
+async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
+    api, tracking, worker, temporal_client, settings, engine, workspace
+):
+    await tracking.post("/identify", json={"userId": "fay", "traits": {"plan": "pro"}})
+    due = (await api.post("/api/v1/segments", json={"name": "Due", "definition": {
+        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})).json()
+    busy = (await api.post("/api/v1/segments", json={"name": "Busy", "definition": {
+        "type": "trait", "path": "plan", "op": "exists"}})).json()
+
+    # Hold Busy's lock so its refresh stays running.
+    async with engine.connect() as holder:
+        await holder.execute(text("BEGIN"))
+        await holder.execute(text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": busy["id"]})
+        api_run = await api.post(f"/api/v1/segments/{busy['id']}/recalculate", params={"wait": 0})
+        assert api_run.json()["status"] == "running"
+
+        started = await temporal_client.execute_workflow(
+            "SegmentRefreshDispatchWorkflow", DueSegmentsInput(limit=1000),
+            id=f"test-dispatch-{uuid.uuid4()}", task_queue=settings.temporal_task_queue, result_type=int,
+        )
+        assert started >= 1
+        runs = [w async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')]
+        assert len(runs) == 1, "a running refresh was started twice"
+        await holder.execute(text("ROLLBACK"))
+
+    async def both_refreshed():
+        due_now = (await api.get(f"/api/v1/segments/{due['id']}")).json()
+        busy_now = (await api.get(f"/api/v1/segments/{busy['id']}")).json()
+        return due_now["member_count"] == 1 and busy_now["member_count"] == 1
+
+    await _wait_for(both_refreshed, timeout=30)
+    handle = temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}")
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_due_segments_follow_the_workspace_interval(api, engine, workspace):
+    seg = (await api.post("/api/v1/segments", json={"name": "Interval", "definition": {
+        "type": "trait", "path": "plan", "op": "exists"}})).json()
+    sid = uuid.UUID(seg["id"])
+    now = datetime.now(UTC)
+
+    async def is_due() -> bool:
+        async with engine.connect() as conn:
+            return sid in {s for s, _ in await repo.due_segments(conn, now, 100_000)}
+
+    assert await is_due()  # never computed
+    async with engine.begin() as conn:
+        await repo.record_refresh(conn, sid, 0, now - timedelta(minutes=3))
+    assert not await is_due()  # default 5 minutes
+    await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 2})
+    assert await is_due()
+
+
+async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, settings, workspace):
+    await tracking.post("/identify", json={"userId": "gus", "traits": {"plan": "pro"}})
+    await api.post("/api/v1/segments", json={"name": "Pro", "definition": {
+        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})
+    await asyncio.sleep(0.5)
+    for n in range(30):
+        await tracking.post("/identify", json={"userId": f"gus{n}", "traits": {"plan": "pro" if n % 2 else "free"}})
+
+    async def drained():
+        return await redis_client.scard(pending_key(settings.redis_prefix, workspace.workspace_id)) == 0
+
+    await _wait_for(drained)
+
+    async def members():
+        page = (await api.get("/api/v1/segments")).json()["data"][0]
+        listed = (await api.get(f"/api/v1/segments/{page['id']}/members", params={"limit": 100})).json()["data"]
+        return len(listed) == 15 and listed
+
+    await _wait_for(members)
