@@ -10,6 +10,7 @@ COPY core core
 COPY db db
 COPY definitions definitions
 COPY profiles profiles
+COPY segments segments
 COPY tracking tracking
 COPY workflows workflows
 COPY workspaces workspaces

@@ -18,7 +18,9 @@ agree with this compiler (a property test checks it).
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -124,15 +126,28 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _count_shape(node: EventCondition) -> str:
+    """'some' (at least once), 'none' (never), or 'other' counts."""
+    op, k = node.count.op, node.count.value
+    if (op == ">=" and k == 1) or (op == ">" and k == 0):
+        return "some"
+    if (op == "=" and k == 0) or (op == "<=" and k == 0) or (op == "<" and k == 1):
+        return "none"
+    return "other"
+
+
 @dataclass
 class _Compiler:
     workspace_id: uuid.UUID
     now: datetime
     joins: list[tuple[FromClause, ColumnElement[bool]]] = field(default_factory=list)
+    names: Iterator[int] = field(default_factory=itertools.count)
 
-    def condition(self, node: Any) -> ColumnElement[bool]:
+    def condition(self, node: Any, top: bool = False) -> ColumnElement[bool]:
+        """`top`: the node is a conjunct of the root, where a false and a
+        NULL result mean the same, so (NOT) EXISTS forms can be used."""
         if isinstance(node, AllGroup):
-            return and_(*(self.condition(c) for c in node.conditions)) if node.conditions else true()
+            return and_(*(self.condition(c, top) for c in node.conditions)) if node.conditions else true()
         if isinstance(node, AnyGroup):
             return or_(*(self.condition(c) for c in node.conditions)) if node.conditions else false()
         if isinstance(node, NotGroup):
@@ -142,13 +157,20 @@ class _Compiler:
         if isinstance(node, EmailCondition):
             node = node.as_event()
         if isinstance(node, EventCondition):
+            shape = _count_shape(node)
+            if top and shape != "other":
+                # A semi-join or anti-join, as one would write it by hand.
+                matching = self.matching_events(node, alias=f"x{next(self.names)}")
+                found = matching.where(matching.selected_columns[0] == profiles.c.id).exists()
+                return found if shape == "some" else not_(found)
             return self.event(node)
         if isinstance(node, SegmentCondition):
             return self.segment(node)
         raise TypeError(f"not a condition: {node!r}")
 
-    def event(self, node: EventCondition) -> ColumnElement[bool]:
-        e = events.alias(f"e{len(self.joins)}")
+    def matching_events(self, node: EventCondition, alias: str) -> Select[Any]:
+        """`SELECT profile_id FROM events WHERE <name, window, filters>`."""
+        e = events.alias(alias)
         where = [e.c.workspace_id == self.workspace_id, e.c.name == node.name]
         if node.within is not None:
             lower, upper, inclusive = node.within.bounds(self.now)
@@ -157,31 +179,47 @@ class _Compiler:
             if upper is not None:
                 where.append(e.c.occurred_at <= upper if inclusive else e.c.occurred_at < upper)
         where += [comparison_sql(e.c.properties, f, self.now) for f in node.where]
-        counted = (
-            select(e.c.profile_id.label("profile_id"), func.count().label("n"))
-            .where(*where)
-            .group_by(e.c.profile_id)
-            .subquery(f"ev{len(self.joins)}")
-        )
+        return select(e.c.profile_id).where(*where)
+
+    def counted(self, node: EventCondition, alias: str) -> Select[Any]:
+        """Matching events counted per profile."""
+        matching = self.matching_events(node, alias)
+        profile_id = matching.selected_columns[0]
+        return matching.with_only_columns(profile_id.label("profile_id"), func.count().label("n")).group_by(profile_id)
+
+    def event(self, node: EventCondition) -> ColumnElement[bool]:
+        n = next(self.names)
+        counted = self.counted(node, f"e{n}").subquery(f"ev{n}")
         self.joins.append((counted, counted.c.profile_id == profiles.c.id))
         n, k = counted.c.n, node.count.value
         test = {">=": n >= k, "<=": n <= k, "=": n == k, ">": n > k, "<": n < k}[node.count.op]
         if node.count.holds(0):
-            # Zero counts: no row joined (an anti-join when this is all there is).
+            # Zero counts: no row joined.
             return or_(counted.c.profile_id.is_(None), test)
         return and_(counted.c.profile_id.is_not(None), test)
 
     def segment(self, node: SegmentCondition) -> ColumnElement[bool]:
-        m = segment_memberships.alias(f"sm{len(self.joins)}")
+        m = segment_memberships.alias(f"sm{next(self.names)}")
         on = and_(m.c.segment_id == node.segment_id, m.c.profile_id == profiles.c.id)
         self.joins.append((m, on))
         return m.c.profile_id.is_not(None) if node.op == "member" else m.c.profile_id.is_(None)
 
 
 def compile_members(root: Any, workspace_id: uuid.UUID, now: datetime) -> Select[Any]:
-    """`SELECT profiles.id ...` for every profile of the workspace that matches."""
+    """`SELECT profile_id ...` for every profile of the workspace that matches."""
     compiler = _Compiler(workspace_id, now)
-    expression = compiler.condition(root)
+    single = root.as_event() if isinstance(root, EmailCondition) else root
+    if isinstance(single, EventCondition) and not single.count.holds(0):
+        # Only people who did something: read the events alone (every event
+        # belongs to an existing profile of the workspace).
+        if _count_shape(single) == "some":
+            return compiler.matching_events(single, "e").distinct()
+        counted = compiler.counted(single, "e")
+        n = func.count()
+        k = single.count.value
+        having = {">=": n >= k, "=": n == k, ">": n > k, "<=": n <= k, "<": n < k}[single.count.op]
+        return counted.with_only_columns(counted.selected_columns[0]).having(having)
+    expression = compiler.condition(root, top=True)
     source: FromClause = profiles
     for joined, on in compiler.joins:
         source = source.outerjoin(joined, on)

@@ -168,11 +168,13 @@ async def apply_refresh(
         .returning(m.c.profile_id)
         .cte("exited")
     )
+    stored = select(1).where(m.c.segment_id == segment_id, m.c.profile_id == new.c.profile_id).exists()
     entered = (
         pg_insert(m)
         .from_select(
             ["segment_id", "workspace_id", "profile_id", "entered_at"],
-            select(literal(segment_id), literal(workspace_id), new.c.profile_id, literal(now)),
+            # Only newcomers: probing the key of every unchanged member costs more than an anti-join.
+            select(literal(segment_id), literal(workspace_id), new.c.profile_id, literal(now)).where(~stored),
         )
         .on_conflict_do_nothing()
         .returning(m.c.profile_id)
