@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api import profiles, segments, workspace
+from api import email, profiles, segments, workspace
 from core.http import JSONResponse, install_error_handlers
 from core.settings import Settings, get_settings
 from core.temporal import TemporalConnection
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(workspace.router)
+    for router in (email.templates_router, email.providers_router, email.suppressions_router, email.messages_router):
+        app.include_router(router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -99,9 +99,21 @@ class Platform:
             self.env.setdefault("TEMPORAL_UI_URL", f"http://localhost:{s.embedded_temporal_ui_port}")
             print(f"  Temporal: dev server on :{s.embedded_temporal_port}, UI on :{s.embedded_temporal_ui_port}", flush=True)
 
+    def ensure_secret(self) -> None:
+        """A stable SECRET_KEY for signed links, kept in the data dir."""
+        if _explicit("SECRET_KEY"):
+            return
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import secrets
+
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        self.env["SECRET_KEY"] = path.read_text().strip()
+
     def resolved_settings(self) -> Settings:
         """Settings as the children will see them."""
-        keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL")
+        keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "SECRET_KEY")
         return self.settings.model_copy(
             update={k.lower(): self.env[k] for k in keys if k in self.env}
         )
@@ -194,6 +206,7 @@ def run_up(settings: Settings) -> int:
     try:
         print("Starting the marketing platform...", flush=True)
         platform.start_services()
+        platform.ensure_secret()
         resolved = platform.resolved_settings()
         keys = asyncio.run(_bootstrap(resolved, platform.data_dir))
         platform.start_apps()

@@ -57,6 +57,20 @@ class Settings(BaseSettings):
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
     )
 
+    secret_key: str = Field(
+        "dev-insecure-secret-change-me",
+        description="Signs tracking links; `mp up` generates one into .mp/ when unset.",
+    )
+    breaker_failure_threshold: int = Field(5, description="Provider failures (within the window) that open its breaker.")
+    breaker_window_seconds: int = Field(60, description="Window in which provider failures are counted.")
+    breaker_cooldown_seconds: float = Field(30.0, description="How long an open breaker skips its provider.")
+    email_rate_wait_seconds: float = Field(
+        2.0, description="Longest wait for a provider's rate-limit token before trying the next provider."
+    )
+    sns_cert_url_pattern: str = Field(
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="SNS signing certificates are only fetched from URLs matching this.",
+    )
     aws_ses_region: str = Field("us-east-1", description="AWS region for SES.")
     aws_ses_endpoint_url: str | None = Field(None, description="SES endpoint override (tests).")
     sendgrid_api_key: str | None = Field(None, description="Default SendGrid API key.")

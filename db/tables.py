@@ -19,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy import Integer
+from sqlalchemy import Boolean, Float, Integer
 from sqlalchemy.dialects.postgresql import ARRAY, CITEXT, JSONB, UUID
 
 metadata = MetaData()
@@ -123,4 +123,76 @@ segment_memberships = Table(
     Column("profile_id", UUID(as_uuid=True), primary_key=True),
     Column("workspace_id", UUID(as_uuid=True), nullable=False),
     _ts("entered_at", nullable=False, server_default=func.now()),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("from_name", Text, nullable=True),
+    Column("from_email", Text, nullable=False),
+    Column("reply_to", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "name", name="templates_workspace_name_key"),
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("priority", Integer, nullable=False, server_default=text("100")),
+    Column("rate_limit", Float, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("secrets", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "name", name="providers_workspace_name_key"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("email", CITEXT, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=True),
+    Column("email", CITEXT, nullable=False),
+    Column("template_id", UUID(as_uuid=True), nullable=True),
+    Column("campaign_id", Text, nullable=True),
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", Text, nullable=False, server_default=text("'queued'")),
+    Column("subject", Text, nullable=True),
+    Column("links", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("provider_id", UUID(as_uuid=True), nullable=True),
+    Column("provider_kind", Text, nullable=True),
+    Column("provider_message_id", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    _ts("sent_at", nullable=True),
+    _ts("delivered_at", nullable=True),
+    _ts("opened_at", nullable=True),
+    _ts("clicked_at", nullable=True),
+    UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
 )

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +17,10 @@ from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
 from core.settings import Settings, get_settings
 from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
+from delivery.engagement import LinkEvents
+from delivery.links import LinkSigner
+from delivery.webhooks import SNSVerifier, WebhookHandler
+from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
 from tracking.segment_triggers import SegmentTriggers
@@ -44,6 +49,9 @@ class TrackingServices:
     redis: aioredis.Redis
     keys: KeyAuthenticator
     writer: GroupCommitWriter
+    links: LinkEvents
+    webhooks: WebhookHandler
+    http: httpx.AsyncClient
 
 
 def create_app(settings: Settings | None = None) -> TrackingFastPath:
@@ -67,8 +75,12 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             concurrency=settings.tracking_commit_concurrency,
             on_committed=triggers.committed,
         )
+        http = httpx.AsyncClient(timeout=10)
         app.state.services = TrackingServices(
-            engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer
+            engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer,
+            LinkEvents(engine, LinkSigner(settings.secret_key)),
+            WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
+            http,
         )
         _tune_gc(settings.tracking_gc_thresholds)
         try:
@@ -76,6 +88,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
         finally:
             await writer.close()
             await triggers.close()
+            await http.aclose()
             await pool.close()
             await redis.aclose()
             await engine.dispose()
@@ -89,6 +102,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(email_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, object]:

@@ -11,28 +11,54 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
 
+from activities.email import EmailActivities
 from activities.partitions import PartitionActivities
 from activities.segments import SegmentActivities
 from core.clients import connect_temporal, create_redis
 from core.settings import Settings
 from db.engine import create_engine
+from delivery.limits import BreakerPolicy, ProviderLimits
+from delivery.router import ProviderRouter
+from delivery.sender import EmailSender
 from worker.recheck_dispatcher import run_recheck_dispatcher
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
 from workflows.maintenance import EventPartitionsWorkflow
+from workflows.messages import SendMessageWorkflow
 from workflows.segments import SegmentRecheckWorkflow, SegmentRefreshDispatchWorkflow, SegmentRefreshWorkflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [EventPartitionsWorkflow, SegmentRefreshWorkflow, SegmentRefreshDispatchWorkflow, SegmentRecheckWorkflow]
+WORKFLOWS = [
+    EventPartitionsWorkflow,
+    SegmentRefreshWorkflow,
+    SegmentRefreshDispatchWorkflow,
+    SegmentRecheckWorkflow,
+    SendMessageWorkflow,
+]
 
 
-def build_activities(engine: AsyncEngine, redis: aioredis.Redis, settings: Settings) -> list:
+def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
+    """The provider router with breakers and buckets in Redis."""
+    policy = BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        window_seconds=settings.breaker_window_seconds,
+        cooldown_seconds=settings.breaker_cooldown_seconds,
+    )
+    limits = ProviderLimits(redis, settings.redis_prefix, policy)
+    return ProviderRouter(limits, max_rate_wait=settings.email_rate_wait_seconds)
+
+
+def build_activities(
+    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, router: ProviderRouter | None = None
+) -> list:
     """Activity callables, bound to clients built once."""
     partitions = PartitionActivities(engine)
     segments = SegmentActivities(engine, redis, settings.redis_prefix)
+    email = EmailActivities(EmailSender(engine, router or build_router(redis, settings), settings))
     return [
+        email.send_email,
         partitions.ensure_event_partitions,
         segments.refresh_segment,
         segments.due_segments,

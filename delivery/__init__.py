@@ -1,0 +1,3 @@
+"""Email delivery: templates, providers and routing, sending, engagement
+tracking, suppression and provider webhooks. (Not named `email`: that is
+the standard library's MIME package.)"""

@@ -1,0 +1,72 @@
+"""What every adapter shares: the outgoing email and the error it raises."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from typing import Protocol
+
+
+class ProviderError(Exception):
+    """A send that did not go through. `retryable`: the provider (not the
+    message) failed — timeout, connection, 429, 5xx, throttling — so the
+    router tries the next provider; otherwise the message itself was
+    refused (bad address, rejected) and no other provider is tried."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass
+class OutgoingEmail:
+    """One message, ready for any provider."""
+
+    message_id: uuid.UUID
+    to: str
+    from_email: str
+    subject: str
+    html: str
+    text: str
+    from_name: str | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sender(self) -> str:
+        """`Name <address>` or the address."""
+        return formataddr((self.from_name, self.from_email)) if self.from_name else self.from_email
+
+    @property
+    def domain(self) -> str:
+        """The sender's domain (for Message-ID)."""
+        return self.from_email.rpartition("@")[2] or "localhost"
+
+    def mime(self) -> EmailMessage:
+        """multipart/alternative (text, then HTML) with our headers."""
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = self.to
+        message["Subject"] = self.subject
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = f"<{self.message_id}@{self.domain}>"
+        if self.reply_to:
+            message["Reply-To"] = self.reply_to
+        for name, value in self.headers.items():
+            message[name] = value
+        message.set_content(self.text)
+        message.add_alternative(self.html, subtype="html")
+        return message
+
+
+class Adapter(Protocol):
+    """Sends one message; returns the provider's message id."""
+
+    kind: str
+
+    async def send(self, email: OutgoingEmail) -> str: ...
+
+    async def close(self) -> None: ...

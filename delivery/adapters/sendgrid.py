@@ -1,0 +1,77 @@
+"""SendGrid v3 `mail/send`, with the `sendgrid` package's mail helpers
+building the payload and httpx sending it (the package's own client is
+synchronous). Keeps the `X-Message-Id` SendGrid answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sendgrid.helpers.mail import (
+    ClickTracking,
+    CustomArg,
+    From,
+    Header,
+    Mail,
+    OpenTracking,
+    ReplyTo,
+    To,
+    TrackingSettings,
+)
+
+from delivery.adapters.base import OutgoingEmail, ProviderError
+
+DEFAULT_BASE_URL = "https://api.sendgrid.com"
+
+
+class SendGridAdapter:
+    """Settings: `base_url` (optional), `timeout` (seconds). Secrets: `api_key`."""
+
+    kind = "sendgrid"
+
+    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+        self._url = settings.get("base_url", DEFAULT_BASE_URL).rstrip("/") + "/v3/mail/send"
+        self._client = httpx.AsyncClient(
+            timeout=float(settings.get("timeout", 10)),
+            headers={"Authorization": f"Bearer {secrets.get('api_key', '')}"},
+        )
+
+    @staticmethod
+    def payload(email: OutgoingEmail) -> dict[str, Any]:
+        """The v3 JSON body."""
+        mail = Mail(
+            from_email=From(email.from_email, email.from_name),
+            to_emails=To(email.to),
+            subject=email.subject,
+            plain_text_content=email.text,
+            html_content=email.html,
+        )
+        if email.reply_to:
+            mail.reply_to = ReplyTo(email.reply_to)
+        for name, value in email.headers.items():
+            mail.header = Header(name, value)
+        mail.custom_arg = CustomArg("mp_message_id", str(email.message_id))
+        # Opens and clicks are tracked by the platform's own pixel and links.
+        tracking = TrackingSettings()
+        tracking.click_tracking = ClickTracking(False, False)
+        tracking.open_tracking = OpenTracking(False)
+        mail.tracking_settings = tracking
+        return mail.get()
+
+    async def send(self, email: OutgoingEmail) -> str:
+        try:
+            response = await self._client.post(self._url, json=self.payload(email))
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"sendgrid timed out: {exc!r}", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"sendgrid unreachable: {exc!r}", retryable=True) from None
+        if response.status_code in (200, 202):
+            return response.headers.get("X-Message-Id") or str(email.message_id)
+        reason = f"sendgrid {response.status_code}: {response.text[:300]}"
+        # 429 / 5xx: SendGrid's trouble; 401 / 403: this account's. Either
+        # way another provider may deliver. 400 / 413: the message itself.
+        retryable = response.status_code in (401, 403, 429) or response.status_code >= 500
+        raise ProviderError(reason, retryable=retryable)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,47 @@
+"""SMTP with aiosmtplib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosmtplib
+
+from delivery.adapters.base import OutgoingEmail, ProviderError
+
+
+class SMTPAdapter:
+    """Settings: `host`, `port`, `username`, `use_tls` (implicit TLS),
+    `start_tls`, `timeout`. Secrets: `password`."""
+
+    kind = "smtp"
+
+    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+        self._settings = settings
+        self._password = secrets.get("password")
+
+    async def send(self, email: OutgoingEmail) -> str:
+        s = self._settings
+        message = email.mime()
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=s.get("host", "localhost"),
+                port=int(s.get("port", 25)),
+                username=s.get("username") or None,
+                password=self._password or None,
+                use_tls=bool(s.get("use_tls", False)),
+                start_tls=s.get("start_tls"),
+                timeout=float(s.get("timeout", 15)),
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            permanent = bool(codes) and all(500 <= c < 600 for c in codes)
+            raise ProviderError(f"smtp refused the recipient: {exc}", retryable=not permanent) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise ProviderError(f"smtp {exc.code}: {exc.message}", retryable=not 500 <= exc.code < 600) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise ProviderError(f"smtp unreachable: {exc!r}", retryable=True) from None
+        return message["Message-ID"]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,125 @@
+"""Per-provider circuit breaker and token bucket, kept in Redis so every
+worker process shares them. Each decision is one Lua script, so
+concurrent workers never race; times come from Redis's clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+# KEYS: bucket. ARGV: rate (tokens/s), burst, max_wait (s).
+# Takes a token now, or reserves the next one if it comes within max_wait.
+# Returns the seconds to wait (0 = go now), or -1 when the wait is too long.
+_TAKE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
+local rate, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens < 1 then
+  wait = (1 - tokens) / rate
+  if wait > max_wait then
+    redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+    redis.call('EXPIRE', KEYS[1], 3600)
+    return '-1'
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'at', now)
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(wait)
+"""
+
+# KEYS: failures, open_until, probe. ARGV: probe_ttl_ms.
+# Returns 'closed', 'probe' (half-open: this caller may try once), or 'open'.
+_ALLOW = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
+local open_until = tonumber(redis.call('GET', KEYS[2]))
+if not open_until then return 'closed' end
+if now < open_until then return 'open' end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return 'probe' end
+return 'open'
+"""
+
+# KEYS: failures, open_until, probe. ARGV: threshold, window_s, cooldown_s, was_probe.
+# Returns 'opened' when this failure (re)opened the breaker.
+_FAIL = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[2], tostring(now + tonumber(ARGV[3])))
+  redis.call('DEL', KEYS[3], KEYS[1])
+  return 'opened'
+end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n >= tonumber(ARGV[1]) and not redis.call('GET', KEYS[2]) then
+  redis.call('SET', KEYS[2], tostring(now + tonumber(ARGV[3])))
+  redis.call('DEL', KEYS[1])
+  return 'opened'
+end
+return 'counted'
+"""
+
+# KEYS: failures, open_until, probe. Closes the breaker.
+_SUCCEED = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 'closed'
+"""
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a provider is taken out of rotation, and for how long."""
+
+    failure_threshold: int = 5
+    window_seconds: int = 60
+    cooldown_seconds: float = 30.0
+    probe_timeout_seconds: float = 30.0
+
+
+class ProviderLimits:
+    """Breaker and bucket operations for provider ids."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, policy: BreakerPolicy | None = None) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.policy = policy or BreakerPolicy()
+        self._take = redis.register_script(_TAKE)
+        self._allow = redis.register_script(_ALLOW)
+        self._fail = redis.register_script(_FAIL)
+        self._succeed = redis.register_script(_SUCCEED)
+
+    def _breaker_keys(self, provider_id: object) -> list[str]:
+        base = f"{self._prefix}cb:{provider_id}"
+        return [f"{base}:failures", f"{base}:open_until", f"{base}:probe"]
+
+    async def take_token(self, provider_id: object, rate: float, max_wait: float, burst: float | None = None) -> float | None:
+        """Seconds to wait before sending (0: now), or None if longer than max_wait."""
+        burst = burst if burst is not None else max(1.0, rate)
+        wait = float(await self._take(keys=[f"{self._prefix}rl:{provider_id}"], args=[rate, burst, max_wait]))
+        return None if wait < 0 else wait
+
+    async def state(self, provider_id: object) -> str:
+        """'closed', 'probe' (this caller holds the half-open probe) or 'open'."""
+        result = await self._allow(
+            keys=self._breaker_keys(provider_id), args=[int(self.policy.probe_timeout_seconds * 1000)]
+        )
+        return result.decode() if isinstance(result, bytes) else result
+
+    async def failed(self, provider_id: object, *, was_probe: bool) -> bool:
+        """Record a provider failure; True when the breaker opened."""
+        p = self.policy
+        result = await self._fail(
+            keys=self._breaker_keys(provider_id),
+            args=[p.failure_threshold, p.window_seconds, p.cooldown_seconds, "1" if was_probe else "0"],
+        )
+        return (result.decode() if isinstance(result, bytes) else result) == "opened"
+
+    async def succeeded(self, provider_id: object) -> None:
+        """Record a success: the breaker closes and the failure count resets."""
+        await self._succeed(keys=self._breaker_keys(provider_id))
