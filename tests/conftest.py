@@ -57,6 +57,10 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         temporal_task_queue=f"test-{run}",
         key_cache_seconds=0.5,
         segment_dependencies_seconds=0.3,
+        breaker_failure_threshold=3,
+        breaker_cooldown_seconds=1.5,
+        sns_cert_url_pattern=r"^http://127\.0\.0\.1:[0-9]+/",
+        secret_key="test-secret",
         # Two committers per writer, so tests exercise concurrent group
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,

@@ -1,0 +1,90 @@
+"""Across processes: one rate limit shared by two worker processes, and a
+worker killed mid-send whose retried activity does not send twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from temporalio.worker import Worker
+
+from definitions.messages import SendEmailInput, SendEmailResult
+from delivery import service
+from delivery.schemas import MessageCreate
+from tests.delivery.conftest import add_sendgrid, make_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
+    rate, per_process = 5.0, 10
+    config = {"redis_url": settings.redis_url, "prefix": settings.redis_prefix, "provider_id": str(uuid.uuid4()),
+              "base_url": sendgrid.base_url, "token": sendgrid.token, "rate": rate, "count": per_process}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tests.support.rate_limit_sender", json.dumps(config | {"name": name})],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for name in ("w1", "w2")
+    ]
+    codes = await asyncio.gather(*(asyncio.to_thread(p.wait, 120) for p in procs))
+    assert codes == [0, 0]
+    assert len(sendgrid.received) == 2 * per_process
+    senders = {m["personalizations"][0]["to"][0]["email"].split("-")[0] for m in sendgrid.received}
+    assert senders == {"w1", "w2"}
+    # A bucket of `rate` tokens refilled at `rate`/s: 20 messages need at least
+    # (20 - 5) / 5 = 3 s in all. Two separate limits would finish in about 1 s.
+    span = sendgrid.received_at[-1] - sendgrid.received_at[0]
+    assert span >= (2 * per_process - rate) / rate - 0.3, f"20 messages in {span:.2f}s: the limit was not shared"
+    for n, at in enumerate(sendgrid.received_at):
+        in_window = sum(1 for t in sendgrid.received_at if at <= t < at + 1.0)
+        assert in_window <= 2 * rate + 1, f"{in_window} sends within one second from #{n}"
+
+
+async def test_worker_killed_mid_send_does_not_send_twice(api, sendgrid, settings, temporal_client, engine,
+                                                          redis_client, sessionmaker, workspace):
+    from worker.main import WORKFLOWS, build_activities
+
+    await add_sendgrid(api, sendgrid)
+    template = await make_template(api)
+    async with sessionmaker() as session, session.begin():
+        row, _ = await service.create_message(
+            session, workspace.workspace_id,
+            MessageCreate(template_id=template["id"], email="crash@example.com"),
+        )
+    queue = f"{settings.temporal_task_queue}-crash"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": settings.database_url,
+           "REDIS_URL": settings.redis_url, "REDIS_PREFIX": settings.redis_prefix,
+           "TEMPORAL_ADDRESS": settings.temporal_address, "TEMPORAL_TASK_QUEUE": queue,
+           "SECRET_KEY": settings.secret_key}
+    doomed = subprocess.Popen([sys.executable, "-m", "cli", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sendgrid.mode = "accept-then-hang"  # the provider takes the message, the answer never comes
+    handle = await temporal_client.start_workflow(
+        "SendMessageWorkflow",
+        SendEmailInput(workspace_id=workspace.workspace_id, message_id=row["id"], heartbeat_seconds=2),
+        id=f"message:{row['id']}", task_queue=queue, result_type=SendEmailResult,
+    )
+    try:
+        for _ in range(200):
+            if sendgrid.received:
+                break
+            await asyncio.sleep(0.1)
+        assert len(sendgrid.received) == 1, "the doomed worker never reached the provider"
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    sendgrid.mode = "ok"
+    async with Worker(temporal_client, task_queue=queue, workflows=WORKFLOWS,
+                      activities=build_activities(engine, redis_client, settings)):
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.status == "unknown", result
+    assert len(sendgrid.received) == 1, "the retried activity sent the message again"
+    message = (await api.get(f"/api/v1/messages/{row['id']}")).json()
+    assert message["status"] == "unknown" and "not sent again" in message["error"]
