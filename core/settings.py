@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     tracking_commit_concurrency: int = Field(
         1, description="Group commits in flight at once per tracking process."
     )
-    tracking_gc_thresholds: str = Field(
-        "100000,50,100", description="gc.set_threshold for the tracking process ('' keeps Python's defaults)."
+    gc_thresholds: str = Field(
+        "100000,50,100",
+        description="gc.set_threshold for the tracking and worker processes ('' keeps Python's defaults).",
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")

@@ -4,6 +4,7 @@ concurrent workers never race; times come from Redis's clock."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -34,12 +35,16 @@ return tostring(wait)
 """
 
 # KEYS: failures, open_until, probe. ARGV: probe_ttl_ms.
-# Returns 'closed', 'probe' (half-open: this caller may try once), or 'open'.
+# Returns 'clean' (closed, no recent failures), 'closed' (closed, some
+# failures counted), 'probe' (half-open: this caller may try once), 'open'.
 _ALLOW = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
 local open_until = tonumber(redis.call('GET', KEYS[2]))
-if not open_until then return 'closed' end
+if not open_until then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'closed' end
+  return 'clean'
+end
 if now < open_until then return 'open' end
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return 'probe' end
 return 'open'
@@ -85,10 +90,16 @@ class BreakerPolicy:
 class ProviderLimits:
     """Breaker and bucket operations for provider ids."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, policy: BreakerPolicy | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, policy: BreakerPolicy | None = None,
+                 clean_cache_seconds: float = 0.25) -> None:
         self._redis = redis
         self._prefix = prefix
         self.policy = policy or BreakerPolicy()
+        # A provider seen healthy is trusted for a fraction of a second
+        # without asking Redis again (a breaker another worker opens is seen
+        # that much later; this process's own failures are seen at once).
+        self._clean_cache_seconds = clean_cache_seconds
+        self._clean_until: dict[object, float] = {}
         self._take = redis.register_script(_TAKE)
         self._allow = redis.register_script(_ALLOW)
         self._fail = redis.register_script(_FAIL)
@@ -105,14 +116,22 @@ class ProviderLimits:
         return None if wait < 0 else wait
 
     async def state(self, provider_id: object) -> str:
-        """'closed', 'probe' (this caller holds the half-open probe) or 'open'."""
+        """'clean', 'closed' (failures counted), 'probe' (this caller holds
+        the half-open probe) or 'open'."""
+        now = time.monotonic()
+        if self._clean_until.get(provider_id, 0.0) > now:
+            return "clean"
         result = await self._allow(
             keys=self._breaker_keys(provider_id), args=[int(self.policy.probe_timeout_seconds * 1000)]
         )
-        return result.decode() if isinstance(result, bytes) else result
+        state = result.decode() if isinstance(result, bytes) else result
+        if state == "clean" and self._clean_cache_seconds > 0:
+            self._clean_until[provider_id] = now + self._clean_cache_seconds
+        return state
 
     async def failed(self, provider_id: object, *, was_probe: bool) -> bool:
         """Record a provider failure; True when the breaker opened."""
+        self._clean_until.pop(provider_id, None)
         p = self.policy
         result = await self._fail(
             keys=self._breaker_keys(provider_id),

@@ -12,26 +12,31 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError
+from jinja2 import ChainableUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from core.errors import ValidationFailed
 
 
-class _RecordingUndefined(ChainableUndefined):
-    """Renders empty, chains through attributes, and records its name."""
+_MISSING: ContextVar[list[str] | None] = ContextVar("missing_template_variables", default=None)
 
-    missing: list[str] | None = None  # set per render on a subclass
+
+class _RecordingUndefined(ChainableUndefined):
+    """Renders empty, chains through attributes, and records its name in
+    the current render's list."""
 
     def __str__(self) -> str:
-        if self.missing is not None and self._undefined_name is not None:
+        missing = _MISSING.get()
+        if missing is not None and self._undefined_name is not None:
             name = str(self._undefined_name)
-            if name not in self.missing:
-                self.missing.append(name)
+            if name not in missing:
+                missing.append(name)
         return ""
 
     __html__ = __str__
@@ -47,9 +52,16 @@ class Rendered:
     missing: list[str] = field(default_factory=list)
 
 
-def _environment(missing: list[str], autoescape: bool) -> SandboxedEnvironment:
-    undefined = type("Undefined", (_RecordingUndefined,), {"missing": missing})
-    return SandboxedEnvironment(undefined=undefined, autoescape=autoescape, keep_trailing_newline=True)
+_ENVIRONMENTS = {
+    escape: SandboxedEnvironment(undefined=_RecordingUndefined, autoescape=escape, keep_trailing_newline=True)
+    for escape in (False, True)
+}
+
+
+@lru_cache(maxsize=2048)
+def _compiled(source: str, autoescape: bool) -> Template:
+    # Compiling costs far more than rendering; templates change rarely.
+    return _ENVIRONMENTS[autoescape].from_string(source)
 
 
 def check_syntax(**sources: str | None) -> None:
@@ -59,7 +71,7 @@ def check_syntax(**sources: str | None) -> None:
         if source is None:
             continue
         try:
-            _environment([], autoescape=False).parse(source)
+            _ENVIRONMENTS[False].parse(source)
         except TemplateError as exc:
             errors.append({"loc": f"body.{name}", "msg": f"template error: {exc}"})
     if errors:
@@ -71,21 +83,25 @@ def render(subject: str, html: str, text: str | None, context: dict[str, Any]) -
     (and is reported) rather than failing the send."""
     missing: list[str] = []
     problems: list[str] = []
+    token = _MISSING.set(missing)
 
     def one(source: str, autoescape: bool) -> str:
         try:
-            return _environment(missing, autoescape).from_string(source).render(context)
+            return _compiled(source, autoescape).render(context)
         except TemplateError as exc:
             problems.append(str(exc))
             return ""
 
-    rendered_html = one(html, autoescape=True)
-    rendered = Rendered(
-        subject=one(subject, autoescape=False).strip().replace("\n", " "),
-        html=rendered_html,
-        text=one(text, autoescape=False) if text else html_to_text(rendered_html),
-        missing=missing,
-    )
+    try:
+        rendered_html = one(html, autoescape=True)
+        rendered = Rendered(
+            subject=one(subject, autoescape=False).strip().replace("\n", " "),
+            html=rendered_html,
+            text=one(text, autoescape=False) if text else html_to_text(rendered_html),
+            missing=missing,
+        )
+    finally:
+        _MISSING.reset(token)
     rendered.missing += [f"error: {p}" for p in problems]
     return rendered
 

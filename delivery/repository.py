@@ -147,12 +147,6 @@ async def create_message(conn: Conn, values: dict[str, Any]) -> tuple[RowMapping
     return (await conn.execute(existing)).mappings().one(), created
 
 
-async def lock_message(conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID) -> RowMapping | None:
-    """A message row, locked until commit."""
-    stmt = select(messages).where(messages.c.workspace_id == workspace_id, messages.c.id == message_id).with_for_update()
-    return (await conn.execute(stmt)).mappings().first()
-
-
 async def message(conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID) -> RowMapping | None:
     """A message row."""
     stmt = select(messages).where(messages.c.workspace_id == workspace_id, messages.c.id == message_id)

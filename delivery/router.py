@@ -124,7 +124,8 @@ class ProviderRouter:
                 attempts.append(Attempt(provider.name, "failed", exc.reason + (" (breaker opened)" if opened else "")))
                 log.warning("provider %s failed for %s: %s", provider.name, email.message_id, exc.reason)
                 continue
-            await self._limits.succeeded(provider.id)
+            if state != "clean":  # nothing to reset otherwise: saves a round trip per message
+                await self._limits.succeeded(provider.id)
             attempts.append(Attempt(provider.name, "sent", provider_message_id))
             return Delivery(provider.id, provider.kind, provider_message_id, attempts)
         raise NoProviderAvailable(attempts)

@@ -6,23 +6,29 @@ finds `sending`, an earlier attempt stopped while a provider was being
 called — the provider may have accepted — so the message is marked
 `unknown` and not sent again: at most once, never twice.
 
-Order: lock the row → suppression check → render → tracking links and
-unsubscribe headers → mark `sending` (committed) → router → record the
-outcome and write `Email Sent`.
+Order: read the row (with its suppression and profile) → render →
+tracking links and unsubscribe headers → claim it (`queued` → `sending`,
+one conditional update) → router → record the outcome and `Email Sent`
+(one statement).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
 from db.tables import templates
 from definitions.messages import SendEmailResult
+from db.engine import create_asyncpg_pool
 from delivery import repository as repo
+from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
 from delivery.render import profile_context, render
@@ -55,9 +61,19 @@ def _attempts(attempts: list) -> list[dict[str, str]]:
 class EmailSender:
     """Built once in the worker (engine, router and signer are shared)."""
 
-    def __init__(self, engine: AsyncEngine, router: ProviderRouter, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, router: ProviderRouter, settings: Settings,
+                 cache_seconds: float = 5.0, pool_size: int = 40) -> None:
         self._engine = engine
         self._router = router
+        # Providers and templates are read per workspace / template at most
+        # every `cache_seconds` (so a provider change reaches senders within that).
+        self._cache: dict[tuple, tuple[float, Any]] = {}
+        self._cache_seconds = cache_seconds
+        # The hot path runs on its own asyncpg pool (three statements a message).
+        self._database_url = settings.database_url
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         self._signer = LinkSigner(settings.secret_key)
         self._tracking_url = settings.tracking_url.rstrip("/")
 
@@ -67,65 +83,97 @@ class EmailSender:
             provider_message_id=row.get("provider_message_id"), error=error or row.get("error"),
         )
 
+    async def _cached(self, key: tuple, load: Any) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await load()
+        if not value:  # absence is never cached: a provider added now is used now
+            return value
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self._cache_seconds, value)
+        return value
+
+    async def _providers(self, workspace_id: uuid.UUID) -> list[ProviderConfig]:
+        async def load() -> list[ProviderConfig]:
+            async with self._engine.connect() as conn:
+                return [provider_config(p) for p in await repo.enabled_providers(conn, workspace_id)]
+
+        return await self._cached(("providers", workspace_id), load)
+
+    async def _template(self, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
+        async def load() -> Any:
+            async with self._engine.connect() as conn:
+                return await repo.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+
+        return await self._cached(("template", template_id), load)
+
+    async def _conn_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await create_asyncpg_pool(self._database_url, size=self._pool_size)
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the sender's connections."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
     async def send(self, workspace_id: uuid.UUID, message_id: uuid.UUID) -> SendEmailResult:
         """Send (or report) the message; raises RetryLater when every provider failed."""
-        async with self._engine.begin() as conn:
-            row = await repo.lock_message(conn, workspace_id, message_id)
+        pool = await self._conn_pool()
+        async with pool.acquire() as conn:
+            row = await send_repo.load(conn, workspace_id, message_id)
             if row is None:
                 raise MessageMissing(f"no message {message_id}")
             if row["status"] == "sending":
-                await repo.set_message(conn, message_id, status="unknown", error=INTERRUPTED)
+                await send_repo.set_status(conn, workspace_id, message_id, "unknown", INTERRUPTED, only_from=("sending",))
                 return self._result(row, "unknown", INTERRUPTED)
             if row["status"] != "queued":
                 return self._result(row)
-            reason = await repo.is_suppressed(conn, workspace_id, row["email"])
-            if reason is not None:
-                error = f"address suppressed ({reason})"
-                await repo.set_message(conn, message_id, status="suppressed", error=error)
+            if row["suppressed_reason"] is not None:
+                error = f"address suppressed ({row['suppressed_reason']})"
+                await send_repo.set_status(conn, workspace_id, message_id, "suppressed", error, only_from=("queued",))
                 return self._result(row, "suppressed", error)
-            template = await repo.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, row["template_id"]) \
-                if row["template_id"] else None
-            if template is None:
-                error = "the template no longer exists"
-                await repo.set_message(conn, message_id, status="failed", error=error)
+            template = await self._template(workspace_id, row["template_id"]) if row["template_id"] else None
+            providers = await self._providers(workspace_id)
+            error = ("the template no longer exists" if template is None
+                     else "no enabled email provider in this workspace" if not providers else None)
+            if error is not None:
+                await send_repo.set_status(conn, workspace_id, message_id, "failed", error, only_from=("queued",))
                 return self._result(row, "failed", error)
-            providers = [provider_config(p) for p in await repo.enabled_providers(conn, workspace_id)]
-            if not providers:
-                error = "no enabled email provider in this workspace"
-                await repo.set_message(conn, message_id, status="failed", error=error)
-                return self._result(row, "failed", error)
-            profile = await repo.profile_for_send(conn, workspace_id, row["profile_id"]) if row["profile_id"] else None
+            profile = None
+            if row["profile_id"] is not None:
+                profile = {"id": row["profile_id"], "email": row["profile_email"],
+                           "external_id": row["profile_external_id"], "traits": row["profile_traits"]}
             outgoing, links = self._compose(row, template, profile)
-            await repo.set_message(conn, message_id, status="sending", subject=outgoing.subject, links=links)
+            if not await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links):
+                # Another attempt claimed it between our read and now: report its state.
+                current = await send_repo.load(conn, workspace_id, message_id)
+                return self._result(current)
 
-        try:
-            delivery = await self._router.send(providers, outgoing)
-        except PermanentFailure as exc:
-            async with self._engine.begin() as conn:
-                await repo.set_message(conn, message_id, status="failed", error=exc.reason[:1000],
-                                       attempts=_attempts(exc.attempts))
-            return self._result(row, "failed", exc.reason)
-        except NoProviderAvailable as exc:
-            async with self._engine.begin() as conn:
+            try:
+                delivery = await self._router.send(providers, outgoing)
+            except PermanentFailure as exc:
+                await send_repo.set_status(conn, workspace_id, message_id, "failed", exc.reason[:1000],
+                                           attempts=_attempts(exc.attempts), only_from=("sending",))
+                return self._result(row, "failed", exc.reason)
+            except NoProviderAvailable as exc:
                 # Nothing was accepted: back to the queue for the activity's retry.
-                await repo.set_message(conn, message_id, status="queued", error=str(exc)[:1000],
-                                       attempts=_attempts(exc.attempts))
-            raise RetryLater(str(exc)) from None
-
-        sent_at = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            await repo.set_message(
-                conn, message_id, status="sent", error=None, provider_id=delivery.provider_id,
+                await send_repo.set_status(conn, workspace_id, message_id, "queued", str(exc)[:1000],
+                                           attempts=_attempts(exc.attempts), only_from=("sending",))
+                raise RetryLater(str(exc)) from None
+            await send_repo.sent(
+                conn, workspace_id, message_id, provider_id=delivery.provider_id,
                 provider_kind=delivery.provider_kind, provider_message_id=delivery.provider_message_id,
-                sent_at=sent_at, attempts=_attempts(delivery.attempts),
+                sent_at=datetime.now(UTC), attempts=_attempts(delivery.attempts),
+                event_properties={"message_id": str(message_id), "template_id": str(row["template_id"]),
+                                  "campaign_id": row["campaign_id"], "provider": delivery.provider_kind},
             )
-            if row["profile_id"]:
-                await repo.write_event(
-                    conn, workspace_id, row["profile_id"], "Email Sent",
-                    {"message_id": str(message_id), "template_id": str(row["template_id"]),
-                     "campaign_id": row["campaign_id"], "provider": delivery.provider_kind},
-                    sent_at, f"email:{message_id}:sent",
-                )
         return SendEmailResult(
             message_id=message_id, status="sent", provider=delivery.provider_kind,
             provider_message_id=delivery.provider_message_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
+from core.runtime import tune_gc
 from core.settings import Settings, get_settings
 from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
 from delivery.engagement import LinkEvents
@@ -26,18 +26,6 @@ from tracking.fastpath import TrackingFastPath
 from tracking.segment_triggers import SegmentTriggers
 from tracking.writer import GroupCommitWriter
 from workspaces.service import KeyAuthenticator
-
-
-def _tune_gc(thresholds: str) -> None:
-    """Every tracking call allocates short-lived objects, and the default
-    thresholds run the cyclic collector (which walks every tracked object,
-    the identity cache included) thousands of times a second. Objects that
-    exist after start-up are frozen out of collection and collections are
-    made rarer; measured in bench/tracking.py (docs/benchmarks.md)."""
-    if not thresholds:
-        return
-    gc.freeze()
-    gc.set_threshold(*(int(part) for part in thresholds.split(",")))
 
 
 @dataclass
@@ -82,7 +70,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
             http,
         )
-        _tune_gc(settings.tracking_gc_thresholds)
+        tune_gc(settings.gc_thresholds)
         try:
             yield
         finally:

@@ -15,6 +15,7 @@ from activities.email import EmailActivities
 from activities.partitions import PartitionActivities
 from activities.segments import SegmentActivities
 from core.clients import connect_temporal, create_redis
+from core.runtime import tune_gc
 from core.settings import Settings
 from db.engine import create_engine
 from delivery.limits import BreakerPolicy, ProviderLimits
@@ -51,12 +52,12 @@ def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
 
 
 def build_activities(
-    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, router: ProviderRouter | None = None
+    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, sender: EmailSender | None = None
 ) -> list:
     """Activity callables, bound to clients built once."""
     partitions = PartitionActivities(engine)
     segments = SegmentActivities(engine, redis, settings.redis_prefix)
-    email = EmailActivities(EmailSender(engine, router or build_router(redis, settings), settings))
+    email = EmailActivities(sender or EmailSender(engine, build_router(redis, settings), settings))
     return [
         email.send_email,
         partitions.ensure_event_partitions,
@@ -78,16 +79,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     client = await connect_temporal(settings)
     engine = create_engine(settings.database_url, pool_size=5)
     redis = create_redis(settings)
+    router = build_router(redis, settings)
+    sender = EmailSender(engine, router, settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine, redis, settings),
+        activities=build_activities(engine, redis, settings, sender=sender),
     )
+    tune_gc(settings.gc_thresholds)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
     try:
         async with worker:
             await run_recheck_dispatcher(client, redis, settings, stop)
     finally:
+        await sender.close()
+        await router.close()
         await engine.dispose()
         await redis.aclose()

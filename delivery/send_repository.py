@@ -1,0 +1,73 @@
+"""SQL of the send path (raw asyncpg): three statements a message, no
+explicit transactions. Claiming a message is one conditional update
+(`queued` → `sending`), so two attempts can never both send it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+LOAD_SQL = """
+SELECT m.id, m.workspace_id, m.status, m.email::text AS email, m.profile_id, m.template_id, m.campaign_id,
+       m.data, m.error, m.provider_kind, m.provider_message_id,
+       (SELECT s.reason FROM suppressions s WHERE s.workspace_id = m.workspace_id AND s.email = m.email)
+           AS suppressed_reason,
+       p.email::text AS profile_email, p.external_id AS profile_external_id, p.traits AS profile_traits
+FROM messages m
+LEFT JOIN profiles p ON p.id = m.profile_id AND p.workspace_id = m.workspace_id
+WHERE m.workspace_id = $1 AND m.id = $2
+"""
+
+CLAIM_SQL = """
+UPDATE messages SET status = 'sending', subject = $3, links = $4::jsonb, updated_at = now()
+WHERE workspace_id = $1 AND id = $2 AND status = 'queued'
+RETURNING id
+"""
+
+SET_STATUS_SQL = """
+UPDATE messages SET status = $3, error = $4, attempts = COALESCE($5::jsonb, attempts), updated_at = now()
+WHERE workspace_id = $1 AND id = $2 AND status = ANY($6::text[])
+"""
+
+SENT_SQL = """
+WITH updated AS (
+    UPDATE messages
+    SET status = 'sent', error = NULL, provider_id = $3, provider_kind = $4, provider_message_id = $5,
+        sent_at = $6, attempts = $7::jsonb, updated_at = now()
+    WHERE workspace_id = $1 AND id = $2
+    RETURNING workspace_id, profile_id
+)
+INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
+SELECT gen_random_uuid(), u.workspace_id, u.profile_id, 'system', 'Email Sent', $8::jsonb, $6, now(), $9
+FROM updated u WHERE u.profile_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+
+async def load(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+    """The message with its suppression reason and profile."""
+    return await conn.fetchrow(LOAD_SQL, workspace_id, message_id)
+
+
+async def claim(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, subject: str,
+                links: list[str]) -> bool:
+    """`queued` → `sending`; False when another attempt got there first."""
+    return await conn.fetchval(CLAIM_SQL, workspace_id, message_id, subject, links) is not None
+
+
+async def set_status(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, status: str,
+                     error: str | None, *, attempts: list[dict[str, Any]] | None = None,
+                     only_from: tuple[str, ...] = ("queued", "sending")) -> None:
+    """Move a message from one of `only_from` to `status`."""
+    await conn.execute(SET_STATUS_SQL, workspace_id, message_id, status, error, attempts, list(only_from))
+
+
+async def sent(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, *, provider_id: uuid.UUID,
+               provider_kind: str, provider_message_id: str, sent_at: datetime, attempts: list[dict[str, Any]],
+               event_properties: dict[str, Any]) -> None:
+    """Record the delivery and its `Email Sent` event in one statement."""
+    await conn.execute(SENT_SQL, workspace_id, message_id, provider_id, provider_kind, provider_message_id, sent_at,
+                       attempts, event_properties, f"email:{message_id}:sent")
