@@ -3,6 +3,8 @@ members, recalculation through Temporal, isolation."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import text
 
@@ -126,8 +128,12 @@ async def test_recalculate_runs_the_workflow_and_stores_members(api, tracking, w
     assert [(n, who) for n, who, _ in rows] == [("Segment Entered", "ann"), ("Segment Entered", "bob"), ("Segment Exited", "bob")]
     assert {sid for _, _, sid in rows} == {seg["id"]}
 
-    # The runs are found in Temporal by workspace.
-    found = [w async for w in temporal_client.list_workflows(f'WorkspaceId = "{workspace.workspace_id}"')]
+    # The runs are found in Temporal by workspace (visibility catches up eventually).
+    for _ in range(50):
+        found = [w async for w in temporal_client.list_workflows(f'WorkspaceId = "{workspace.workspace_id}"')]
+        if len(found) >= 2:
+            break
+        await asyncio.sleep(0.2)
     assert len(found) >= 2 and all(w.workflow_type == "SegmentRefreshWorkflow" for w in found)
 
 

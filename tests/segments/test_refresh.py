@@ -88,8 +88,14 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
             id=f"test-dispatch-{uuid.uuid4()}", task_queue=settings.temporal_task_queue, result_type=int,
         )
         assert started >= 1
-        runs = [w async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')]
-        assert len(runs) == 1, "a running refresh was started twice"
+        # The run the API started is still the one running (not replaced or doubled).
+        running = await temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}").describe()
+        assert running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
+
+        async def runs_listed():  # visibility is eventually consistent
+            return [w async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')]
+
+        assert len(await _wait_for(runs_listed)) == 1, "a running refresh was started twice"
         await holder.execute(text("ROLLBACK"))
 
     async def both_refreshed():
