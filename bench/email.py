@@ -30,12 +30,12 @@ import subprocess
 import time
 import uuid
 
-import asyncpg
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import drop_database, fresh_database  # noqa: E402
 from core.runtime import tune_gc  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from db.engine import create_engine, create_sessionmaker, session_scope  # noqa: E402
@@ -90,14 +90,8 @@ async def main() -> None:
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
 
-    from db.migrate import upgrade
-
-    name = f"mp_bench_email_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(args.server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = args.server.rsplit("/", 1)[0] + "/" + name
-    await asyncio.to_thread(upgrade, url)
+    url = await fresh_database(args.server, "mp_bench_email")
+    name = url.rsplit("/", 1)[1]
 
     port = free_port()
     app_file = Path(f"/tmp/{name}_fake.py")
@@ -173,9 +167,7 @@ async def main() -> None:
         app_file.unlink(missing_ok=True)
         await engine.dispose()
         await redis.aclose()
-        admin = await asyncpg.connect(args.server)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(args.server, url)
 
     print()
     print(f"email benchmark — {args.messages:,} messages a phase, {args.concurrency} concurrent sends, "

@@ -14,16 +14,20 @@ single-profile check (what a flow branch calls) over random profiles.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/email.py would shadow the standard library's `email` package:
+# keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import asyncio
 import os
-import random
 import statistics
-import sys
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -31,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 
 from activities.partitions import add_months  # noqa: E402
+from bench.common import drop_database, fresh_database  # noqa: E402
 from core.settings import to_asyncpg_dsn  # noqa: E402
 from db.engine import create_engine  # noqa: E402
 from segments import repository as repo  # noqa: E402
@@ -188,14 +192,7 @@ async def main() -> None:
     args = parser.parse_args()
     n_profiles, n_events = int(1_000_000 * args.scale), int(10_000_000 * args.scale)
 
-    from db.migrate import upgrade
-
-    name = f"mp_bench_segments_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(args.server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = args.server.rsplit("/", 1)[0] + "/" + name
-    await asyncio.to_thread(upgrade, url)
+    url = await fresh_database(args.server, "mp_bench_segments")
     ws = uuid.uuid4()
     conn = await asyncpg.connect(to_asyncpg_dsn(url))
     engine = create_engine(url, pool_size=2)
@@ -288,9 +285,7 @@ async def main() -> None:
         await conn.close()
         await engine.dispose()
         if not args.keep:
-            admin = await asyncpg.connect(args.server)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+            await drop_database(args.server, url)
 
     print()
     print(f"segment benchmark — {n_profiles:,} profiles, {n_events:,} events over {args.days} days, "

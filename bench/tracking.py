@@ -12,6 +12,13 @@ Finally it counts stored rows: every acknowledged event must be there.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/email.py would shadow the standard library's `email` package:
+# keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import asyncio
 import json
@@ -19,11 +26,9 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import uvloop
@@ -31,6 +36,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import drop_database, fresh_database  # noqa: E402
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 from core.settings import to_asyncpg_dsn  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
@@ -83,18 +89,6 @@ class Bodies:
 
     def batch(self) -> tuple[bytes, int]:
         return ('{"batch":[' + ",".join(self._event() for _ in range(BATCH_SIZE)) + "]}").encode(), BATCH_SIZE
-
-
-async def _prepare_database(server: str) -> str:
-    from db.migrate import upgrade
-
-    name = f"mp_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(server)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = server.rsplit("/", 1)[0] + "/" + name
-    await asyncio.to_thread(upgrade, url)
-    return url
 
 
 async def _keys(database_url: str) -> tuple[uuid.UUID, str]:
@@ -251,7 +245,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     print("preparing database...", flush=True)
-    database_url = await _prepare_database(args.server)
+    database_url = await fresh_database(args.server, "mp_bench_tracking")
     workspace_id, key = await _keys(database_url)
     tracking_port, bare_port = free_port(), free_port()
     env = {"DATABASE_URL": database_url, "TRACKING_PORT": str(tracking_port), "HOST": "127.0.0.1",
@@ -291,9 +285,7 @@ async def main() -> None:
         for proc in procs.values():
             proc.terminate()
             proc.wait(10)
-        conn = await asyncpg.connect(args.server)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await conn.close()
+        await drop_database(args.server, database_url)
 
     # The median round by /track ratio is reported in full.
     rounds.sort(key=lambda r: r["track_ratio"])

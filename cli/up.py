@@ -66,7 +66,7 @@ class Platform:
         s = self.settings
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if _explicit("DATABASE_URL"):
-            print(f"  PostgreSQL: using DATABASE_URL", flush=True)
+            print("  PostgreSQL: using DATABASE_URL", flush=True)
         else:
             _check_port_free(s.embedded_postgres_port, "PostgreSQL", "MP_POSTGRES_PORT or DATABASE_URL")
             pg = self._start(embedded.postgres_child(self.data_dir, s.embedded_postgres_port))

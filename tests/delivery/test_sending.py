@@ -9,7 +9,6 @@ import email as email_lib
 from sqlalchemy import text
 
 from tests.delivery.conftest import (
-    SENDER,
     add_mixmax,
     add_provider,
     add_sendgrid,

@@ -101,9 +101,9 @@ def temporal_server() -> Iterator[str]:
             child.stop()
 
 
-async def create_database(server_url: str) -> str:
+async def create_database(server_url: str, prefix: str = "mp_test") -> str:
     """A new empty database on the server; returns its URL."""
-    name = f"mp_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
