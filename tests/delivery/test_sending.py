@@ -176,3 +176,15 @@ async def test_smtp_delivers_and_classifies_refusals(api, worker, smtp_server, m
     recorder.reject = "550 5.1.1 no such user"  # permanent: no failover
     hard = await send(api, template["id"], "nobody@example.com")
     assert hard["status"] == "failed" and "550" in hard["error"] and mixmax.requests == 1
+
+
+async def test_hanging_primary_times_out_and_fails_over(api, worker, sendgrid, mixmax):
+    await add_provider(api, "slow", "sendgrid", 1, settings={"base_url": sendgrid.base_url, "timeout": 1},
+                       credentials={"api_key": sendgrid.token})
+    await add_mixmax(api, mixmax)
+    template = await make_template(api)
+    sendgrid.mode = "hang"
+    message = await send(api, template["id"], "patient@example.com")
+    assert message["status"] == "sent" and message["provider"] == "mixmax", message
+    assert message["attempts"][0]["outcome"] == "failed" and "timed out" in message["attempts"][0]["detail"]
+    assert len(mixmax.received) == 1
