@@ -10,8 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
+from core.errors import ServiceUnavailable
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from definitions.messages import SendEmailInput
 from definitions.search_attributes import PROFILE_ID, WORKSPACE_ID
@@ -185,6 +187,10 @@ async def _send(request: Request, workspace_id: uuid.UUID, body: MessageCreate, 
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(message_workflow_id(row["id"]))
+    except RPCError as exc:
+        # The message is stored (queued); repeating the request with the same
+        # idempotency_key starts its workflow without creating another.
+        raise ServiceUnavailable(f"could not start the send on Temporal: {exc}; retry with the same idempotency_key") from None
     if wait:
         try:
             await asyncio.wait_for(handle.result(), timeout=wait)

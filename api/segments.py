@@ -7,7 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from temporalio.service import RPCError
+
 from api.deps import SessionDep, WorkspaceDep
+from core.errors import ServiceUnavailable
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from segments import runs, service
 from segments.schemas import (
@@ -100,5 +103,8 @@ async def recalculate(
     await service.get_segment(session, workspace_id, segment_id)
     services = request.app.state.services
     client = await services.temporal.get()
-    handle = await runs.start_refresh(client, services.settings, workspace_id, segment_id)
-    return await runs.refresh_outcome(handle, services.settings, wait)
+    try:
+        handle = await runs.start_refresh(client, services.settings, workspace_id, segment_id)
+        return await runs.refresh_outcome(handle, services.settings, wait)
+    except RPCError as exc:
+        raise ServiceUnavailable(f"Temporal did not answer: {exc}") from None

@@ -152,3 +152,18 @@ async def test_workspace_refresh_interval(api):
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
     assert (await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 0})).status_code == 422
+
+
+async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
+    from api.app import create_app
+    from tests.support.servers import free_port, serve
+
+    app = create_app(settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"}))
+    async with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"},
+                                     timeout=30) as client:
+            seg = (await client.post("/api/v1/segments", json={"name": "P", "definition": PRO})).json()
+            r = await client.post(f"/api/v1/segments/{seg['id']}/recalculate")
+            assert r.status_code == 503 and r.json()["error"] == "unavailable"
+            # Everything that does not need Temporal still works.
+            assert (await client.get(f"/api/v1/segments/{seg['id']}")).status_code == 200
