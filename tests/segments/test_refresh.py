@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
-from definitions.segment_runs import DueSegmentsInput
+from definitions.segment_runs import DueSegmentsInput, SegmentRefreshResult
 from segments import repository as repo
 from segments.recheck import pending_key
 
@@ -104,8 +104,12 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         return due_now["member_count"] == 1 and busy_now["member_count"] == 1
 
     await _wait_for(both_refreshed, timeout=30)
-    handle = temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}")
-    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    # The one run of Busy finishes once its lock is released.
+    handle = temporal_client.get_workflow_handle(
+        f"segment-refresh:{busy['id']}", run_id=api_run.json()["run_id"], result_type=SegmentRefreshResult
+    )
+    result = await asyncio.wait_for(handle.result(), timeout=30)
+    assert result.found and result.member_count == 1
 
 
 async def test_due_segments_follow_the_workspace_interval(api, engine, workspace):
