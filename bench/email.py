@@ -166,6 +166,9 @@ async def main() -> None:
         fake.wait(10)
         app_file.unlink(missing_ok=True)
         await engine.dispose()
+        stale = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
+        if stale:
+            await redis.delete(*stale)
         await redis.aclose()
         await drop_database(args.server, url)
 
