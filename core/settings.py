@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         5000, description="Most events written by one group commit."
     )
     tracking_commit_concurrency: int = Field(
-        1, description="Group commits in flight at once per tracking process."
+        2, description="Group commits in flight at once per tracking process (the second only with a backlog)."
+    )
+    tracking_commit_spill_events: int = Field(
+        300, description="Queued events above which more than one group commit runs at once."
     )
     gc_thresholds: str = Field(
         "100000,50,100",

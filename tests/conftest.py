@@ -64,6 +64,7 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         # Two committers per writer, so tests exercise concurrent group
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,
+        tracking_commit_spill_events=0,
     )
     client = aioredis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(f"{prefix}*")]

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             redis_prefix=settings.redis_prefix,
             max_events=settings.tracking_commit_max_events,
             concurrency=settings.tracking_commit_concurrency,
+            spill_events=settings.tracking_commit_spill_events,
             on_committed=triggers.committed,
         )
         http = httpx.AsyncClient(timeout=10)

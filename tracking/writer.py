@@ -74,6 +74,7 @@ class GroupCommitWriter:
         redis_prefix: str = "mp:",
         max_events: int = 5000,
         concurrency: int = 2,
+        spill_events: int = 300,
         on_committed: Callable[[Sequence[IngestItem]], None] | None = None,
     ) -> None:
         self._pool = pool
@@ -81,8 +82,10 @@ class GroupCommitWriter:
         self._redis_prefix = redis_prefix
         self._max_events = max_events
         self._queue: deque[_Pending] = deque()
+        self._queued_events = 0
+        self._spill_events = spill_events
         self._wakeup = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._committer(), name=f"group-commit-{n}") for n in range(concurrency)]
+        self._tasks = [asyncio.create_task(self._committer(n), name=f"group-commit-{n}") for n in range(concurrency)]
         self._closed = False
         self._cache = IdentityCache()
         self._on_committed = on_committed
@@ -97,6 +100,7 @@ class GroupCommitWriter:
             raise ServiceUnavailable("tracking is shutting down; retry")
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(items, future))
+        self._queued_events += len(items)
         self._wakeup.set()
         return await future
 
@@ -119,17 +123,24 @@ class GroupCommitWriter:
             pending = queue.popleft()
             taken.append(pending)
             count += len(pending.items)
+        self._queued_events -= count
         if queue:
             self._wakeup.set()
         return taken
 
-    async def _committer(self) -> None:
+    def _eligible(self, index: int) -> bool:
+        # The first committer takes whatever is queued. The others only help
+        # with a backlog: splitting small groups costs more per event than
+        # it saves (measured in bench/tracking.py).
+        return bool(self._queue) and (index == 0 or self._queued_events >= self._spill_events)
+
+    async def _committer(self, index: int) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            group = self._take()
-            if not group:
+            if not self._eligible(index):
+                await self._wakeup.wait()
+                self._wakeup.clear()
                 continue
+            group = self._take()
             try:
                 await self._commit_group(group)
             except Exception:  # the committer must outlive any one group
