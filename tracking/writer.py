@@ -157,7 +157,8 @@ class GroupCommitWriter:
         except Exception as exc:
             if len(group) == 1:
                 log.warning("request failed to store: %r", exc)
-                group[0].future.set_exception(ServiceUnavailable("could not store events; retry"))
+                if not group[0].future.done():  # its client may have gone away
+                    group[0].future.set_exception(ServiceUnavailable("could not store events; retry"))
                 return
             # Isolate the culprit: store halves separately.
             middle = len(group) // 2
