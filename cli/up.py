@@ -23,17 +23,6 @@ from core.settings import Settings
 DATABASE_NAME = "marketing"
 
 
-def _explicit(name: str) -> bool:
-    if os.environ.get(name):
-        return True
-    env_file = Path(".env")
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.strip().startswith(f"{name}="):
-                return bool(line.split("=", 1)[1].strip())
-    return False
-
-
 def _check_port_free(port: int, what: str, setting: str) -> None:
     if embedded.port_open(port):
         raise StartError(f":{port} is already in use, so {what} cannot start there (set {setting}, or stop the other process)")
@@ -41,6 +30,10 @@ def _check_port_free(port: int, what: str, setting: str) -> None:
 
 class Platform:
     """Every child of one `mp up`, in start order."""
+
+    def _given(self, field: str) -> bool:
+        # Set (non-empty) in the environment or .env: use it, start nothing.
+        return field in self.settings.model_fields_set and bool(getattr(self.settings, field))
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -65,7 +58,7 @@ class Platform:
     def start_services(self) -> None:
         s = self.settings
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        if _explicit("DATABASE_URL"):
+        if self._given("database_url"):
             print("  PostgreSQL: using DATABASE_URL", flush=True)
         else:
             _check_port_free(s.embedded_postgres_port, "PostgreSQL", "MP_POSTGRES_PORT or DATABASE_URL")
@@ -74,7 +67,7 @@ class Platform:
             embedded.ensure_database(s.embedded_postgres_port, DATABASE_NAME)
             self.env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/{DATABASE_NAME}"
             print(f"  PostgreSQL: started on :{s.embedded_postgres_port} (data in {self.data_dir / 'postgres'})", flush=True)
-        if _explicit("REDIS_URL"):
+        if self._given("redis_url"):
             print("  Redis: using REDIS_URL", flush=True)
         else:
             _check_port_free(s.embedded_redis_port, "Redis", "MP_REDIS_PORT or REDIS_URL")
@@ -82,7 +75,7 @@ class Platform:
             embedded.wait_for_port(rd, s.embedded_redis_port, 30)
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{s.embedded_redis_port}/0"
             print(f"  Redis: started on :{s.embedded_redis_port}", flush=True)
-        if _explicit("TEMPORAL_ADDRESS"):
+        if self._given("temporal_address"):
             print("  Temporal: using TEMPORAL_ADDRESS", flush=True)
         else:
             from worker.setup import dev_server_search_attribute_args
@@ -101,7 +94,7 @@ class Platform:
 
     def ensure_secret(self) -> None:
         """A stable SECRET_KEY for signed links, kept in the data dir."""
-        if _explicit("SECRET_KEY"):
+        if self._given("secret_key"):
             return
         path = self.data_dir / "secret_key"
         if not path.exists():

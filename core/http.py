@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from typing import Any
 
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from core.errors import AppError

@@ -28,6 +28,6 @@ class TemporalConnection:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(connect_temporal(self._settings), timeout=10)
-                except (Exception, TimeoutError) as exc:
+                except Exception as exc:  # refused, timed out (TimeoutError), bad address
                     raise ServiceUnavailable(f"Temporal at {self._settings.temporal_address} is unavailable: {exc}") from None
         return self._client

@@ -127,15 +127,6 @@ async def unsuppress(conn: Conn, workspace_id: uuid.UUID, email: str) -> int:
     return (await conn.execute(stmt)).rowcount
 
 
-async def is_suppressed(conn: Conn, workspace_id: uuid.UUID, email: str) -> str | None:
-    """The reason an address is suppressed, or None."""
-    stmt = select(suppressions.c.reason).where(suppressions.c.workspace_id == workspace_id, suppressions.c.email == email)
-    return (await conn.execute(stmt)).scalar()
-
-
-# -- messages -----------------------------------------------------------------
-
-
 async def create_message(conn: Conn, values: dict[str, Any]) -> tuple[RowMapping, bool]:
     """Insert a message unless its idempotency key exists; returns the row
     and whether it was new."""
@@ -164,11 +155,6 @@ async def message_by_provider_id(conn: Conn, kind: str, provider_message_id: str
         messages.c.provider_kind == kind, messages.c.provider_message_id == provider_message_id
     )
     return (await conn.execute(stmt.limit(1))).mappings().first()
-
-
-async def set_message(conn: Conn, message_id: uuid.UUID, **values: Any) -> None:
-    """Update columns of a message."""
-    await conn.execute(update(messages).where(messages.c.id == message_id).values(**values, updated_at=func.now()))
 
 
 async def mark_first(conn: Conn, message_id: uuid.UUID, column: str, at: datetime) -> None:

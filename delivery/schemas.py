@@ -6,23 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-
-def check_email(value: str | None) -> str | None:
-    """A plausible address (full validation is the provider's job)."""
-    if value is None:
-        return None
-    value = value.strip()
-    local, sep, domain = value.rpartition("@")
-    if not sep or not local or "." not in domain or " " in value or len(value) > 254:
-        raise ValueError("not an email address")
-    return value
-
-
-Email = Annotated[str, AfterValidator(check_email)]
+from core.validation import Email
 
 
 class _Body(BaseModel):

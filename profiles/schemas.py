@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.validation import Email
+
 
 def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
@@ -18,14 +20,9 @@ class ProfileCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(None, max_length=254, examples=["ada@example.com"])
+    email: Email | None = Field(None, max_length=254, examples=["ada@example.com"])
     external_id: str | None = Field(None, min_length=1, max_length=255, examples=["user_42"])
     traits: dict[str, Any] = Field(default_factory=dict, examples=[{"plan": "pro", "first_name": "Ada"}])
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return _validate_email(value)
 
     @field_validator("external_id", mode="before")
     @classmethod
@@ -39,24 +36,9 @@ class ProfileUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(None, max_length=254)
+    email: Email | None = Field(None, max_length=254)
     external_id: str | None = Field(None, min_length=1, max_length=255)
     traits: dict[str, Any] | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return _validate_email(value)
-
-
-def _validate_email(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    local, sep, domain = value.rpartition("@")
-    if not sep or not local or "." not in domain or " " in value:
-        raise ValueError("not an email address")
-    return value
 
 
 class ProfileOut(BaseModel):

@@ -12,14 +12,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tracking.ingest import ENDPOINTS, Endpoint, ingest
-from tracking.schemas import AliasCall, IdentifyCall, PageCall, TrackCall, WriteResponse
+from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall, WriteResponse
 
 router = APIRouter()
 
 
-def _body_schema(model: Any) -> dict[str, Any]:
-    schema = model.model_json_schema(by_alias=True) if hasattr(model, "model_json_schema") else model
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _model_body(model: type[CallBase]) -> dict[str, Any]:
+    return _body_schema(model.model_json_schema(by_alias=True))
 
 
 _BATCH_SCHEMA = {
@@ -43,21 +46,21 @@ async def _handle(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     return await ingest(services.keys, services.writer, endpoint, request.headers.get("authorization"), body)
 
 
-@router.post("/track", response_model=WriteResponse, summary="Record an event", openapi_extra=_body_schema(TrackCall))
+@router.post("/track", response_model=WriteResponse, summary="Record an event", openapi_extra=_model_body(TrackCall))
 async def track(request: Request) -> dict[str, Any]:
     """One event: identity (`userId`, `anonymousId` or `email`), `event` (or
     `name`), `properties`, optional `timestamp` and `messageId`. Up to 32 KB."""
     return await _handle(request, ENDPOINTS["/track"])
 
 
-@router.post("/page", response_model=WriteResponse, summary="Record a page view", openapi_extra=_body_schema(PageCall))
+@router.post("/page", response_model=WriteResponse, summary="Record a page view", openapi_extra=_model_body(PageCall))
 async def page(request: Request) -> dict[str, Any]:
     """A page view, stored as the event `Page Viewed` with `name` and `properties`."""
     return await _handle(request, ENDPOINTS["/page"])
 
 
 @router.post("/identify", response_model=WriteResponse, summary="Identify a person",
-             openapi_extra=_body_schema(IdentifyCall))
+             openapi_extra=_model_body(IdentifyCall))
 async def identify(request: Request) -> dict[str, Any]:
     """Merge `traits` into the profile. With `userId` and `anonymousId`, the
     anonymous profile and its events join the known one."""
@@ -65,7 +68,7 @@ async def identify(request: Request) -> dict[str, Any]:
 
 
 @router.post("/alias", response_model=WriteResponse, summary="Link a previous id to a user id",
-             openapi_extra=_body_schema(AliasCall))
+             openapi_extra=_model_body(AliasCall))
 async def alias(request: Request) -> dict[str, Any]:
     """`previousId` (an anonymous id or a former user id) is the same person as `userId`."""
     return await _handle(request, ENDPOINTS["/alias"])

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from core.validation import check_email
+
 MAX_ID_LENGTH = 255
 
 
@@ -57,12 +59,8 @@ class CallBase(BaseModel):
     @field_validator("email")
     @classmethod
     def _email_shape(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        local, sep, domain = value.rpartition("@")
-        if not sep or not local or "." not in domain or " " in value:
-            raise ValueError("not an email address")
-        return value.lower()
+        checked = check_email(value)
+        return checked.lower() if checked else None
 
     def has_identity(self) -> bool:
         """True when at least one of userId, anonymousId or email is given."""

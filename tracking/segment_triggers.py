@@ -50,6 +50,8 @@ class SegmentTriggers:
 
     def committed(self, items: Sequence[IngestItem]) -> None:
         """Called by the writer after a commit; works in the background."""
+        if not self._deps and time.monotonic() - self._loaded_at <= self._ttl:
+            return  # no workspace has segments: nothing to queue, no task per commit
         task = asyncio.create_task(self._queue(items))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -71,11 +71,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Poll the task queue until `stop` is set (or SIGINT / SIGTERM)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    for sig in (signal.SIGINT, signal.SIGTERM):  # `mp worker` runs on POSIX, in the main thread
+        loop.add_signal_handler(sig, stop.set)
     client = await connect_temporal(settings)
     engine = create_engine(settings.database_url, pool_size=5)
     redis = create_redis(settings)

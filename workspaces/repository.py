@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import cast, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -69,7 +70,7 @@ async def merge_settings(session: AsyncSession, workspace_id: uuid.UUID, values:
     stmt = (
         update(workspaces)
         .where(workspaces.c.id == workspace_id)
-        .values(settings=workspaces.c.settings.op("||")(func.cast(values, workspaces.c.settings.type)))
+        .values(settings=workspaces.c.settings.op("||")(cast(values, JSONB)))
         .returning(workspaces.c.settings)
     )
     return (await session.execute(stmt)).scalar_one()

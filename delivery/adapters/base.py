@@ -6,7 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
 
 
 class ProviderError(Exception):
@@ -60,6 +62,24 @@ class OutgoingEmail:
         message.set_content(self.text)
         message.add_alternative(self.html, subtype="html")
         return message
+
+
+async def post_json(client: httpx.AsyncClient, kind: str, url: str, payload: dict[str, Any]) -> httpx.Response:
+    """POST for the HTTP providers, with their shared failure rules: a
+    timeout, a connection error, 401 / 403 (this account), 429 and 5xx
+    (the provider) are retryable elsewhere; any other 4xx refuses the
+    message itself. Returns the 2xx response."""
+    try:
+        response = await client.post(url, json=payload)
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"{kind} timed out: {exc!r}", retryable=True) from None
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"{kind} unreachable: {exc!r}", retryable=True) from None
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    retryable = status in (401, 403, 429) or status >= 500
+    raise ProviderError(f"{kind} {status}: {response.text[:300]}", retryable=retryable)
 
 
 class Adapter(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from delivery.adapters.base import OutgoingEmail, ProviderError
+from delivery.adapters.base import OutgoingEmail, post_json
 
 DEFAULT_BASE_URL = "https://api.mixmax.com"
 
@@ -38,20 +38,12 @@ class MixmaxAdapter:
         }
 
     async def send(self, email: OutgoingEmail) -> str:
+        response = await post_json(self._client, self.kind, self._url, self.payload(email))
         try:
-            response = await self._client.post(self._url, json=self.payload(email))
-        except httpx.TimeoutException as exc:
-            raise ProviderError(f"mixmax timed out: {exc!r}", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"mixmax unreachable: {exc!r}", retryable=True) from None
-        if response.status_code in (200, 201, 202):
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            return str(body.get("_id") or body.get("id") or email.message_id)
-        retryable = response.status_code in (401, 403, 429) or response.status_code >= 500
-        raise ProviderError(f"mixmax {response.status_code}: {response.text[:300]}", retryable=retryable)
+            body = response.json()
+        except ValueError:
+            body = {}
+        return str(body.get("_id") or body.get("id") or email.message_id)
 
     async def close(self) -> None:
         await self._client.aclose()

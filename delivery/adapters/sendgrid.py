@@ -19,7 +19,7 @@ from sendgrid.helpers.mail import (
     TrackingSettings,
 )
 
-from delivery.adapters.base import OutgoingEmail, ProviderError
+from delivery.adapters.base import OutgoingEmail, post_json
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
 
@@ -59,19 +59,8 @@ class SendGridAdapter:
         return mail.get()
 
     async def send(self, email: OutgoingEmail) -> str:
-        try:
-            response = await self._client.post(self._url, json=self.payload(email))
-        except httpx.TimeoutException as exc:
-            raise ProviderError(f"sendgrid timed out: {exc!r}", retryable=True) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"sendgrid unreachable: {exc!r}", retryable=True) from None
-        if response.status_code in (200, 202):
-            return response.headers.get("X-Message-Id") or str(email.message_id)
-        reason = f"sendgrid {response.status_code}: {response.text[:300]}"
-        # 429 / 5xx: SendGrid's trouble; 401 / 403: this account's. Either
-        # way another provider may deliver. 400 / 413: the message itself.
-        retryable = response.status_code in (401, 403, 429) or response.status_code >= 500
-        raise ProviderError(reason, retryable=retryable)
+        response = await post_json(self._client, self.kind, self._url, self.payload(email))
+        return response.headers.get("X-Message-Id") or str(email.message_id)
 
     async def close(self) -> None:
         await self._client.aclose()
