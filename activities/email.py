@@ -27,7 +27,9 @@ class EmailActivities:
         except MessageMissing as exc:
             raise ApplicationError(str(exc), type="MessageMissing", non_retryable=True) from None
         except RetryLater as exc:
-            raise ApplicationError(f"no provider could take the message: {exc}", type="NoProviderAvailable") from None
+            raise ApplicationError(
+                f"no provider could take the message: {exc}", type="NoProviderAvailable"
+            ) from None
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -42,7 +42,10 @@ class SegmentActivities:
             return SegmentRefreshResult(segment_id=params.segment_id, found=False)
         members, entered, exited = counts
         return SegmentRefreshResult(
-            segment_id=params.segment_id, member_count=members, entered=entered, exited=exited,
+            segment_id=params.segment_id,
+            member_count=members,
+            entered=entered,
+            exited=exited,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 

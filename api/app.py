@@ -58,7 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(workspace.router)
-    for router in (email.templates_router, email.providers_router, email.suppressions_router, email.messages_router):
+    for router in (
+        email.templates_router,
+        email.providers_router,
+        email.suppressions_router,
+        email.messages_router,
+    ):
         app.include_router(router)
 
     @app.get("/health", include_in_schema=False)

@@ -15,9 +15,8 @@ _bearer = HTTPBearer(auto_error=False, description="A secret key: `Authorization
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the handler returns."""
-    async with request.app.state.services.sessionmaker() as session:
-        async with session.begin():
-            yield session
+    async with request.app.state.services.sessionmaker() as session, session.begin():
+        yield session
 
 
 async def get_workspace_id(

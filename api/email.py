@@ -55,48 +55,64 @@ def _tracking_url(request: Request) -> str:
 
 
 @templates_router.get("", response_model=TemplatePage, summary="List templates")
-async def list_templates(session: SessionDep, workspace_id: WorkspaceDep, cursor: Cursor = None,
-                         limit: Limit = DEFAULT_LIMIT) -> TemplatePage:
+async def list_templates(
+    session: SessionDep, workspace_id: WorkspaceDep, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> TemplatePage:
     """Newest first."""
     return await service.list_templates(session, workspace_id, cursor, limit)
 
 
 @templates_router.post("", response_model=TemplateOut, status_code=201, summary="Create a template")
-async def create_template(body: TemplateCreate, session: SessionDep, workspace_id: WorkspaceDep) -> TemplateOut:
+async def create_template(
+    body: TemplateCreate, session: SessionDep, workspace_id: WorkspaceDep
+) -> TemplateOut:
     """Jinja2 (sandboxed): `profile`, `event`, `data`, `unsubscribe_url`. Syntax errors are a 422."""
     return await service.create_template(session, workspace_id, body)
 
 
 @templates_router.get("/{template_id}", response_model=TemplateOut, summary="Get a template")
-async def get_template(template_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep) -> TemplateOut:
+async def get_template(
+    template_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
+) -> TemplateOut:
     """One template."""
     return await service.get_template(session, workspace_id, template_id)
 
 
 @templates_router.patch("/{template_id}", response_model=TemplateOut, summary="Update a template")
-async def update_template(template_id: uuid.UUID, body: TemplateUpdate, session: SessionDep,
-                          workspace_id: WorkspaceDep) -> TemplateOut:
+async def update_template(
+    template_id: uuid.UUID, body: TemplateUpdate, session: SessionDep, workspace_id: WorkspaceDep
+) -> TemplateOut:
     """Any subset of fields."""
     return await service.update_template(session, workspace_id, template_id, body)
 
 
 @templates_router.delete("/{template_id}", status_code=204, summary="Delete a template")
-async def delete_template(template_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep) -> Response:
+async def delete_template(
+    template_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
+) -> Response:
     """Messages already sent keep their record."""
     await service.delete_template(session, workspace_id, template_id)
     return Response(status_code=204)
 
 
 @templates_router.post("/{template_id}/preview", response_model=PreviewOut, summary="Render a template")
-async def preview(template_id: uuid.UUID, body: PreviewRequest, session: SessionDep,
-                  workspace_id: WorkspaceDep) -> PreviewOut:
+async def preview(
+    template_id: uuid.UUID, body: PreviewRequest, session: SessionDep, workspace_id: WorkspaceDep
+) -> PreviewOut:
     """Renders for a profile (or address) and lists variables that were missing."""
     return await service.preview(session, workspace_id, template_id, body)
 
 
-@templates_router.post("/{template_id}/test", response_model=MessageOut, status_code=202, summary="Send a test")
-async def test_send(request: Request, template_id: uuid.UUID, body: TestSendRequest,
-                    workspace_id: WorkspaceDep, wait: Wait = 0) -> MessageOut:
+@templates_router.post(
+    "/{template_id}/test", response_model=MessageOut, status_code=202, summary="Send a test"
+)
+async def test_send(
+    request: Request,
+    template_id: uuid.UUID,
+    body: TestSendRequest,
+    workspace_id: WorkspaceDep,
+    wait: Wait = 0,
+) -> MessageOut:
     """Sends the template to one address, the same way as `POST /api/v1/messages`."""
     message = MessageCreate(template_id=template_id, email=body.email, data=body.data)
     return await _send(request, workspace_id, message, wait)
@@ -106,15 +122,21 @@ async def test_send(request: Request, template_id: uuid.UUID, body: TestSendRequ
 
 
 @providers_router.get("", response_model=ProviderPage, summary="List providers")
-async def list_providers(request: Request, session: SessionDep, workspace_id: WorkspaceDep,
-                         cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT) -> ProviderPage:
+async def list_providers(
+    request: Request,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> ProviderPage:
     """Newest first; credentials are never returned."""
     return await service.list_providers(session, workspace_id, cursor, limit, _tracking_url(request))
 
 
 @providers_router.post("", response_model=ProviderOut, status_code=201, summary="Add a provider")
-async def create_provider(request: Request, body: ProviderCreate, session: SessionDep,
-                          workspace_id: WorkspaceDep) -> ProviderOut:
+async def create_provider(
+    request: Request, body: ProviderCreate, session: SessionDep, workspace_id: WorkspaceDep
+) -> ProviderOut:
     """`kind`: ses, sendgrid, mixmax or smtp. Providers are tried by `priority`
     (lowest first) and fail over on provider errors. Route MixMax last: it
     sends from a user mailbox at low volume."""
@@ -122,21 +144,29 @@ async def create_provider(request: Request, body: ProviderCreate, session: Sessi
 
 
 @providers_router.get("/{provider_id}", response_model=ProviderOut, summary="Get a provider")
-async def get_provider(request: Request, provider_id: uuid.UUID, session: SessionDep,
-                       workspace_id: WorkspaceDep) -> ProviderOut:
+async def get_provider(
+    request: Request, provider_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
+) -> ProviderOut:
     """Settings and the names of stored credentials."""
     return await service.get_provider(session, workspace_id, provider_id, _tracking_url(request))
 
 
 @providers_router.patch("/{provider_id}", response_model=ProviderOut, summary="Update a provider")
-async def update_provider(request: Request, provider_id: uuid.UUID, body: ProviderUpdate, session: SessionDep,
-                          workspace_id: WorkspaceDep) -> ProviderOut:
+async def update_provider(
+    request: Request,
+    provider_id: uuid.UUID,
+    body: ProviderUpdate,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+) -> ProviderOut:
     """Any subset; credentials merge (null removes one)."""
     return await service.update_provider(session, workspace_id, provider_id, body, _tracking_url(request))
 
 
 @providers_router.delete("/{provider_id}", status_code=204, summary="Delete a provider")
-async def delete_provider(provider_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep) -> Response:
+async def delete_provider(
+    provider_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
+) -> Response:
     """Removes it from routing."""
     await service.delete_provider(session, workspace_id, provider_id)
     return Response(status_code=204)
@@ -146,14 +176,17 @@ async def delete_provider(provider_id: uuid.UUID, session: SessionDep, workspace
 
 
 @suppressions_router.get("", response_model=SuppressionPage, summary="List suppressed addresses")
-async def list_suppressions(session: SessionDep, workspace_id: WorkspaceDep, cursor: Cursor = None,
-                            limit: Limit = DEFAULT_LIMIT) -> SuppressionPage:
+async def list_suppressions(
+    session: SessionDep, workspace_id: WorkspaceDep, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> SuppressionPage:
     """By address."""
     return await service.list_suppressions(session, workspace_id, cursor, limit)
 
 
 @suppressions_router.post("", response_model=SuppressionOut, status_code=201, summary="Suppress an address")
-async def add_suppression(body: SuppressionCreate, session: SessionDep, workspace_id: WorkspaceDep) -> SuppressionOut:
+async def add_suppression(
+    body: SuppressionCreate, session: SessionDep, workspace_id: WorkspaceDep
+) -> SuppressionOut:
     """No provider will send to it."""
     return await service.add_suppression(session, workspace_id, body)
 
@@ -180,17 +213,21 @@ async def _send(request: Request, workspace_id: uuid.UUID, body: MessageCreate, 
             SendEmailInput(workspace_id=workspace_id, message_id=row["id"]),
             id=message_workflow_id(row["id"]),
             task_queue=services.settings.temporal_task_queue,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(WORKSPACE_ID, str(workspace_id)),
-                SearchAttributePair(PROFILE_ID, str(row["profile_id"])),
-            ]),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(WORKSPACE_ID, str(workspace_id)),
+                    SearchAttributePair(PROFILE_ID, str(row["profile_id"])),
+                ]
+            ),
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(message_workflow_id(row["id"]))
     except RPCError as exc:
         # The message is stored (queued); repeating the request with the same
         # idempotency_key starts its workflow without creating another.
-        raise ServiceUnavailable(f"could not start the send on Temporal: {exc}; retry with the same idempotency_key") from None
+        raise ServiceUnavailable(
+            f"could not start the send on Temporal: {exc}; retry with the same idempotency_key"
+        ) from None
     if wait:
         try:
             await asyncio.wait_for(handle.result(), timeout=wait)
@@ -201,8 +238,9 @@ async def _send(request: Request, workspace_id: uuid.UUID, body: MessageCreate, 
 
 
 @messages_router.post("", response_model=MessageOut, status_code=202, summary="Send a transactional email")
-async def send_message(request: Request, body: MessageCreate, workspace_id: WorkspaceDep,
-                       wait: Wait = 0) -> MessageOut:
+async def send_message(
+    request: Request, body: MessageCreate, workspace_id: WorkspaceDep, wait: Wait = 0
+) -> MessageOut:
     """Creates the message and starts `SendMessageWorkflow` (visible in the
     Temporal UI with its retries). With `idempotency_key`, a repeated
     request returns the same message. `?wait=N` waits up to N seconds."""

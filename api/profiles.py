@@ -29,8 +29,13 @@ async def list_profiles(
     reach nested traits; values compare as text), e.g. `?trait.plan=pro`."""
     filters = service.parse_trait_filters(dict(request.query_params))
     return await service.list_profiles(
-        session, workspace_id, cursor=cursor, limit=limit, email=email,
-        external_id=external_id, trait_filters=filters,
+        session,
+        workspace_id,
+        cursor=cursor,
+        limit=limit,
+        email=email,
+        external_id=external_id,
+        trait_filters=filters,
     )
 
 
@@ -41,7 +46,9 @@ async def create_profile(body: ProfileCreate, session: SessionDep, workspace_id:
 
 
 @router.get("/{profile_id}", response_model=ProfileDetail, summary="Get a profile")
-async def get_profile(profile_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep) -> ProfileDetail:
+async def get_profile(
+    profile_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
+) -> ProfileDetail:
     """Traits, identities (email, external id, anonymous ids) and the latest events."""
     return await service.get_profile(session, workspace_id, profile_id)
 

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
@@ -46,7 +45,9 @@ async def create_segment(body: SegmentCreate, session: SessionDep, workspace_id:
 
 
 @router.post("/estimate", response_model=SegmentEstimate, summary="Estimate an unsaved definition")
-async def estimate(body: SegmentEstimateRequest, session: SessionDep, workspace_id: WorkspaceDep) -> SegmentEstimate:
+async def estimate(
+    body: SegmentEstimateRequest, session: SessionDep, workspace_id: WorkspaceDep
+) -> SegmentEstimate:
     """How many profiles match right now, and a sample; nothing is saved."""
     return await service.estimate(session, workspace_id, body.definition, body.sample_size)
 
@@ -74,8 +75,11 @@ async def delete_segment(segment_id: uuid.UUID, session: SessionDep, workspace_i
 
 @router.get("/{segment_id}/members", response_model=MemberPage, summary="List members")
 async def members(
-    segment_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep,
-    cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
+    segment_id: uuid.UUID,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> MemberPage:
     """Members as of the last refresh (or re-check), by profile id."""
     return await service.members(session, workspace_id, segment_id, cursor, limit)
@@ -94,7 +98,10 @@ async def check_profile(
 
 @router.post("/{segment_id}/recalculate", response_model=RefreshOut, summary="Refresh a segment now")
 async def recalculate(
-    request: Request, segment_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep,
+    request: Request,
+    segment_id: uuid.UUID,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the result")] = 10,
 ) -> RefreshOut:
     """Starts `SegmentRefreshWorkflow` (or joins the one running) and waits up

@@ -18,6 +18,8 @@ async def get_settings(session: SessionDep, workspace_id: WorkspaceDep) -> Works
 
 
 @router.put("/settings", response_model=WorkspaceSettings, summary="Replace workspace settings")
-async def put_settings(body: WorkspaceSettings, session: SessionDep, workspace_id: WorkspaceDep) -> WorkspaceSettings:
+async def put_settings(
+    body: WorkspaceSettings, session: SessionDep, workspace_id: WorkspaceDep
+) -> WorkspaceSettings:
     """E.g. `{"segment_refresh_minutes": 15}`: how often every segment of the workspace refreshes."""
     return await service.update_workspace_settings(session, workspace_id, body)

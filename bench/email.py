@@ -35,19 +35,19 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database  # noqa: E402
-from core.runtime import tune_gc  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from db.engine import create_engine, create_sessionmaker, session_scope  # noqa: E402
-from delivery import service  # noqa: E402
-from delivery.adapters import OutgoingEmail  # noqa: E402
-from delivery.adapters.sendgrid import SendGridAdapter  # noqa: E402
-from delivery.limits import BreakerPolicy, ProviderLimits  # noqa: E402
-from delivery.router import ProviderRouter  # noqa: E402
-from delivery.schemas import MessageCreate, ProviderCreate, TemplateCreate  # noqa: E402
-from delivery.sender import EmailSender  # noqa: E402
-from tests.support.servers import free_port  # noqa: E402
-from workspaces.service import create_workspace_keys  # noqa: E402
+from bench.common import drop_database, fresh_database
+from core.runtime import tune_gc
+from core.settings import Settings
+from db.engine import create_engine, create_sessionmaker, session_scope
+from delivery import service
+from delivery.adapters import OutgoingEmail
+from delivery.adapters.sendgrid import SendGridAdapter
+from delivery.limits import BreakerPolicy, ProviderLimits
+from delivery.router import ProviderRouter
+from delivery.schemas import MessageCreate, ProviderCreate, TemplateCreate
+from delivery.sender import EmailSender
+from tests.support.servers import free_port
+from workspaces.service import create_workspace_keys
 
 FAKE_APP = """
 import uuid
@@ -82,11 +82,15 @@ async def _run(concurrency: int, items: list, send) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER",
-                                                           "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
 
@@ -97,11 +101,28 @@ async def main() -> None:
     app_file = Path(f"/tmp/{name}_fake.py")
     app_file.write_text(FAKE_APP)
     fake = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"{app_file.stem}:app", "--port", str(port), "--loop", "uvloop",
-         "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-        cwd="/tmp", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{app_file.stem}:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd="/tmp",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    settings = Settings(database_url=url, redis_url=args.redis, redis_prefix=f"mp_bench_{uuid.uuid4().hex[:6]}:")
+    settings = Settings(
+        database_url=url, redis_url=args.redis, redis_prefix=f"mp_bench_{uuid.uuid4().hex[:6]}:"
+    )
     engine = create_engine(url, pool_size=args.concurrency + 4)
     redis = aioredis.from_url(args.redis)
     fake_url = f"http://127.0.0.1:{port}"
@@ -112,27 +133,50 @@ async def main() -> None:
         async with session_scope(sessions) as session:
             keys = await create_workspace_keys(session, "bench")
             ws = keys.workspace_id
-            template = await service.create_template(session, ws, TemplateCreate(
-                name="bench", subject="Hi {{ profile.first_name }}", html=HTML, from_email="s@example.com"))
-            await service.create_provider(session, ws, ProviderCreate(
-                name="fake", kind="sendgrid", priority=10, settings={"base_url": fake_url},
-                credentials={"api_key": "k"}), settings.tracking_url)
+            template = await service.create_template(
+                session,
+                ws,
+                TemplateCreate(
+                    name="bench", subject="Hi {{ profile.first_name }}", html=HTML, from_email="s@example.com"
+                ),
+            )
+            await service.create_provider(
+                session,
+                ws,
+                ProviderCreate(
+                    name="fake",
+                    kind="sendgrid",
+                    priority=10,
+                    settings={"base_url": fake_url},
+                    credentials={"api_key": "k"},
+                ),
+                settings.tracking_url,
+            )
 
         async def make_messages(count: int, tag: str) -> list[uuid.UUID]:
             ids = []
             async with session_scope(sessions) as session:
                 for n in range(count):
-                    row, _ = await service.create_message(session, ws, MessageCreate(
-                        template_id=template.id, email=f"{tag}{n}@example.com", data={"code": n}))
+                    row, _ = await service.create_message(
+                        session,
+                        ws,
+                        MessageCreate(
+                            template_id=template.id, email=f"{tag}{n}@example.com", data={"code": n}
+                        ),
+                    )
                     ids.append(row["id"])
             return ids
 
         print(f"preparing {args.messages:,} messages per phase...", flush=True)
         direct_adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"})
-        emails = [OutgoingEmail(uuid.uuid4(), f"d{n}@example.com", "s@example.com", "Hi", HTML, "Hi")
-                  for n in range(args.messages)]
+        emails = [
+            OutgoingEmail(uuid.uuid4(), f"d{n}@example.com", "s@example.com", "Hi", HTML, "Hi")
+            for n in range(args.messages)
+        ]
         full_ids = await make_messages(args.messages, "full")
-        limits = ProviderLimits(redis, settings.redis_prefix, BreakerPolicy(failure_threshold=5, cooldown_seconds=3600))
+        limits = ProviderLimits(
+            redis, settings.redis_prefix, BreakerPolicy(failure_threshold=5, cooldown_seconds=3600)
+        )
         router = ProviderRouter(limits)
         sender = EmailSender(engine, router, settings)
 
@@ -149,14 +193,25 @@ async def main() -> None:
         half = len(full_ids) // 2
         direct_passes, full_passes = [], []
         for n in range(2):
-            direct_passes.append(await _run(args.concurrency, emails[n * half:(n + 1) * half], direct_adapter.send))
-            full_passes.append(await _run(args.concurrency, full_ids[n * half:(n + 1) * half], full_send))
+            direct_passes.append(
+                await _run(args.concurrency, emails[n * half : (n + 1) * half], direct_adapter.send)
+            )
+            full_passes.append(await _run(args.concurrency, full_ids[n * half : (n + 1) * half], full_send))
         direct, full = max(direct_passes), max(full_passes)
 
         async with session_scope(sessions) as session:
-            await service.create_provider(session, ws, ProviderCreate(
-                name="down", kind="sendgrid", priority=1, settings={"base_url": f"http://127.0.0.1:{free_port()}"},
-                credentials={"api_key": "k"}), settings.tracking_url)
+            await service.create_provider(
+                session,
+                ws,
+                ProviderCreate(
+                    name="down",
+                    kind="sendgrid",
+                    priority=1,
+                    settings={"base_url": f"http://127.0.0.1:{free_port()}"},
+                    credentials={"api_key": "k"},
+                ),
+                settings.tracking_url,
+            )
         failover_ids = await make_messages(args.messages, "failover")
         failover = await _run(args.concurrency, failover_ids, full_send)
         await router.close()
@@ -173,14 +228,20 @@ async def main() -> None:
         await drop_database(args.server, url)
 
     print()
-    print(f"email benchmark — {args.messages:,} messages a phase, {args.concurrency} concurrent sends, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"email benchmark — {args.messages:,} messages a phase, {args.concurrency} concurrent sends, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"  direct adapter (pre-rendered POSTs)      {direct:>8,.0f} messages/s")
     print(f"  full send path (render, route, record)   {full:>8,.0f} messages/s")
     print(f"  full path, primary down (failover)       {failover:>8,.0f} messages/s")
-    print(f"  passes (alternated): direct {', '.join(f'{d:,.0f}' for d in direct_passes)}; "
-          f"full {', '.join(f'{f:,.0f}' for f in full_passes)} messages/s")
-    print(f"  cost of the full path: {direct / full:.2f}x the direct adapter's time a message (target <= 1.5x)")
+    print(
+        f"  passes (alternated): direct {', '.join(f'{d:,.0f}' for d in direct_passes)}; "
+        f"full {', '.join(f'{f:,.0f}' for f in full_passes)} messages/s"
+    )
+    print(
+        f"  cost of the full path: {direct / full:.2f}x the direct adapter's time a message (target <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,14 @@ class LoadResult:
 class _Client(asyncio.Protocol):
     """One keep-alive connection sending requests back to back."""
 
-    def __init__(self, head: bytes, body_for: Callable[[], tuple[bytes, int]], stop_at: float,
-                 result: LoadResult, done: asyncio.Future) -> None:
+    def __init__(
+        self,
+        head: bytes,
+        body_for: Callable[[], tuple[bytes, int]],
+        stop_at: float,
+        result: LoadResult,
+        done: asyncio.Future,
+    ) -> None:
         self.head, self.body_for, self.stop_at, self.result, self.done = head, body_for, stop_at, result, done
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
@@ -74,10 +80,14 @@ class _Client(asyncio.Protocol):
             return
         head = self.buffer[:end]
         start = head.lower().find(b"content-length:")
-        length = int(head[start + 15:head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0 else None]) if start >= 0 else 0
+        length = (
+            int(head[start + 15 : head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0 else None])
+            if start >= 0
+            else 0
+        )
         if len(self.buffer) < end + 4 + length:
             return
-        self.buffer = self.buffer[end + 4 + length:]
+        self.buffer = self.buffer[end + 4 + length :]
         status = int(head[9:12])
         result = self.result
         result.requests += 1
@@ -96,14 +106,21 @@ class _Client(asyncio.Protocol):
 
 
 async def run_load(
-    url: str, path: str, body_for: Callable[[], tuple[bytes, int]], *, concurrency: int, seconds: float,
+    url: str,
+    path: str,
+    body_for: Callable[[], tuple[bytes, int]],
+    *,
+    concurrency: int,
+    seconds: float,
     authorization: str | None = None,
 ) -> LoadResult:
     """Drive `path` with `concurrency` connections for `seconds`."""
     host, port = url.removeprefix("http://").split(":")
     auth = f"Authorization: {authorization}\r\n" if authorization else ""
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
-            "Content-Length: ").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
+        "Content-Length: "
+    ).encode()
     loop = asyncio.get_running_loop()
     result = LoadResult()
     started = time.perf_counter()
@@ -111,7 +128,9 @@ async def run_load(
     waiters = []
     for _ in range(concurrency):
         done = loop.create_future()
-        await loop.create_connection(lambda d=done: _Client(head, body_for, stop_at, result, d), host, int(port))
+        await loop.create_connection(
+            lambda d=done: _Client(head, body_for, stop_at, result, d), host, int(port)
+        )
         waiters.append(done)
     await asyncio.gather(*waiters)
     result.seconds = time.perf_counter() - started

@@ -34,16 +34,16 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from activities.partitions import add_months  # noqa: E402
-from bench.common import drop_database, fresh_database  # noqa: E402
-from core.settings import to_asyncpg_dsn  # noqa: E402
-from db.engine import create_engine  # noqa: E402
-from segments import repository as repo  # noqa: E402
-from segments.compiler import compile_members  # noqa: E402
-from segments.facts import profile_matches  # noqa: E402
-from segments.service import parse_definition  # noqa: E402
+from activities.partitions import add_months
+from bench.common import drop_database, fresh_database
+from core.settings import to_asyncpg_dsn
+from db.engine import create_engine
+from segments import repository as repo
+from segments.compiler import compile_members
+from segments.facts import profile_matches
+from segments.service import parse_definition
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 EVENT_MIX = """CASE
@@ -68,24 +68,30 @@ async def generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, event
         task = progress.add_task("profiles", total=profiles)
         for start in range(0, profiles, chunk):
             end = min(profiles, start + chunk)
-            await conn.execute(f"""
+            await conn.execute(
+                f"""
                 INSERT INTO profiles (id, workspace_id, external_id, email, traits, first_seen, last_seen)
-                SELECT {_profile_uuid(seed, 'g')}, $1, 'user_' || g, 'user' || g || '@example.com',
+                SELECT {_profile_uuid(seed, "g")}, $1, 'user_' || g, 'user' || g || '@example.com',
                        jsonb_build_object(
                            'plan', (ARRAY['free','free','free','starter','pro','enterprise'])[1 + (g * 7) % 6],
                            'country', (ARRAY['US','GB','DE','FR','BR','IN','JP','NG'])[1 + (g * 13) % 8],
                            'age', 18 + (g * 31) % 60,
                            'signed_up_at', to_char(now() - ((g * 17) % 700) * interval '1 day', 'YYYY-MM-DD')),
                        now(), now()
-                FROM generate_series($2::int, $3::int) g""", ws, start + 1, end)
+                FROM generate_series($2::int, $3::int) g""",
+                ws,
+                start + 1,
+                end,
+            )
             progress.advance(task, end - start)
         task = progress.add_task("events", total=events)
         for start in range(0, events, chunk):
             end = min(events, start + chunk)
-            await conn.execute(f"""
+            await conn.execute(
+                f"""
                 INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at,
                                     message_id)
-                SELECT gen_random_uuid(), $1, {_profile_uuid(seed, '(1 + floor(pr * $4)::int)')}, 'track', name,
+                SELECT gen_random_uuid(), $1, {_profile_uuid(seed, "(1 + floor(pr * $4)::int)")}, 'track', name,
                        CASE name
                            WHEN 'Order Completed' THEN jsonb_build_object('revenue', round((r2 * 500)::numeric, 2))
                            WHEN 'Page Viewed' THEN jsonb_build_object('path', '/p/' || floor(r2 * 50)::int)
@@ -94,7 +100,13 @@ async def generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, event
                        now() - r3 * $5 * interval '1 day', now(), 'bench-' || g
                 FROM (
                     SELECT g, random() AS r, random() AS r2, random() AS r3, random() AS pr FROM generate_series($2::int, $3::int) g
-                ) s, LATERAL (SELECT {EVENT_MIX} AS name) n""", ws, start + 1, end, profiles, days)
+                ) s, LATERAL (SELECT {EVENT_MIX} AS name) n""",
+                ws,
+                start + 1,
+                end,
+                profiles,
+                days,
+            )
             progress.advance(task, end - start)
     await conn.execute("ANALYZE profiles")
     await conn.execute("ANALYZE events")
@@ -102,26 +114,48 @@ async def generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, event
 
 def definitions(reference: uuid.UUID | None) -> dict[str, dict]:
     """The five segments; the nested one refers to the trait-only segment."""
-    trait = {"type": "all", "conditions": [
-        {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
-        {"type": "trait", "path": "country", "op": "in", "value": ["US", "GB"]},
-    ]}
+    trait = {
+        "type": "all",
+        "conditions": [
+            {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
+            {"type": "trait", "path": "country", "op": "in", "value": ["US", "GB"]},
+        ],
+    }
     out = {
         "trait only": trait,
-        "event count in 30 days": {"type": "event", "name": "Order Completed", "count": {"op": ">=", "value": 2},
-                                   "within": {"last": 30}},
-        "has not done (30 days)": {"type": "event", "name": "Order Completed", "count": {"op": "=", "value": 0},
-                                   "within": {"last": 30}},
-        "email engagement": {"type": "email", "action": "opened", "campaign_id": "c3", "within": {"last": 30}},
+        "event count in 30 days": {
+            "type": "event",
+            "name": "Order Completed",
+            "count": {"op": ">=", "value": 2},
+            "within": {"last": 30},
+        },
+        "has not done (30 days)": {
+            "type": "event",
+            "name": "Order Completed",
+            "count": {"op": "=", "value": 0},
+            "within": {"last": 30},
+        },
+        "email engagement": {
+            "type": "email",
+            "action": "opened",
+            "campaign_id": "c3",
+            "within": {"last": 30},
+        },
     }
     if reference is not None:
-        out["nested all/any + segment"] = {"type": "all", "conditions": [
-            {"type": "segment", "segment_id": str(reference)},
-            {"type": "any", "conditions": [
-                {"type": "event", "name": "Added to Cart", "within": {"last": 7}},
-                {"type": "trait", "path": "age", "op": "gte", "value": 60},
-            ]},
-        ]}
+        out["nested all/any + segment"] = {
+            "type": "all",
+            "conditions": [
+                {"type": "segment", "segment_id": str(reference)},
+                {
+                    "type": "any",
+                    "conditions": [
+                        {"type": "event", "name": "Added to Cart", "within": {"last": 7}},
+                        {"type": "trait", "path": "age", "op": "gte", "value": 60},
+                    ],
+                },
+            ],
+        }
     return out
 
 
@@ -182,7 +216,9 @@ async def _median(fn, repeat: int) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 1M profiles and 10M events")
     parser.add_argument("--days", type=int, default=90, help="events spread over this many past days")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
@@ -198,7 +234,9 @@ async def main() -> None:
     engine = create_engine(url, pool_size=2)
     try:
         await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'bench')", ws)
-        print(f"generating {n_profiles:,} profiles and {n_events:,} events over {args.days} days...", flush=True)
+        print(
+            f"generating {n_profiles:,} profiles and {n_events:,} events over {args.days} days...", flush=True
+        )
         started = time.perf_counter()
         await generate(conn, ws, n_profiles, n_events, args.days)
         print(f"generated in {time.perf_counter() - started:.0f}s", flush=True)
@@ -208,7 +246,8 @@ async def main() -> None:
         reference = uuid.uuid4()
         await conn.execute(
             "INSERT INTO segments (id, workspace_id, name, definition) VALUES ($1, $2, 'trait only', '{}')",
-            reference, ws,
+            reference,
+            ws,
         )
         rows = []
         for label, definition in definitions(reference).items():
@@ -217,15 +256,23 @@ async def main() -> None:
             if segment_id != reference:
                 await conn.execute(
                     "INSERT INTO segments (id, workspace_id, name, definition) VALUES ($1, $2, $3, '{}')",
-                    segment_id, ws, label,
+                    segment_id,
+                    ws,
+                    label,
                 )
             compiled = compile_members(root, ws, now)
             hand = HAND_WRITTEN[label]
             params = {"trait only": (ws,), "nested all/any + segment": (ws, None, reference, since7)}.get(
-                label, (ws, since30))
-            params = tuple(p for p in params if p is not None) if label != "nested all/any + segment" else (
-                ws, reference, since7)
-            hand_sql = hand if label != "nested all/any + segment" else hand.replace("$3", "$2").replace("$4", "$3")
+                label, (ws, since30)
+            )
+            params = (
+                tuple(p for p in params if p is not None)
+                if label != "nested all/any + segment"
+                else (ws, reference, since7)
+            )
+            hand_sql = (
+                hand if label != "nested all/any + segment" else hand.replace("$3", "$2").replace("$4", "$3")
+            )
 
             async def estimate() -> None:
                 async with engine.connect() as c:
@@ -237,7 +284,9 @@ async def main() -> None:
             hand_segment = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO segments (id, workspace_id, name, definition) VALUES ($1, $2, $3, '{}')",
-                hand_segment, ws, f"{label} (hand-written)",
+                hand_segment,
+                ws,
+                f"{label} (hand-written)",
             )
             hand_refresh_statement = hand_refresh_sql(hand_sql, len(params))
 
@@ -261,19 +310,26 @@ async def main() -> None:
                 ours = await repo.count_matching(c, compiled)
             theirs = await conn.fetchval(f"SELECT count(*) FROM ({hand_sql}) t", *params)
             assert ours == theirs, f"{label}: compiled {ours} vs hand-written {theirs}"
-            rows.append({
-                "label": label, "members": ours,
-                "estimate": await _median(estimate, args.repeat),
-                "hand_count": await _median(hand_count, args.repeat),
-                "refresh": await _median(refresh, args.repeat),
-                "hand_refresh": await _median(hand_refresh, args.repeat),
-                "first_refresh": first_refresh,
-                "first_hand_refresh": first_hand_refresh,
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "members": ours,
+                    "estimate": await _median(estimate, args.repeat),
+                    "hand_count": await _median(hand_count, args.repeat),
+                    "refresh": await _median(refresh, args.repeat),
+                    "hand_refresh": await _median(hand_refresh, args.repeat),
+                    "first_refresh": first_refresh,
+                    "first_hand_refresh": first_hand_refresh,
+                }
+            )
             print(f"  measured {label}", flush=True)
 
-        ids = [r[0] for r in await conn.fetch(
-            "SELECT id FROM profiles WHERE workspace_id = $1 ORDER BY random() LIMIT $2", ws, args.checks)]
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT id FROM profiles WHERE workspace_id = $1 ORDER BY random() LIMIT $2", ws, args.checks
+            )
+        ]
         nested = parse_definition(definitions(reference)["nested all/any + segment"])
         check_times = []
         async with engine.connect() as c:
@@ -288,16 +344,24 @@ async def main() -> None:
             await drop_database(args.server, url)
 
     print()
-    print(f"segment benchmark — {n_profiles:,} profiles, {n_events:,} events over {args.days} days, "
-          f"{os.cpu_count()} CPUs, median of {args.repeat}")
-    print(f"  {'segment':<26} {'members':>9} {'estimate':>10} {'hand count':>11} {'ratio':>6}   "
-          f"{'refresh':>9} {'hand refresh':>13} {'ratio':>6}   {'first refresh (hand)':>21}")
+    print(
+        f"segment benchmark — {n_profiles:,} profiles, {n_events:,} events over {args.days} days, "
+        f"{os.cpu_count()} CPUs, median of {args.repeat}"
+    )
+    print(
+        f"  {'segment':<26} {'members':>9} {'estimate':>10} {'hand count':>11} {'ratio':>6}   "
+        f"{'refresh':>9} {'hand refresh':>13} {'ratio':>6}   {'first refresh (hand)':>21}"
+    )
     for r in rows:
-        print(f"  {r['label']:<26} {r['members']:>9,} {r['estimate']:>8.0f}ms {r['hand_count']:>9.0f}ms "
-              f"{r['estimate'] / r['hand_count']:>5.2f}x   {r['refresh']:>7.0f}ms {r['hand_refresh']:>11.0f}ms "
-              f"{r['refresh'] / r['hand_refresh']:>5.2f}x   {r['first_refresh']:>9.0f}ms ({r['first_hand_refresh']:.0f}ms)")
-    print(f"  single-profile check (nested segment): median {statistics.median(check_times):.2f} ms, "
-          f"p95 {sorted(check_times)[int(len(check_times) * 0.95)]:.2f} ms over {len(check_times)} profiles")
+        print(
+            f"  {r['label']:<26} {r['members']:>9,} {r['estimate']:>8.0f}ms {r['hand_count']:>9.0f}ms "
+            f"{r['estimate'] / r['hand_count']:>5.2f}x   {r['refresh']:>7.0f}ms {r['hand_refresh']:>11.0f}ms "
+            f"{r['refresh'] / r['hand_refresh']:>5.2f}x   {r['first_refresh']:>9.0f}ms ({r['first_hand_refresh']:.0f}ms)"
+        )
+    print(
+        f"  single-profile check (nested segment): median {statistics.median(check_times):.2f} ms, "
+        f"p95 {sorted(check_times)[int(len(check_times) * 0.95)]:.2f} ms over {len(check_times)} profiles"
+    )
     print("  targets: each ratio <= 1.5x; single-profile check < 5 ms median")
 
 

@@ -36,17 +36,19 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database  # noqa: E402
-from bench.loadgen import LoadResult, run_load  # noqa: E402
-from core.settings import to_asyncpg_dsn  # noqa: E402
-from tests.support.servers import free_port  # noqa: E402
+from bench.common import drop_database, fresh_database
+from bench.loadgen import LoadResult, run_load
+from core.settings import to_asyncpg_dsn
+from tests.support.servers import free_port
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH_SIZE = 100
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 async def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -105,16 +107,26 @@ async def _keys(database_url: str) -> tuple[uuid.UUID, str]:
 async def _warm_users(url: str, key: str, users: int) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as client:
         for start in range(0, users, 1000):
-            batch = [{"type": "identify", "userId": f"bench_{n}", "traits": {"plan": "free"}}
-                     for n in range(start, min(users, start + 1000))]
+            batch = [
+                {"type": "identify", "userId": f"bench_{n}", "traits": {"plan": "free"}}
+                for n in range(start, min(users, start + 1000))
+            ]
             r = await client.post("/track/batch", json={"batch": batch})
             r.raise_for_status()
 
 
-async def _copy_ceiling(database_url: str, workspace_id: uuid.UUID, profile_ids: list[uuid.UUID],
-                        seconds: float, chunk: int = 1000, connections: int = 2) -> tuple[float, int]:
+async def _copy_ceiling(
+    database_url: str,
+    workspace_id: uuid.UUID,
+    profile_ids: list[uuid.UUID],
+    seconds: float,
+    chunk: int = 1000,
+    connections: int = 2,
+) -> tuple[float, int]:
     """Rows/s that asyncpg COPY reaches into the same partitioned table."""
     from core.ids import uuid7
 
@@ -133,12 +145,35 @@ async def _copy_ceiling(database_url: str, workspace_id: uuid.UUID, profile_ids:
             rows = []
             for _ in range(chunk):
                 counter += 1
-                rows.append((uuid7(), workspace_id, rng.choice(profile_ids), "track", "Product Viewed", props, ctx,
-                             now - timedelta(seconds=counter % 86400), now, f"copy-{n}-{counter}"))
+                rows.append(
+                    (
+                        uuid7(),
+                        workspace_id,
+                        rng.choice(profile_ids),
+                        "track",
+                        "Product Viewed",
+                        props,
+                        ctx,
+                        now - timedelta(seconds=counter % 86400),
+                        now,
+                        f"copy-{n}-{counter}",
+                    )
+                )
             await conn.copy_records_to_table(
-                "events", records=rows,
-                columns=["id", "workspace_id", "profile_id", "type", "name", "properties", "context",
-                         "occurred_at", "received_at", "message_id"],
+                "events",
+                records=rows,
+                columns=[
+                    "id",
+                    "workspace_id",
+                    "profile_id",
+                    "type",
+                    "name",
+                    "properties",
+                    "context",
+                    "occurred_at",
+                    "received_at",
+                    "message_id",
+                ],
             )
             total += chunk
         await conn.close()
@@ -170,7 +205,7 @@ class CpuMeter:
         s, m = self.server.cpu_times(), self.me.cpu_times()
         return s.user + s.system, self._pg(), m.user + m.system
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.start = self._read()
         return self
 
@@ -180,8 +215,10 @@ class CpuMeter:
 
     def per_unit(self, units: int) -> str:
         us = 1e6 / max(units, 1)
-        return (f"CPU per unit: server {self.server_s * us:6.1f} us, postgres {self.pg_s * us:6.1f} us, "
-                f"load generator {self.client_s * us:6.1f} us")
+        return (
+            f"CPU per unit: server {self.server_s * us:6.1f} us, postgres {self.pg_s * us:6.1f} us, "
+            f"load generator {self.client_s * us:6.1f} us"
+        )
 
 
 async def _stats(url: str) -> dict:
@@ -192,29 +229,55 @@ async def _stats(url: str) -> dict:
 
 
 def _line(name: str, res: LoadResult) -> str:
-    return (f"  {name:<34} {res.events_per_second:>10,.0f} events/s   {res.requests_per_second:>8,.0f} req/s   "
-            f"p50 {res.percentile(50):6.1f} ms   p99 {res.percentile(99):6.1f} ms   errors {res.errors}")
+    return (
+        f"  {name:<34} {res.events_per_second:>10,.0f} events/s   {res.requests_per_second:>8,.0f} req/s   "
+        f"p50 {res.percentile(50):6.1f} ms   p99 {res.percentile(99):6.1f} ms   errors {res.errors}"
+    )
 
 
-async def _round(args: argparse.Namespace, urls: dict[str, str], procs: dict[str, subprocess.Popen],
-                 auth: str, bodies: Bodies) -> dict:
+async def _round(
+    args: argparse.Namespace,
+    urls: dict[str, str],
+    procs: dict[str, subprocess.Popen],
+    auth: str,
+    bodies: Bodies,
+) -> dict:
     """One pass of the three HTTP phases; returns results, CPU meters and group stats."""
     out: dict = {"results": {}, "cpu": {}}
     with CpuMeter(procs["bare"].pid) as meter:
-        out["results"]["bare"] = await run_load(urls["bare"], "/track", bodies.track,
-                                                concurrency=args.track_connections, seconds=args.seconds)
+        out["results"]["bare"] = await run_load(
+            urls["bare"], "/track", bodies.track, concurrency=args.track_connections, seconds=args.seconds
+        )
     out["cpu"]["bare"] = (meter, out["results"]["bare"].requests)
     spy = None
     if args.profile:
         fmt = "speedscope" if args.profile.endswith(".json") else "flamegraph"
-        spy = subprocess.Popen(["py-spy", "record", "-o", args.profile, "--pid", str(procs["tracking"].pid),
-                                "--duration", str(int(args.seconds)), "--format", fmt],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-o",
+                args.profile,
+                "--pid",
+                str(procs["tracking"].pid),
+                "--duration",
+                str(int(args.seconds)),
+                "--format",
+                fmt,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     before = await _stats(urls["tracking"])
     with CpuMeter(procs["tracking"].pid) as meter:
-        out["results"]["track"] = await run_load(urls["tracking"], "/track", bodies.track,
-                                                 concurrency=args.track_connections, seconds=args.seconds,
-                                                 authorization=auth)
+        out["results"]["track"] = await run_load(
+            urls["tracking"],
+            "/track",
+            bodies.track,
+            concurrency=args.track_connections,
+            seconds=args.seconds,
+            authorization=auth,
+        )
     out["cpu"]["track"] = (meter, out["results"]["track"].events_acked)
     after = await _stats(urls["tracking"])
     groups = max(after["groups_committed"] - before["groups_committed"], 1)
@@ -223,38 +286,72 @@ async def _round(args: argparse.Namespace, urls: dict[str, str], procs: dict[str
     if spy is not None:
         spy.wait(30)
     with CpuMeter(procs["tracking"].pid) as meter:
-        out["results"]["batch"] = await run_load(urls["tracking"], "/track/batch", bodies.batch,
-                                                 concurrency=args.batch_connections, seconds=args.seconds,
-                                                 authorization=auth)
+        out["results"]["batch"] = await run_load(
+            urls["tracking"],
+            "/track/batch",
+            bodies.batch,
+            concurrency=args.batch_connections,
+            seconds=args.seconds,
+            authorization=auth,
+        )
     out["cpu"]["batch"] = (meter, out["results"]["batch"].events_acked)
     return out
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measured phase")
     parser.add_argument("--rounds", type=int, default=3, help="passes over all phases; medians are reported")
     parser.add_argument("--users", type=int, default=10_000, help="distinct userIds events are spread over")
     parser.add_argument("--track-connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, default=8)
-    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER),
-                        help="PostgreSQL server URL (a fresh database is created on it)")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER),
+        help="PostgreSQL server URL (a fresh database is created on it)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="record the tracking server with py-spy during /track (.json: speedscope, else svg)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the tracking server with py-spy during /track (.json: speedscope, else svg)",
+    )
     args = parser.parse_args()
 
     print("preparing database...", flush=True)
     database_url = await fresh_database(args.server, "mp_bench_tracking")
     workspace_id, key = await _keys(database_url)
     tracking_port, bare_port = free_port(), free_port()
-    env = {"DATABASE_URL": database_url, "TRACKING_PORT": str(tracking_port), "HOST": "127.0.0.1",
-           "REDIS_PREFIX": f"mp_bench_{uuid.uuid4().hex[:6]}:"}
+    env = {
+        "DATABASE_URL": database_url,
+        "TRACKING_PORT": str(tracking_port),
+        "HOST": "127.0.0.1",
+        "REDIS_PREFIX": f"mp_bench_{uuid.uuid4().hex[:6]}:",
+    }
     procs = {
         "tracking": _spawn([sys.executable, "-m", "cli", "tracking"], env),
-        "bare": _spawn([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--host",
-                        "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level",
-                        "warning"], {}),
+        "bare": _spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_app:app",
+                "--port",
+                str(bare_port),
+                "--host",
+                "127.0.0.1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            {},
+        ),
     }
     urls = {"tracking": f"http://127.0.0.1:{tracking_port}", "bare": f"http://127.0.0.1:{bare_port}"}
     rounds: list[dict] = []
@@ -265,21 +362,30 @@ async def main() -> None:
         await _warm_users(urls["tracking"], key, args.users)
         bodies = Bodies(args.users)
         conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
-        profile_ids = [r[0] for r in await conn.fetch("SELECT id FROM profiles WHERE workspace_id = $1", workspace_id)]
+        profile_ids = [
+            r[0] for r in await conn.fetch("SELECT id FROM profiles WHERE workspace_id = $1", workspace_id)
+        ]
         acked = stored = 0
         for n in range(args.rounds):
-            print(f"round {n + 1}/{args.rounds}: bare, /track, /track/batch, COPY ({args.seconds:.0f}s each)...",
-                  flush=True)
+            print(
+                f"round {n + 1}/{args.rounds}: bare, /track, /track/batch, COPY ({args.seconds:.0f}s each)...",
+                flush=True,
+            )
             before = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
             one = await _round(args, urls, procs, f"Bearer {key}", bodies)
             after = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
             acked += one["results"]["track"].events_acked + one["results"]["batch"].events_acked
             stored += after - before
             one["copy_rate"], _ = await _copy_ceiling(database_url, workspace_id, profile_ids, args.seconds)
-            one["track_ratio"] = one["results"]["track"].events_per_second / one["results"]["bare"].requests_per_second
+            one["track_ratio"] = (
+                one["results"]["track"].events_per_second / one["results"]["bare"].requests_per_second
+            )
             one["batch_ratio"] = one["results"]["batch"].events_per_second / one["copy_rate"]
             rounds.append(one)
-            print(f"  /track {one['track_ratio']:.2f}x bare, /track/batch {one['batch_ratio']:.2f}x COPY", flush=True)
+            print(
+                f"  /track {one['track_ratio']:.2f}x bare, /track/batch {one['batch_ratio']:.2f}x COPY",
+                flush=True,
+            )
         await conn.close()
     finally:
         for proc in procs.values():
@@ -293,29 +399,45 @@ async def main() -> None:
     batch_ratio = statistics.median(r["batch_ratio"] for r in rounds)
     results = mid["results"]
     print()
-    print(f"tracking benchmark — {os.cpu_count()} CPUs, {args.rounds} rounds of {args.seconds:.0f}s phases, "
-          f"{args.users:,} users (median round shown)")
+    print(
+        f"tracking benchmark — {os.cpu_count()} CPUs, {args.rounds} rounds of {args.seconds:.0f}s phases, "
+        f"{args.users:,} users (median round shown)"
+    )
     print(_line("bare FastAPI endpoint (202)", results["bare"]).replace("events/s", "req   /s"))
     print(_line("POST /track (1 event)", results["track"]))
     print(_line(f"POST /track/batch ({BATCH_SIZE} events)", results["batch"]))
     print(f"  {'asyncpg COPY (1,000-row chunks, 2 conns)':<34} {mid['copy_rate']:>10,.0f} rows/s")
     print()
-    print(f"  /track       / bare endpoint : {mid['track_ratio']:5.2f}x   (target >= 0.80; "
-          f"rounds {', '.join(f'{r['track_ratio']:.2f}' for r in rounds)})")
-    print(f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30; "
-          f"rounds {', '.join(f'{r['batch_ratio']:.2f}' for r in sorted(rounds, key=lambda r: r['batch_ratio']))})")
-    print(f"  /track: {mid['group_size']:.1f} requests per group commit on average, {mid['group_ms']:.2f} ms a commit")
+    print(
+        f"  /track       / bare endpoint : {mid['track_ratio']:5.2f}x   (target >= 0.80; "
+        f"rounds {', '.join(f'{r['track_ratio']:.2f}' for r in rounds)})"
+    )
+    print(
+        f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30; "
+        f"rounds {', '.join(f'{r['batch_ratio']:.2f}' for r in sorted(rounds, key=lambda r: r['batch_ratio']))})"
+    )
+    print(
+        f"  /track: {mid['group_size']:.1f} requests per group commit on average, {mid['group_ms']:.2f} ms a commit"
+    )
     for name, (meter, units) in mid["cpu"].items():
         print(f"  {name:<6} {meter.per_unit(units)}")
     verdict = "nothing lost" if stored >= acked else f"LOST {acked - stored:,}"
     print(f"  all rounds: acknowledged {acked:,} events, stored {stored:,}: {verdict}")
     figures = {
-        "cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds, "users": args.users,
+        "cpus": os.cpu_count(),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "users": args.users,
         "bare_rps": results["bare"].requests_per_second,
-        "track_eps": results["track"].events_per_second, "track_p99_ms": results["track"].percentile(99),
-        "batch_eps": results["batch"].events_per_second, "batch_p99_ms": results["batch"].percentile(99),
-        "copy_rows_per_s": mid["copy_rate"], "track_ratio": mid["track_ratio"], "batch_ratio": batch_ratio,
-        "acked": acked, "stored": stored,
+        "track_eps": results["track"].events_per_second,
+        "track_p99_ms": results["track"].percentile(99),
+        "batch_eps": results["batch"].events_per_second,
+        "batch_p99_ms": results["batch"].percentile(99),
+        "copy_rows_per_s": mid["copy_rate"],
+        "track_ratio": mid["track_ratio"],
+        "batch_ratio": batch_ratio,
+        "acked": acked,
+        "stored": stored,
     }
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))

@@ -161,9 +161,20 @@ def postgres_child(data_dir: Path, port: int) -> Child:
             _ensure_traversable(bin_dir / "postgres")
         print("  initialising PostgreSQL data in", pgdata, flush=True)
         init = subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-             "--no-instructions"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **as_user(user),
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            **as_user(user),
         )
         if init.returncode != 0:
             shutil.rmtree(pgdata, ignore_errors=True)
@@ -174,8 +185,19 @@ def postgres_child(data_dir: Path, port: int) -> Child:
     sock_dir.chmod(0o777)
     return Child(
         "postgres",
-        [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock_dir),
-         "-c", "max_connections=200"],
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(pgdata),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(sock_dir),
+            "-c",
+            "max_connections=200",
+        ],
         log_path=log_path,
         user=user,
         stop_signal=signal.SIGINT,  # fast shutdown
@@ -203,7 +225,10 @@ def ensure_database(port: int, name: str) -> None:
             break
         time.sleep(0.2)
     exists = subprocess.run(
-        base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"], capture_output=True, text=True, check=True
+        base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     if exists.stdout.strip() != "1":
         subprocess.run(base + [f'CREATE DATABASE "{name}"'], check=True, capture_output=True, text=True)
@@ -221,8 +246,23 @@ def redis_child(data_dir: Path, port: int) -> Child:
     rdir.mkdir(parents=True, exist_ok=True)
     return Child(
         "redis",
-        [str(server), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdir), "--save", "60 1",
-         "--appendonly", "no", "--daemonize", "no", "--logfile", ""],
+        [
+            str(server),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(rdir),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ],
         log_path=data_dir / "logs" / "redis.log",
     )
 
@@ -245,7 +285,21 @@ def temporal_child(data_dir: Path, port: int, ui_port: int, extra_args: list[str
     """`temporal server start-dev` with a SQLite file under the data dir."""
     return Child(
         "temporal",
-        [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--ui-port",
-         str(ui_port), "--db-filename", str(data_dir / "temporal.db"), "--log-level", "warn", *extra_args],
+        [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+            "--db-filename",
+            str(data_dir / "temporal.db"),
+            "--log-level",
+            "warn",
+            *extra_args,
+        ],
         log_path=data_dir / "logs" / "temporal.log",
     )

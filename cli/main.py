@@ -69,8 +69,15 @@ def tracking(
 
     settings = get_settings()
     uvicorn.run(
-        "tracking.app:create_app", factory=True, host=settings.host, port=settings.tracking_port,
-        workers=workers, log_level="warning", access_log=False, loop="uvloop", http="httptools",
+        "tracking.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.tracking_port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -110,7 +117,11 @@ def keys_create(
                 keys = await create_workspace_keys(session, workspace)
         finally:
             await engine.dispose()
-        return {"workspace_id": str(keys.workspace_id), "public_key": keys.public_key, "secret_key": keys.secret_key}
+        return {
+            "workspace_id": str(keys.workspace_id),
+            "public_key": keys.public_key,
+            "secret_key": keys.secret_key,
+        }
 
     keys = asyncio.run(_run())
     if as_json:

@@ -10,7 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.clients import create_redis
 from core.settings import Settings
-from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine, create_sessionmaker, session_scope
+from db.engine import (
+    INGEST_SERVER_SETTINGS,
+    create_asyncpg_pool,
+    create_engine,
+    create_sessionmaker,
+    session_scope,
+)
 from tracking.items import to_item
 from tracking.schemas import IdentifyCall, TrackCall
 from tracking.writer import GroupCommitWriter
@@ -20,8 +26,12 @@ FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances",
 PLANS = ["free", "free", "free", "starter", "pro", "enterprise"]
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "JP", "NG"]
 EVENTS = [
-    ("Page Viewed", 40), ("Product Viewed", 25), ("Added to Cart", 12),
-    ("Checkout Started", 8), ("Order Completed", 5), ("Searched", 10),
+    ("Page Viewed", 40),
+    ("Product Viewed", 25),
+    ("Added to Cart", 12),
+    ("Checkout Started", 8),
+    ("Order Completed", 5),
+    ("Searched", 10),
 ]
 BATCH = 500
 
@@ -38,7 +48,9 @@ def _event(rng: random.Random, now: datetime, days: int) -> tuple[str, dict, dat
     return name, props, now - timedelta(seconds=rng.randint(0, days * 86400))
 
 
-async def run_seed(settings: Settings, workspace: str, profiles: int, per_profile: int, days: int) -> WorkspaceKeys:
+async def run_seed(
+    settings: Settings, workspace: str, profiles: int, per_profile: int, days: int
+) -> WorkspaceKeys:
     """Create the workspace's keys and fill it; returns the keys."""
     rng = random.Random(42)
     engine = create_engine(settings.database_url, pool_size=1)
@@ -59,8 +71,10 @@ async def run_seed(settings: Settings, workspace: str, profiles: int, per_profil
             for n in range(profiles):
                 user = f"demo_user_{n}"
                 traits = {
-                    "first_name": rng.choice(FIRST_NAMES), "plan": rng.choice(PLANS),
-                    "country": rng.choice(COUNTRIES), "email": f"demo{n}@example.com",
+                    "first_name": rng.choice(FIRST_NAMES),
+                    "plan": rng.choice(PLANS),
+                    "country": rng.choice(COUNTRIES),
+                    "email": f"demo{n}@example.com",
                     "signed_up_at": (now - timedelta(days=rng.randint(0, days))).isoformat(),
                 }
                 pending.append(to_item(IdentifyCall(userId=user, traits=traits), keys.workspace_id, now))

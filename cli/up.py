@@ -25,7 +25,9 @@ DATABASE_NAME = "marketing"
 
 def _check_port_free(port: int, what: str, setting: str) -> None:
     if embedded.port_open(port):
-        raise StartError(f":{port} is already in use, so {what} cannot start there (set {setting}, or stop the other process)")
+        raise StartError(
+            f":{port} is already in use, so {what} cannot start there (set {setting}, or stop the other process)"
+        )
 
 
 class Platform:
@@ -65,8 +67,13 @@ class Platform:
             pg = self._start(embedded.postgres_child(self.data_dir, s.embedded_postgres_port))
             embedded.wait_for_port(pg, s.embedded_postgres_port, 60)
             embedded.ensure_database(s.embedded_postgres_port, DATABASE_NAME)
-            self.env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/{DATABASE_NAME}"
-            print(f"  PostgreSQL: started on :{s.embedded_postgres_port} (data in {self.data_dir / 'postgres'})", flush=True)
+            self.env["DATABASE_URL"] = (
+                f"postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/{DATABASE_NAME}"
+            )
+            print(
+                f"  PostgreSQL: started on :{s.embedded_postgres_port} (data in {self.data_dir / 'postgres'})",
+                flush=True,
+            )
         if self._given("redis_url"):
             print("  Redis: using REDIS_URL", flush=True)
         else:
@@ -83,14 +90,19 @@ class Platform:
             _check_port_free(s.embedded_temporal_port, "Temporal", "MP_TEMPORAL_PORT or TEMPORAL_ADDRESS")
             tp = self._start(
                 embedded.temporal_child(
-                    self.data_dir, s.embedded_temporal_port, s.embedded_temporal_ui_port,
+                    self.data_dir,
+                    s.embedded_temporal_port,
+                    s.embedded_temporal_ui_port,
                     dev_server_search_attribute_args(),
                 )
             )
             embedded.wait_for_port(tp, s.embedded_temporal_port, 90)
             self.env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{s.embedded_temporal_port}"
             self.env.setdefault("TEMPORAL_UI_URL", f"http://localhost:{s.embedded_temporal_ui_port}")
-            print(f"  Temporal: dev server on :{s.embedded_temporal_port}, UI on :{s.embedded_temporal_ui_port}", flush=True)
+            print(
+                f"  Temporal: dev server on :{s.embedded_temporal_port}, UI on :{s.embedded_temporal_ui_port}",
+                flush=True,
+            )
 
     def ensure_secret(self) -> None:
         """A stable SECRET_KEY for signed links, kept in the data dir."""
@@ -107,9 +119,7 @@ class Platform:
     def resolved_settings(self) -> Settings:
         """Settings as the children will see them."""
         keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "SECRET_KEY")
-        return self.settings.model_copy(
-            update={k.lower(): self.env[k] for k in keys if k in self.env}
-        )
+        return self.settings.model_copy(update={k.lower(): self.env[k] for k in keys if k in self.env})
 
     # -- application processes ---------------------------------------------
 
@@ -129,9 +139,9 @@ async def _bootstrap(settings: Settings, data_dir: Path) -> dict:
     from core.clients import connect_temporal
     from db.engine import create_engine, create_sessionmaker, session_scope
     from db.migrate import upgrade
+    from worker.setup import setup_temporal
     from workspaces.repository import workspace_name
     from workspaces.service import create_workspace_keys
-    from worker.setup import setup_temporal
 
     print("  migrating the database...", flush=True)
     await asyncio.to_thread(upgrade, settings.database_url)
@@ -207,7 +217,10 @@ def run_up(settings: Settings) -> int:
         while not stopping:
             dead = [c for c in platform.children if not c.alive()]
             if dead:
-                print(f"\n{dead[0].name} exited (code {dead[0].proc.returncode}); stopping everything.", flush=True)
+                print(
+                    f"\n{dead[0].name} exited (code {dead[0].proc.returncode}); stopping everything.",
+                    flush=True,
+                )
                 if dead[0].log_path:
                     print(dead[0].tail(), flush=True)
                 code = 1
@@ -237,16 +250,16 @@ Marketing platform is up.
   Tracking API     http://localhost:{settings.tracking_port}
   Temporal UI      {settings.temporal_ui_url}
 
-  Default workspace  {keys['workspace_id']}
-    public key  (tracking)        {keys['public_key']}
-    secret key  (management API)  {keys['secret_key']}
+  Default workspace  {keys["workspace_id"]}
+    public key  (tracking)        {keys["public_key"]}
+    secret key  (management API)  {keys["secret_key"]}
 
   Data and logs in {data_dir}.  Press Ctrl-C to stop.
 
 Try:
-  curl -X POST http://localhost:{settings.tracking_port}/track -H 'Authorization: Bearer {keys['public_key']}' \\
+  curl -X POST http://localhost:{settings.tracking_port}/track -H 'Authorization: Bearer {keys["public_key"]}' \\
        -H 'Content-Type: application/json' -d '{{"userId":"u1","event":"Signed Up"}}'
-  curl http://localhost:{settings.port}/api/v1/profiles -H 'Authorization: Bearer {keys['secret_key']}'
+  curl http://localhost:{settings.port}/api/v1/profiles -H 'Authorization: Bearer {keys["secret_key"]}'
 """,
         flush=True,
     )

@@ -33,10 +33,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]}
-            for err in exc.errors()
-        ]
+        detail = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in exc.errors()]
         status = 400 if any(err.get("type") == "json_invalid" for err in exc.errors()) else 422
         code = "bad_request" if status == 400 else "validation_error"
         return JSONResponse({"error": code, "detail": detail}, status_code=status)
@@ -44,4 +41,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal", "detail": "unexpected error; it was logged"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal", "detail": "unexpected error; it was logged"}, status_code=500
+        )

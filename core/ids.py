@@ -22,7 +22,7 @@ def _random_80() -> int:
         _pool, _offset = os.urandom(_POOL_BYTES), 0
     start = _offset
     _offset = start + 10
-    return int.from_bytes(_pool[start:start + 10], "big")
+    return int.from_bytes(_pool[start : start + 10], "big")
 
 
 def uuid7() -> uuid.UUID:

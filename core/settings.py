@@ -39,11 +39,10 @@ class Settings(BaseSettings):
 
     partitions_months_ahead: int = Field(3, description="Monthly event partitions kept ahead.")
 
-    tracking_commit_max_events: int = Field(
-        5000, description="Most events written by one group commit."
-    )
+    tracking_commit_max_events: int = Field(5000, description="Most events written by one group commit.")
     tracking_commit_concurrency: int = Field(
-        2, description="Group commits in flight at once per tracking process (the second only with a backlog)."
+        2,
+        description="Group commits in flight at once per tracking process (the second only with a backlog).",
     )
     tracking_commit_spill_events: int = Field(
         300, description="Queued events above which more than one group commit runs at once."
@@ -55,7 +54,8 @@ class Settings(BaseSettings):
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
     segment_dependencies_seconds: float = Field(
-        5.0, description="How long tracking trusts its list of what segments depend on (new segments wait this long)."
+        5.0,
+        description="How long tracking trusts its list of what segments depend on (new segments wait this long).",
     )
     key_cache_seconds: float = Field(
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         "dev-insecure-secret-change-me",
         description="Signs tracking links; `mp up` generates one into .mp/ when unset.",
     )
-    breaker_failure_threshold: int = Field(5, description="Provider failures (within the window) that open its breaker.")
+    breaker_failure_threshold: int = Field(
+        5, description="Provider failures (within the window) that open its breaker."
+    )
     breaker_window_seconds: int = Field(60, description="Window in which provider failures are counted.")
     breaker_cooldown_seconds: float = Field(30.0, description="How long an open breaker skips its provider.")
     email_rate_wait_seconds: float = Field(
@@ -108,13 +110,13 @@ def to_asyncpg_dsn(url: str) -> str:
     """`postgresql+asyncpg://` and `postgres://` both become `postgresql://`."""
     for prefix in ("postgresql+asyncpg://", "postgres://", "postgresql+psycopg://"):
         if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
+            return "postgresql://" + url[len(prefix) :]
     return url
 
 
 def to_sqlalchemy_url(url: str) -> str:
     """Any PostgreSQL URL with SQLAlchemy's asyncpg driver named."""
-    return "postgresql+asyncpg://" + to_asyncpg_dsn(url)[len("postgresql://"):]
+    return "postgresql+asyncpg://" + to_asyncpg_dsn(url)[len("postgresql://") :]
 
 
 @lru_cache

@@ -29,5 +29,7 @@ class TemporalConnection:
                 try:
                     self._client = await asyncio.wait_for(connect_temporal(self._settings), timeout=10)
                 except Exception as exc:  # refused, timed out (TimeoutError), bad address
-                    raise ServiceUnavailable(f"Temporal at {self._settings.temporal_address} is unavailable: {exc}") from None
+                    raise ServiceUnavailable(
+                        f"Temporal at {self._settings.temporal_address} is unavailable: {exc}"
+                    ) from None
         return self._client

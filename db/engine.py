@@ -36,9 +36,8 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 @asynccontextmanager
 async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One transaction: commit on success, roll back on error."""
-    async with sessionmaker() as session:
-        async with session.begin():
-            yield session
+    async with sessionmaker() as session, session.begin():
+        yield session
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

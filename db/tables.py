@@ -8,10 +8,13 @@ Every table carries `workspace_id` and every query filters on it.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     Table,
     Text,
@@ -19,7 +22,6 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy import Boolean, Float, Integer
 from sqlalchemy.dialects.postgresql import ARRAY, CITEXT, JSONB, UUID
 
 metadata = MetaData()
@@ -42,7 +44,9 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("kind", Text, nullable=False),  # 'public' | 'secret'
     Column("prefix", Text, nullable=False),
     Column("key_hash", Text, nullable=False, unique=True),
@@ -56,7 +60,9 @@ profiles = Table(
     "profiles",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("email", CITEXT, nullable=True),
     Column("external_id", Text, nullable=True),
     Column("traits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
@@ -101,7 +107,9 @@ segments = Table(
     "segments",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("name", Text, nullable=False),
     Column("description", Text, nullable=True),
     Column("definition", JSONB, nullable=False),
@@ -129,7 +137,9 @@ templates = Table(
     "templates",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("name", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("html", Text, nullable=False),
@@ -146,7 +156,9 @@ providers = Table(
     "providers",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("name", Text, nullable=False),
     Column("kind", Text, nullable=False),
     Column("priority", Integer, nullable=False, server_default=text("100")),
@@ -162,7 +174,9 @@ providers = Table(
 suppressions = Table(
     "suppressions",
     metadata,
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("email", CITEXT, primary_key=True),
     Column("reason", Text, nullable=False),
     Column("detail", Text, nullable=True),
@@ -173,7 +187,9 @@ messages = Table(
     "messages",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("idempotency_key", Text, nullable=False),
     Column("profile_id", UUID(as_uuid=True), nullable=True),
     Column("email", CITEXT, nullable=False),

@@ -17,5 +17,6 @@ class EnsurePartitionsResult(BaseModel):
     created: list[str]
     existing: int
     moved_from_default: list[str] = Field(
-        default_factory=list, description="Months whose early-arriving rows were moved out of the default partition."
+        default_factory=list,
+        description="Months whose early-arriving rows were moved out of the default partition.",
     )

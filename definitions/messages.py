@@ -12,7 +12,9 @@ class SendEmailInput(BaseModel):
 
     workspace_id: uuid.UUID
     message_id: uuid.UUID
-    heartbeat_seconds: float = Field(10.0, ge=1, le=300, description="Heartbeat timeout of the send activity.")
+    heartbeat_seconds: float = Field(
+        10.0, ge=1, le=300, description="Heartbeat timeout of the send activity."
+    )
 
 
 class SendEmailResult(BaseModel):

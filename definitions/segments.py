@@ -44,7 +44,16 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -179,8 +188,11 @@ class Count(_Strict):
     def holds(self, n: int) -> bool:
         """Whether a count of `n` satisfies this."""
         return {
-            ">=": n >= self.value, "<=": n <= self.value, "=": n == self.value,
-            ">": n > self.value, "<": n < self.value,
+            ">=": n >= self.value,
+            "<=": n <= self.value,
+            "=": n == self.value,
+            ">": n > self.value,
+            "<": n < self.value,
         }[self.op]
 
 
@@ -221,7 +233,9 @@ class EmailCondition(_Strict):
 
     def as_event(self) -> EventCondition:
         """The equivalent event condition."""
-        where = [PropertyFilter(path="campaign_id", op=Op.eq, value=self.campaign_id)] if self.campaign_id else []
+        where = (
+            [PropertyFilter(path="campaign_id", op=Op.eq, value=self.campaign_id)] if self.campaign_id else []
+        )
         return EventCondition(type="event", name=self.action.event_name, where=where, within=self.within)
 
 
@@ -409,8 +423,12 @@ def compare(comparison: Comparison, document: Any, today: date) -> bool:
     if op in NUMERIC_OPS:
         if not _is_number(value):
             return False
-        return {Op.gt: value > target, Op.gte: value >= target,
-                Op.lt: value < target, Op.lte: value <= target}[op]  # type: ignore[operator]
+        return {
+            Op.gt: value > target,
+            Op.gte: value >= target,
+            Op.lt: value < target,
+            Op.lte: value <= target,
+        }[op]  # type: ignore[operator]
     if op == Op.contains:
         if isinstance(value, str):
             return fold(target) in fold(value)  # type: ignore[arg-type]

@@ -28,30 +28,47 @@ _KINDS: dict[str, tuple[str, str | None, str | None, tuple[str, ...]]] = {
 
 
 async def record(
-    conn: AsyncConnection, message: Any, kind: str, occurred_at: datetime, event_key: str,
-    properties: dict[str, Any] | None = None, *, suppress_reason: str | None = None,
+    conn: AsyncConnection,
+    message: Any,
+    kind: str,
+    occurred_at: datetime,
+    event_key: str,
+    properties: dict[str, Any] | None = None,
+    *,
+    suppress_reason: str | None = None,
 ) -> bool:
     """Apply one engagement or delivery event to a message; False when this
     event (by key) was already recorded."""
     name, column, status, replaces = _KINDS[kind]
-    props = {"message_id": str(message["id"]), "campaign_id": message["campaign_id"],
-             "template_id": str(message["template_id"]) if message["template_id"] else None, **(properties or {})}
+    props = {
+        "message_id": str(message["id"]),
+        "campaign_id": message["campaign_id"],
+        "template_id": str(message["template_id"]) if message["template_id"] else None,
+        **(properties or {}),
+    }
     if message["profile_id"] is not None:
-        fresh = await repo.write_event(conn, message["workspace_id"], message["profile_id"], name, props,
-                                       occurred_at, event_key)
+        fresh = await repo.write_event(
+            conn, message["workspace_id"], message["profile_id"], name, props, occurred_at, event_key
+        )
         if not fresh:
             return False
     await _status(conn, message["id"], status, replaces, properties)
     if column is not None:
         await repo.mark_first(conn, message["id"], column, occurred_at)
     if suppress_reason is not None:
-        await repo.suppress(conn, message["workspace_id"], message["email"], suppress_reason,
-                            (properties or {}).get("detail"))
+        await repo.suppress(
+            conn, message["workspace_id"], message["email"], suppress_reason, (properties or {}).get("detail")
+        )
     return True
 
 
-async def _status(conn: AsyncConnection, message_id: uuid.UUID, status: str | None, replaces: tuple[str, ...],
-                  properties: dict[str, Any] | None) -> None:
+async def _status(
+    conn: AsyncConnection,
+    message_id: uuid.UUID,
+    status: str | None,
+    replaces: tuple[str, ...],
+    properties: dict[str, Any] | None,
+) -> None:
     if status is None:
         return
     values: dict[str, Any] = {}
@@ -93,7 +110,9 @@ class LinkEvents:
                 return None
             url = links[verified.index]
             now = datetime.now(UTC)
-            await record(conn, message, "clicked", now, f"email:{message['id']}:click:{uuid.uuid4()}", {"url": url})
+            await record(
+                conn, message, "clicked", now, f"email:{message['id']}:click:{uuid.uuid4()}", {"url": url}
+            )
         return url
 
     async def message_for_unsubscribe(self, token: str) -> Any | None:
@@ -110,6 +129,13 @@ class LinkEvents:
         if message is None:
             return None
         async with self._engine.begin() as conn:
-            await record(conn, message, "unsubscribed", datetime.now(UTC), f"email:{message['id']}:unsubscribed",
-                         {"method": method}, suppress_reason="unsubscribed")
+            await record(
+                conn,
+                message,
+                "unsubscribed",
+                datetime.now(UTC),
+                f"email:{message['id']}:unsubscribed",
+                {"method": method},
+                suppress_reason="unsubscribed",
+            )
         return message

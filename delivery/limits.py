@@ -90,8 +90,13 @@ class BreakerPolicy:
 class ProviderLimits:
     """Breaker and bucket operations for provider ids."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, policy: BreakerPolicy | None = None,
-                 clean_cache_seconds: float = 0.25) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        policy: BreakerPolicy | None = None,
+        clean_cache_seconds: float = 0.25,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self.policy = policy or BreakerPolicy()
@@ -109,7 +114,9 @@ class ProviderLimits:
         base = f"{self._prefix}cb:{provider_id}"
         return [f"{base}:failures", f"{base}:open_until", f"{base}:probe"]
 
-    async def take_token(self, provider_id: object, rate: float, max_wait: float, burst: float | None = None) -> float | None:
+    async def take_token(
+        self, provider_id: object, rate: float, max_wait: float, burst: float | None = None
+    ) -> float | None:
         """Seconds to wait before sending (0: now), or None if longer than max_wait."""
         burst = burst if burst is not None else max(1.0, rate)
         wait = float(await self._take(keys=[f"{self._prefix}rl:{provider_id}"], args=[rate, burst, max_wait]))

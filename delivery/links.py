@@ -100,8 +100,10 @@ def apply_tracking(html: str, signer: LinkSigner, base_url: str, message_id: uui
         return f"{match.group(1)}{match.group(2)}{url}{match.group(2)}"
 
     tracked = _HREF.sub(rewrite, html)
-    pixel = (f'<img src="{base_url}/o/{signer.token(message_id, KIND_OPEN)}.gif" width="1" height="1" '
-             'alt="" style="display:none">')
+    pixel = (
+        f'<img src="{base_url}/o/{signer.token(message_id, KIND_OPEN)}.gif" width="1" height="1" '
+        'alt="" style="display:none">'
+    )
     if re.search(r"</body\s*>", tracked, re.IGNORECASE):
         tracked = re.sub(r"(</body\s*>)", pixel + r"\1", tracked, count=1, flags=re.IGNORECASE)
     else:

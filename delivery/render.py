@@ -23,7 +23,6 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from core.errors import ValidationFailed
 
-
 _MISSING: ContextVar[list[str] | None] = ContextVar("missing_template_variables", default=None)
 
 
@@ -151,5 +150,9 @@ def profile_context(profile: dict[str, Any] | None, email: str) -> dict[str, Any
     """The `profile` variable: traits, then identity fields on top."""
     if profile is None:
         return {"email": email}
-    return {**(profile.get("traits") or {}), "email": profile.get("email") or email,
-            "id": str(profile["id"]), "external_id": profile.get("external_id")}
+    return {
+        **(profile.get("traits") or {}),
+        "email": profile.get("email") or email,
+        "id": str(profile["id"]),
+        "external_id": profile.get("external_id"),
+    }

@@ -16,13 +16,28 @@ from db.tables import events, messages, profiles, providers, suppressions, templ
 Conn = AsyncSession | AsyncConnection
 
 TEMPLATE_COLUMNS = (
-    templates.c.id, templates.c.name, templates.c.subject, templates.c.html, templates.c.text,
-    templates.c.from_name, templates.c.from_email, templates.c.reply_to, templates.c.created_at,
+    templates.c.id,
+    templates.c.name,
+    templates.c.subject,
+    templates.c.html,
+    templates.c.text,
+    templates.c.from_name,
+    templates.c.from_email,
+    templates.c.reply_to,
+    templates.c.created_at,
     templates.c.updated_at,
 )
 PROVIDER_COLUMNS = (
-    providers.c.id, providers.c.name, providers.c.kind, providers.c.priority, providers.c.rate_limit,
-    providers.c.enabled, providers.c.settings, providers.c.secrets, providers.c.created_at, providers.c.updated_at,
+    providers.c.id,
+    providers.c.name,
+    providers.c.kind,
+    providers.c.priority,
+    providers.c.rate_limit,
+    providers.c.enabled,
+    providers.c.settings,
+    providers.c.secrets,
+    providers.c.created_at,
+    providers.c.updated_at,
 )
 MESSAGE_COLUMNS = tuple(c for c in messages.c if c.name not in ("links", "attempts", "data")) + (
     messages.c.attempts,
@@ -32,8 +47,14 @@ MESSAGE_COLUMNS = tuple(c for c in messages.c if c.name not in ("links", "attemp
 # -- generic CRUD by table -----------------------------------------------
 
 
-async def page(conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID,
-               after: uuid.UUID | None, limit: int) -> Sequence[RowMapping]:
+async def page(
+    conn: Conn,
+    table: Any,
+    columns: Sequence[Any],
+    workspace_id: uuid.UUID,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[RowMapping]:
     """Newest first by id."""
     stmt = select(*columns).where(table.c.workspace_id == workspace_id)
     if after is not None:
@@ -41,8 +62,9 @@ async def page(conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uui
     return (await conn.execute(stmt.order_by(table.c.id.desc()).limit(limit))).mappings().all()
 
 
-async def get(conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID,
-              row_id: uuid.UUID) -> RowMapping | None:
+async def get(
+    conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID, row_id: uuid.UUID
+) -> RowMapping | None:
     """One row of the workspace, or None."""
     stmt = select(*columns).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
     return (await conn.execute(stmt)).mappings().first()
@@ -53,12 +75,20 @@ async def insert_row(conn: Conn, table: Any, columns: Sequence[Any], values: dic
     return (await conn.execute(table.insert().values(**values).returning(*columns))).mappings().one()
 
 
-async def update_row(conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID,
-                     row_id: uuid.UUID, values: dict[str, Any]) -> RowMapping | None:
+async def update_row(
+    conn: Conn,
+    table: Any,
+    columns: Sequence[Any],
+    workspace_id: uuid.UUID,
+    row_id: uuid.UUID,
+    values: dict[str, Any],
+) -> RowMapping | None:
     """Update and return the row (None when absent)."""
     stmt = (
-        update(table).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
-        .values(**values, updated_at=func.now()).returning(*columns)
+        update(table)
+        .where(table.c.workspace_id == workspace_id, table.c.id == row_id)
+        .values(**values, updated_at=func.now())
+        .returning(*columns)
     )
     return (await conn.execute(stmt)).mappings().first()
 
@@ -69,7 +99,9 @@ async def delete_row(conn: Conn, table: Any, workspace_id: uuid.UUID, row_id: uu
     return (await conn.execute(stmt)).rowcount
 
 
-async def name_taken(conn: Conn, table: Any, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None) -> bool:
+async def name_taken(
+    conn: Conn, table: Any, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
+) -> bool:
     """Whether another row of the workspace has this name."""
     stmt = select(table.c.id).where(table.c.workspace_id == workspace_id, table.c.name == name)
     if exclude is not None:
@@ -79,7 +111,9 @@ async def name_taken(conn: Conn, table: Any, workspace_id: uuid.UUID, name: str,
 
 async def enabled_providers(conn: Conn, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
     """The workspace's enabled providers with their secrets (for sending only)."""
-    stmt = select(*PROVIDER_COLUMNS).where(providers.c.workspace_id == workspace_id, providers.c.enabled.is_(True))
+    stmt = select(*PROVIDER_COLUMNS).where(
+        providers.c.workspace_id == workspace_id, providers.c.enabled.is_(True)
+    )
     return (await conn.execute(stmt.order_by(providers.c.priority, providers.c.name))).mappings().all()
 
 
@@ -92,11 +126,13 @@ async def provider_by_id(conn: Conn, provider_id: uuid.UUID) -> RowMapping | Non
 # -- suppressions -----------------------------------------------------------
 
 
-async def suppression_page(conn: Conn, workspace_id: uuid.UUID, after: str | None, limit: int) -> Sequence[RowMapping]:
+async def suppression_page(
+    conn: Conn, workspace_id: uuid.UUID, after: str | None, limit: int
+) -> Sequence[RowMapping]:
     """By email."""
-    stmt = select(suppressions.c.email, suppressions.c.reason, suppressions.c.detail, suppressions.c.created_at).where(
-        suppressions.c.workspace_id == workspace_id
-    )
+    stmt = select(
+        suppressions.c.email, suppressions.c.reason, suppressions.c.detail, suppressions.c.created_at
+    ).where(suppressions.c.workspace_id == workspace_id)
     if after is not None:
         stmt = stmt.where(suppressions.c.email > after)
     return (await conn.execute(stmt.order_by(suppressions.c.email).limit(limit))).mappings().all()
@@ -104,13 +140,15 @@ async def suppression_page(conn: Conn, workspace_id: uuid.UUID, after: str | Non
 
 async def get_suppression(conn: Conn, workspace_id: uuid.UUID, email: str) -> RowMapping | None:
     """One suppression."""
-    stmt = select(suppressions.c.email, suppressions.c.reason, suppressions.c.detail, suppressions.c.created_at).where(
-        suppressions.c.workspace_id == workspace_id, suppressions.c.email == email
-    )
+    stmt = select(
+        suppressions.c.email, suppressions.c.reason, suppressions.c.detail, suppressions.c.created_at
+    ).where(suppressions.c.workspace_id == workspace_id, suppressions.c.email == email)
     return (await conn.execute(stmt)).mappings().first()
 
 
-async def suppress(conn: Conn, workspace_id: uuid.UUID, email: str, reason: str, detail: str | None = None) -> bool:
+async def suppress(
+    conn: Conn, workspace_id: uuid.UUID, email: str, reason: str, detail: str | None = None
+) -> bool:
     """Suppress an address (the first reason is kept); True when new."""
     stmt = (
         pg_insert(suppressions)
@@ -123,7 +161,9 @@ async def suppress(conn: Conn, workspace_id: uuid.UUID, email: str, reason: str,
 
 async def unsuppress(conn: Conn, workspace_id: uuid.UUID, email: str) -> int:
     """Remove a suppression; returns rows removed."""
-    stmt = delete(suppressions).where(suppressions.c.workspace_id == workspace_id, suppressions.c.email == email)
+    stmt = delete(suppressions).where(
+        suppressions.c.workspace_id == workspace_id, suppressions.c.email == email
+    )
     return (await conn.execute(stmt)).rowcount
 
 
@@ -133,7 +173,8 @@ async def create_message(conn: Conn, values: dict[str, Any]) -> tuple[RowMapping
     stmt = pg_insert(messages).values(**values).on_conflict_do_nothing().returning(messages.c.id)
     created = (await conn.execute(stmt)).first() is not None
     existing = select(messages).where(
-        messages.c.workspace_id == values["workspace_id"], messages.c.idempotency_key == values["idempotency_key"]
+        messages.c.workspace_id == values["workspace_id"],
+        messages.c.idempotency_key == values["idempotency_key"],
     )
     return (await conn.execute(existing)).mappings().one(), created
 
@@ -161,11 +202,15 @@ async def mark_first(conn: Conn, message_id: uuid.UUID, column: str, at: datetim
     """Set a timestamp column of a message if it is still empty."""
     col = messages.c[column]
     await conn.execute(
-        update(messages).where(messages.c.id == message_id, col.is_(None)).values({column: at, "updated_at": func.now()})
+        update(messages)
+        .where(messages.c.id == message_id, col.is_(None))
+        .values({column: at, "updated_at": func.now()})
     )
 
 
-async def set_status_if(conn: Conn, message_id: uuid.UUID, status: str, only_from: Sequence[str], **values: Any) -> None:
+async def set_status_if(
+    conn: Conn, message_id: uuid.UUID, status: str, only_from: Sequence[str], **values: Any
+) -> None:
     """Move a message to `status` when it is in one of `only_from`."""
     await conn.execute(
         update(messages)
@@ -174,16 +219,19 @@ async def set_status_if(conn: Conn, message_id: uuid.UUID, status: str, only_fro
     )
 
 
-async def message_events(conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID,
-                         profile_id: uuid.UUID | None) -> Sequence[RowMapping]:
+async def message_events(
+    conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID, profile_id: uuid.UUID | None
+) -> Sequence[RowMapping]:
     """The `Email …` events of a message."""
     if profile_id is None:
         return []
     stmt = (
         select(events.c.name, events.c.properties, events.c.occurred_at)
         .where(
-            events.c.workspace_id == workspace_id, events.c.profile_id == profile_id,
-            events.c.name.like("Email %"), events.c.properties["message_id"].astext == str(message_id),
+            events.c.workspace_id == workspace_id,
+            events.c.profile_id == profile_id,
+            events.c.name.like("Email %"),
+            events.c.properties["message_id"].astext == str(message_id),
         )
         .order_by(events.c.occurred_at)
     )
@@ -212,20 +260,36 @@ async def profile_by_email(conn: Conn, workspace_id: uuid.UUID, email: str, new_
     return (await conn.execute(stmt)).mappings().one()
 
 
-async def write_event(conn: Conn, workspace_id: uuid.UUID, profile_id: uuid.UUID, name: str,
-                      properties: dict[str, Any], occurred_at: datetime, message_id: str) -> bool:
+async def write_event(
+    conn: Conn,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    name: str,
+    properties: dict[str, Any],
+    occurred_at: datetime,
+    message_id: str,
+) -> bool:
     """Write an `Email …` event once: `message_id` is its key whatever the
     time (the table's own key includes `occurred_at`, which a repeated
     unsubscribe or webhook may not share). Returns False if it existed."""
     await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(message_id))))
-    exists = select(events.c.id).where(events.c.workspace_id == workspace_id, events.c.message_id == message_id)
+    exists = select(events.c.id).where(
+        events.c.workspace_id == workspace_id, events.c.message_id == message_id
+    )
     if (await conn.execute(exists.limit(1))).first() is not None:
         return False
     stmt = (
         pg_insert(events)
         .values(
-            id=uuid.uuid4(), workspace_id=workspace_id, profile_id=profile_id, type="system", name=name,
-            properties=properties, occurred_at=occurred_at, received_at=func.now(), message_id=message_id,
+            id=uuid.uuid4(),
+            workspace_id=workspace_id,
+            profile_id=profile_id,
+            type="system",
+            name=name,
+            properties=properties,
+            occurred_at=occurred_at,
+            received_at=func.now(),
+            message_id=message_id,
         )
         .on_conflict_do_nothing()
         .returning(literal(1))

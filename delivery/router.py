@@ -72,7 +72,9 @@ class NoProviderAvailable(Exception):
     """Every provider failed, is open or rate-limited; try again later."""
 
     def __init__(self, attempts: list[Attempt]) -> None:
-        summary = "; ".join(f"{a.provider}: {a.outcome} {a.detail}".strip() for a in attempts) or "no providers"
+        summary = (
+            "; ".join(f"{a.provider}: {a.outcome} {a.detail}".strip() for a in attempts) or "no providers"
+        )
         super().__init__(summary)
         self.attempts = attempts
 
@@ -106,7 +108,9 @@ class ProviderRouter:
             if provider.rate_limit:
                 wait = await self._limits.take_token(provider.id, provider.rate_limit, self._max_rate_wait)
                 if wait is None:
-                    attempts.append(Attempt(provider.name, "skipped-rate-limit", f"over {provider.rate_limit}/s"))
+                    attempts.append(
+                        Attempt(provider.name, "skipped-rate-limit", f"over {provider.rate_limit}/s")
+                    )
                     if state == "probe":
                         await self._limits.failed(provider.id, was_probe=True)
                     continue
@@ -121,7 +125,9 @@ class ProviderRouter:
                     attempts.append(Attempt(provider.name, "refused", exc.reason))
                     raise PermanentFailure(exc.reason, attempts) from None
                 opened = await self._limits.failed(provider.id, was_probe=state == "probe")
-                attempts.append(Attempt(provider.name, "failed", exc.reason + (" (breaker opened)" if opened else "")))
+                attempts.append(
+                    Attempt(provider.name, "failed", exc.reason + (" (breaker opened)" if opened else ""))
+                )
                 log.warning("provider %s failed for %s: %s", provider.name, email.message_id, exc.reason)
                 continue
             if state != "clean":  # nothing to reset otherwise: saves a round trip per message

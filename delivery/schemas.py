@@ -23,8 +23,11 @@ class TemplateCreate(_Body):
 
     name: str = Field(min_length=1, max_length=200)
     subject: str = Field(min_length=1, max_length=998, examples=["Welcome, {{ profile.first_name }}!"])
-    html: str = Field(min_length=1, max_length=500_000,
-                      examples=["<p>Hi {{ profile.first_name }}</p><a href='{{ unsubscribe_url }}'>Unsubscribe</a>"])
+    html: str = Field(
+        min_length=1,
+        max_length=500_000,
+        examples=["<p>Hi {{ profile.first_name }}</p><a href='{{ unsubscribe_url }}'>Unsubscribe</a>"],
+    )
     text: str | None = Field(None, max_length=500_000)
     from_email: Email = Field(examples=["hello@example.com"])
     from_name: str | None = Field(None, max_length=200)
@@ -96,7 +99,11 @@ ProviderKind = Literal["ses", "sendgrid", "mixmax", "smtp"]
 
 # Per kind: allowed settings, allowed credentials, required credentials.
 PROVIDER_FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
-    "ses": ({"region", "endpoint_url", "configuration_set", "timeout"}, {"access_key_id", "secret_access_key"}, set()),
+    "ses": (
+        {"region", "endpoint_url", "configuration_set", "timeout"},
+        {"access_key_id", "secret_access_key"},
+        set(),
+    ),
     "sendgrid": ({"base_url", "timeout", "webhook_public_key"}, {"api_key"}, {"api_key"}),
     "mixmax": ({"base_url", "timeout"}, {"api_token"}, {"api_token"}),
     "smtp": ({"host", "port", "username", "use_tls", "start_tls", "timeout"}, {"password"}, set()),
@@ -109,10 +116,13 @@ class ProviderCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     kind: ProviderKind
     priority: int = Field(100, ge=0, le=10_000, description="Lower is tried first.")
-    rate_limit: float | None = Field(None, gt=0, le=100_000, description="Messages per second, shared by all workers.")
+    rate_limit: float | None = Field(
+        None, gt=0, le=100_000, description="Messages per second, shared by all workers."
+    )
     enabled: bool = True
-    settings: dict[str, Any] = Field(default_factory=dict,
-                                     examples=[{"base_url": "https://api.sendgrid.com"}])
+    settings: dict[str, Any] = Field(
+        default_factory=dict, examples=[{"base_url": "https://api.sendgrid.com"}]
+    )
     credentials: dict[str, str] = Field(default_factory=dict, examples=[{"api_key": "SG.xxx"}])
 
 
@@ -137,7 +147,9 @@ class ProviderOut(BaseModel):
     rate_limit: float | None
     enabled: bool
     settings: dict[str, Any]
-    credentials_set: list[str] = Field(description="Names of the credentials stored (values are never returned).")
+    credentials_set: list[str] = Field(
+        description="Names of the credentials stored (values are never returned)."
+    )
     webhook_url: str | None = Field(description="Where to point the provider's event webhook.")
     created_at: datetime
     updated_at: datetime
@@ -188,7 +200,9 @@ class MessageCreate(_Body):
     email: Email | None = None
     data: dict[str, Any] = Field(default_factory=dict, description="Template variables under `data`.")
     campaign_id: str | None = Field(None, max_length=255)
-    idempotency_key: str | None = Field(None, max_length=255, description="Repeat a request safely: same key, same message.")
+    idempotency_key: str | None = Field(
+        None, max_length=255, description="Repeat a request safely: same key, same message."
+    )
 
 
 class MessageEvent(BaseModel):
@@ -203,7 +217,9 @@ class MessageOut(BaseModel):
     """A message and what happened to it."""
 
     id: uuid.UUID
-    status: str = Field(description="queued, sending, sent, delivered, bounced, complained, failed, suppressed, unknown")
+    status: str = Field(
+        description="queued, sending, sent, delivered, bounced, complained, failed, suppressed, unknown"
+    )
     email: str
     profile_id: uuid.UUID | None
     template_id: uuid.UUID | None
@@ -220,4 +236,3 @@ class MessageOut(BaseModel):
     clicked_at: datetime | None
     workflow_id: str
     events: list[MessageEvent] = Field(default_factory=list)
-

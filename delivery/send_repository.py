@@ -47,27 +47,56 @@ ON CONFLICT DO NOTHING
 """
 
 
-async def load(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+async def load(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> asyncpg.Record | None:
     """The message with its suppression reason and profile."""
     return await conn.fetchrow(LOAD_SQL, workspace_id, message_id)
 
 
-async def claim(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, subject: str,
-                links: list[str]) -> bool:
+async def claim(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, subject: str, links: list[str]
+) -> bool:
     """`queued` → `sending`; False when another attempt got there first."""
     return await conn.fetchval(CLAIM_SQL, workspace_id, message_id, subject, links) is not None
 
 
-async def set_status(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, status: str,
-                     error: str | None, *, attempts: list[dict[str, Any]] | None = None,
-                     only_from: tuple[str, ...] = ("queued", "sending")) -> None:
+async def set_status(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    status: str,
+    error: str | None,
+    *,
+    attempts: list[dict[str, Any]] | None = None,
+    only_from: tuple[str, ...] = ("queued", "sending"),
+) -> None:
     """Move a message from one of `only_from` to `status`."""
     await conn.execute(SET_STATUS_SQL, workspace_id, message_id, status, error, attempts, list(only_from))
 
 
-async def sent(conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, *, provider_id: uuid.UUID,
-               provider_kind: str, provider_message_id: str, sent_at: datetime, attempts: list[dict[str, Any]],
-               event_properties: dict[str, Any]) -> None:
+async def sent(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    provider_id: uuid.UUID,
+    provider_kind: str,
+    provider_message_id: str,
+    sent_at: datetime,
+    attempts: list[dict[str, Any]],
+    event_properties: dict[str, Any],
+) -> None:
     """Record the delivery and its `Email Sent` event in one statement."""
-    await conn.execute(SENT_SQL, workspace_id, message_id, provider_id, provider_kind, provider_message_id, sent_at,
-                       attempts, event_properties, f"email:{message_id}:sent")
+    await conn.execute(
+        SENT_SQL,
+        workspace_id,
+        message_id,
+        provider_id,
+        provider_kind,
+        provider_message_id,
+        sent_at,
+        attempts,
+        event_properties,
+        f"email:{message_id}:sent",
+    )

@@ -24,9 +24,9 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
+from db.engine import create_asyncpg_pool
 from db.tables import templates
 from definitions.messages import SendEmailResult
-from db.engine import create_asyncpg_pool
 from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
@@ -34,7 +34,9 @@ from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
 from delivery.render import profile_context, render
 from delivery.router import NoProviderAvailable, PermanentFailure, ProviderConfig, ProviderRouter
 
-INTERRUPTED = "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
+INTERRUPTED = (
+    "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
+)
 
 
 class RetryLater(Exception):
@@ -48,8 +50,14 @@ class MessageMissing(Exception):
 def provider_config(row: Any) -> ProviderConfig:
     """A provider row as the router takes it."""
     return ProviderConfig(
-        id=row["id"], name=row["name"], kind=row["kind"], priority=row["priority"], rate_limit=row["rate_limit"],
-        enabled=row["enabled"], settings=dict(row["settings"]), secrets=dict(row["secrets"]),
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        priority=row["priority"],
+        rate_limit=row["rate_limit"],
+        enabled=row["enabled"],
+        settings=dict(row["settings"]),
+        secrets=dict(row["secrets"]),
         version=row["updated_at"].isoformat(),
     )
 
@@ -61,8 +69,14 @@ def _attempts(attempts: list) -> list[dict[str, str]]:
 class EmailSender:
     """Built once in the worker (engine, router and signer are shared)."""
 
-    def __init__(self, engine: AsyncEngine, router: ProviderRouter, settings: Settings,
-                 cache_seconds: float = 5.0, pool_size: int = 40) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        router: ProviderRouter,
+        settings: Settings,
+        cache_seconds: float = 5.0,
+        pool_size: int = 40,
+    ) -> None:
         self._engine = engine
         self._router = router
         # Providers and templates are read per workspace / template at most
@@ -79,8 +93,11 @@ class EmailSender:
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
         return SendEmailResult(
-            message_id=row["id"], status=status or row["status"], provider=row.get("provider_kind"),
-            provider_message_id=row.get("provider_message_id"), error=error or row.get("error"),
+            message_id=row["id"],
+            status=status or row["status"],
+            provider=row.get("provider_kind"),
+            provider_message_id=row.get("provider_message_id"),
+            error=error or row.get("error"),
         )
 
     async def _cached(self, key: tuple, load: Any) -> Any:
@@ -131,25 +148,40 @@ class EmailSender:
             if row is None:
                 raise MessageMissing(f"no message {message_id}")
             if row["status"] == "sending":
-                await send_repo.set_status(conn, workspace_id, message_id, "unknown", INTERRUPTED, only_from=("sending",))
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "unknown", INTERRUPTED, only_from=("sending",)
+                )
                 return self._result(row, "unknown", INTERRUPTED)
             if row["status"] != "queued":
                 return self._result(row)
             if row["suppressed_reason"] is not None:
                 error = f"address suppressed ({row['suppressed_reason']})"
-                await send_repo.set_status(conn, workspace_id, message_id, "suppressed", error, only_from=("queued",))
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "suppressed", error, only_from=("queued",)
+                )
                 return self._result(row, "suppressed", error)
             template = await self._template(workspace_id, row["template_id"]) if row["template_id"] else None
             providers = await self._providers(workspace_id)
-            error = ("the template no longer exists" if template is None
-                     else "no enabled email provider in this workspace" if not providers else None)
+            error = (
+                "the template no longer exists"
+                if template is None
+                else "no enabled email provider in this workspace"
+                if not providers
+                else None
+            )
             if error is not None:
-                await send_repo.set_status(conn, workspace_id, message_id, "failed", error, only_from=("queued",))
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
+                )
                 return self._result(row, "failed", error)
             profile = None
             if row["profile_id"] is not None:
-                profile = {"id": row["profile_id"], "email": row["profile_email"],
-                           "external_id": row["profile_external_id"], "traits": row["profile_traits"]}
+                profile = {
+                    "id": row["profile_id"],
+                    "email": row["profile_email"],
+                    "external_id": row["profile_external_id"],
+                    "traits": row["profile_traits"],
+                }
             outgoing, links = self._compose(row, template, profile)
             if not await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links):
                 # Another attempt claimed it between our read and now: report its state.
@@ -159,23 +191,48 @@ class EmailSender:
             try:
                 delivery = await self._router.send(providers, outgoing)
             except PermanentFailure as exc:
-                await send_repo.set_status(conn, workspace_id, message_id, "failed", exc.reason[:1000],
-                                           attempts=_attempts(exc.attempts), only_from=("sending",))
+                await send_repo.set_status(
+                    conn,
+                    workspace_id,
+                    message_id,
+                    "failed",
+                    exc.reason[:1000],
+                    attempts=_attempts(exc.attempts),
+                    only_from=("sending",),
+                )
                 return self._result(row, "failed", exc.reason)
             except NoProviderAvailable as exc:
                 # Nothing was accepted: back to the queue for the activity's retry.
-                await send_repo.set_status(conn, workspace_id, message_id, "queued", str(exc)[:1000],
-                                           attempts=_attempts(exc.attempts), only_from=("sending",))
+                await send_repo.set_status(
+                    conn,
+                    workspace_id,
+                    message_id,
+                    "queued",
+                    str(exc)[:1000],
+                    attempts=_attempts(exc.attempts),
+                    only_from=("sending",),
+                )
                 raise RetryLater(str(exc)) from None
             await send_repo.sent(
-                conn, workspace_id, message_id, provider_id=delivery.provider_id,
-                provider_kind=delivery.provider_kind, provider_message_id=delivery.provider_message_id,
-                sent_at=datetime.now(UTC), attempts=_attempts(delivery.attempts),
-                event_properties={"message_id": str(message_id), "template_id": str(row["template_id"]),
-                                  "campaign_id": row["campaign_id"], "provider": delivery.provider_kind},
+                conn,
+                workspace_id,
+                message_id,
+                provider_id=delivery.provider_id,
+                provider_kind=delivery.provider_kind,
+                provider_message_id=delivery.provider_message_id,
+                sent_at=datetime.now(UTC),
+                attempts=_attempts(delivery.attempts),
+                event_properties={
+                    "message_id": str(message_id),
+                    "template_id": str(row["template_id"]),
+                    "campaign_id": row["campaign_id"],
+                    "provider": delivery.provider_kind,
+                },
             )
         return SendEmailResult(
-            message_id=message_id, status="sent", provider=delivery.provider_kind,
+            message_id=message_id,
+            status="sent",
+            provider=delivery.provider_kind,
             provider_message_id=delivery.provider_message_id,
         )
 
@@ -192,9 +249,17 @@ class EmailSender:
         rendered = render(template["subject"], template["html"], template["text"], context)
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
-            message_id=message_id, to=row["email"], from_email=template["from_email"],
-            from_name=template["from_name"], reply_to=template["reply_to"], subject=rendered.subject,
-            html=tracked.html, text=rendered.text,
-            headers={"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+            message_id=message_id,
+            to=row["email"],
+            from_email=template["from_email"],
+            from_name=template["from_name"],
+            reply_to=template["reply_to"],
+            subject=rendered.subject,
+            html=tracked.html,
+            text=rendered.text,
+            headers={
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
         )
         return outgoing, tracked.links

@@ -46,21 +46,31 @@ async def _template_row(session: AsyncSession, workspace_id: uuid.UUID, template
     return row
 
 
-async def list_templates(session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int) -> TemplatePage:
+async def list_templates(
+    session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
+) -> TemplatePage:
     """Newest first."""
-    rows = await repo.page(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1)
+    rows = await repo.page(
+        session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    )
     data = [TemplateOut.model_validate(dict(r)) for r in rows[:limit]]
     return TemplatePage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
 
 
-async def create_template(session: AsyncSession, workspace_id: uuid.UUID, body: TemplateCreate) -> TemplateOut:
+async def create_template(
+    session: AsyncSession, workspace_id: uuid.UUID, body: TemplateCreate
+) -> TemplateOut:
     """Check the Jinja2 syntax and store."""
     check_syntax(subject=body.subject, html=body.html, text=body.text)
     if await repo.name_taken(session, templates, workspace_id, body.name, None):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
-        row = await repo.insert_row(session, templates, repo.TEMPLATE_COLUMNS,
-                                    {"id": uuid7(), "workspace_id": workspace_id, **body.model_dump()})
+        row = await repo.insert_row(
+            session,
+            templates,
+            repo.TEMPLATE_COLUMNS,
+            {"id": uuid7(), "workspace_id": workspace_id, **body.model_dump()},
+        )
     except IntegrityError:
         raise Conflict(f"a template named {body.name!r} exists") from None
     return TemplateOut.model_validate(dict(row))
@@ -81,7 +91,9 @@ async def update_template(
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
     check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
-    if "name" in values and await repo.name_taken(session, templates, workspace_id, values["name"], template_id):
+    if "name" in values and await repo.name_taken(
+        session, templates, workspace_id, values["name"], template_id
+    ):
         raise Conflict(f"a template named {values['name']!r} exists")
     row = await repo.update_row(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values)
     return TemplateOut.model_validate(dict(row))
@@ -93,7 +105,9 @@ async def delete_template(session: AsyncSession, workspace_id: uuid.UUID, templa
         raise NotFound(f"no template {template_id} in this workspace")
 
 
-async def preview(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID, body: PreviewRequest) -> PreviewOut:
+async def preview(
+    session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID, body: PreviewRequest
+) -> PreviewOut:
     """Render for a profile (or an address), reporting missing variables."""
     template = await _template_row(session, workspace_id, template_id)
     profile = None
@@ -102,24 +116,44 @@ async def preview(session: AsyncSession, workspace_id: uuid.UUID, template_id: u
         if profile is None:
             raise NotFound(f"no profile {body.profile_id} in this workspace")
     email = (profile["email"] if profile else None) or body.email or ""
-    context = {"profile": profile_context(dict(profile) if profile else None, email), "event": body.event,
-               "data": body.data, "unsubscribe_url": "https://example.invalid/unsubscribe"}
+    context = {
+        "profile": profile_context(dict(profile) if profile else None, email),
+        "event": body.event,
+        "data": body.data,
+        "unsubscribe_url": "https://example.invalid/unsubscribe",
+    }
     rendered = render(template["subject"], template["html"], template["text"], context)
-    return PreviewOut(subject=rendered.subject, html=rendered.html, text=rendered.text,
-                      missing_variables=rendered.missing)
+    return PreviewOut(
+        subject=rendered.subject, html=rendered.html, text=rendered.text, missing_variables=rendered.missing
+    )
 
 
 # -- providers ------------------------------------------------------------------
 
 
-def _check_provider_fields(kind: str, settings: dict[str, Any], credentials: dict[str, Any], creating: bool) -> None:
+def _check_provider_fields(
+    kind: str, settings: dict[str, Any], credentials: dict[str, Any], creating: bool
+) -> None:
     allowed_settings, allowed_credentials, required = PROVIDER_FIELDS[kind]
-    errors = [{"loc": f"body.settings.{k}", "msg": f"unknown setting for {kind}; use {sorted(allowed_settings)}"}
-              for k in settings if k not in allowed_settings]
-    errors += [{"loc": f"body.credentials.{k}", "msg": f"unknown credential for {kind}; use {sorted(allowed_credentials)}"}
-               for k in credentials if k not in allowed_credentials]
+    errors = [
+        {"loc": f"body.settings.{k}", "msg": f"unknown setting for {kind}; use {sorted(allowed_settings)}"}
+        for k in settings
+        if k not in allowed_settings
+    ]
+    errors += [
+        {
+            "loc": f"body.credentials.{k}",
+            "msg": f"unknown credential for {kind}; use {sorted(allowed_credentials)}",
+        }
+        for k in credentials
+        if k not in allowed_credentials
+    ]
     if creating:
-        errors += [{"loc": f"body.credentials.{k}", "msg": f"{kind} needs {k}"} for k in required if not credentials.get(k)]
+        errors += [
+            {"loc": f"body.credentials.{k}", "msg": f"{kind} needs {k}"}
+            for k in required
+            if not credentials.get(k)
+        ]
     if kind == "smtp" and creating and not settings.get("host"):
         errors.append({"loc": "body.settings.host", "msg": "smtp needs host"})
     if errors:
@@ -128,32 +162,52 @@ def _check_provider_fields(kind: str, settings: dict[str, Any], credentials: dic
 
 def provider_out(row: Any, tracking_url: str) -> ProviderOut:
     """A provider row without its secrets."""
-    webhook = f"{tracking_url.rstrip('/')}/webhooks/{row['kind']}/{row['id']}" if row["kind"] in ("ses", "sendgrid") else None
+    webhook = (
+        f"{tracking_url.rstrip('/')}/webhooks/{row['kind']}/{row['id']}"
+        if row["kind"] in ("ses", "sendgrid")
+        else None
+    )
     return ProviderOut(
-        id=row["id"], name=row["name"], kind=row["kind"], priority=row["priority"], rate_limit=row["rate_limit"],
-        enabled=row["enabled"], settings=row["settings"], credentials_set=sorted(row["secrets"]),
-        webhook_url=webhook, created_at=row["created_at"], updated_at=row["updated_at"],
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        priority=row["priority"],
+        rate_limit=row["rate_limit"],
+        enabled=row["enabled"],
+        settings=row["settings"],
+        credentials_set=sorted(row["secrets"]),
+        webhook_url=webhook,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
-async def list_providers(session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int,
-                         tracking_url: str) -> ProviderPage:
+async def list_providers(
+    session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int, tracking_url: str
+) -> ProviderPage:
     """Newest first."""
-    rows = await repo.page(session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1)
+    rows = await repo.page(
+        session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    )
     data = [provider_out(r, tracking_url) for r in rows[:limit]]
     return ProviderPage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
 
 
-async def create_provider(session: AsyncSession, workspace_id: uuid.UUID, body: ProviderCreate,
-                          tracking_url: str) -> ProviderOut:
+async def create_provider(
+    session: AsyncSession, workspace_id: uuid.UUID, body: ProviderCreate, tracking_url: str
+) -> ProviderOut:
     """Store a provider; credentials go to a column the API never reads back."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
     if await repo.name_taken(session, providers, workspace_id, body.name, None):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
-        "id": uuid7(), "workspace_id": workspace_id, "secrets": body.credentials,
+        "id": uuid7(),
+        "workspace_id": workspace_id,
+        "secrets": body.credentials,
     }
-    return provider_out(await repo.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url)
+    return provider_out(
+        await repo.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
+    )
 
 
 async def _provider_row(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID) -> Any:
@@ -163,14 +217,20 @@ async def _provider_row(session: AsyncSession, workspace_id: uuid.UUID, provider
     return row
 
 
-async def get_provider(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID,
-                       tracking_url: str) -> ProviderOut:
+async def get_provider(
+    session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID, tracking_url: str
+) -> ProviderOut:
     """One provider, without secrets."""
     return provider_out(await _provider_row(session, workspace_id, provider_id), tracking_url)
 
 
-async def update_provider(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID,
-                          body: ProviderUpdate, tracking_url: str) -> ProviderOut:
+async def update_provider(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    provider_id: uuid.UUID,
+    body: ProviderUpdate,
+    tracking_url: str,
+) -> ProviderOut:
     """Change fields; credentials merge (null removes)."""
     row = await _provider_row(session, workspace_id, provider_id)
     values = body.model_dump(exclude_unset=True, exclude={"credentials"})
@@ -185,9 +245,13 @@ async def update_provider(session: AsyncSession, workspace_id: uuid.UUID, provid
             else:
                 secrets[key] = value
         values["secrets"] = secrets
-    if values.get("name") and await repo.name_taken(session, providers, workspace_id, values["name"], provider_id):
+    if values.get("name") and await repo.name_taken(
+        session, providers, workspace_id, values["name"], provider_id
+    ):
         raise Conflict(f"a provider named {values['name']!r} exists")
-    updated = await repo.update_row(session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id, values)
+    updated = await repo.update_row(
+        session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id, values
+    )
     return provider_out(updated, tracking_url)
 
 
@@ -200,14 +264,18 @@ async def delete_provider(session: AsyncSession, workspace_id: uuid.UUID, provid
 # -- suppressions ---------------------------------------------------------------
 
 
-async def list_suppressions(session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int) -> SuppressionPage:
+async def list_suppressions(
+    session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
+) -> SuppressionPage:
     """By email; the cursor is the last email of the previous page."""
     rows = await repo.suppression_page(session, workspace_id, cursor, limit + 1)
     data = [SuppressionOut.model_validate(dict(r)) for r in rows[:limit]]
     return SuppressionPage(data=data, next_cursor=data[-1].email if len(rows) > limit else None)
 
 
-async def add_suppression(session: AsyncSession, workspace_id: uuid.UUID, body: SuppressionCreate) -> SuppressionOut:
+async def add_suppression(
+    session: AsyncSession, workspace_id: uuid.UUID, body: SuppressionCreate
+) -> SuppressionOut:
     """Suppress (idempotent: an existing suppression keeps its reason)."""
     await repo.suppress(session, workspace_id, body.email, body.reason, body.detail)
     return SuppressionOut.model_validate(dict(await repo.get_suppression(session, workspace_id, body.email)))
@@ -222,7 +290,9 @@ async def remove_suppression(session: AsyncSession, workspace_id: uuid.UUID, ema
 # -- messages -------------------------------------------------------------------
 
 
-async def create_message(session: AsyncSession, workspace_id: uuid.UUID, body: MessageCreate) -> tuple[Any, bool]:
+async def create_message(
+    session: AsyncSession, workspace_id: uuid.UUID, body: MessageCreate
+) -> tuple[Any, bool]:
     """Create the message row (or find it by idempotency key). Returns the
     row and whether it is new; the caller starts its workflow."""
     await _template_row(session, workspace_id, body.template_id)
@@ -237,12 +307,19 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, body: M
     else:
         profile = await repo.profile_by_email(session, workspace_id, body.email, uuid7())
     message_id = uuid7()
-    return await repo.create_message(session, {
-        "id": message_id, "workspace_id": workspace_id,
-        "idempotency_key": body.idempotency_key or f"api:{message_id}",
-        "profile_id": profile["id"], "email": profile["email"], "template_id": body.template_id,
-        "campaign_id": body.campaign_id, "data": body.data,
-    })
+    return await repo.create_message(
+        session,
+        {
+            "id": message_id,
+            "workspace_id": workspace_id,
+            "idempotency_key": body.idempotency_key or f"api:{message_id}",
+            "profile_id": profile["id"],
+            "email": profile["email"],
+            "template_id": body.template_id,
+            "campaign_id": body.campaign_id,
+            "data": body.data,
+        },
+    )
 
 
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
@@ -257,11 +334,22 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
 def message_out(row: Any, found: list[MessageEvent] | None = None) -> MessageOut:
     """A message row as the API shows it."""
     return MessageOut(
-        id=row["id"], status=row["status"], email=row["email"], profile_id=row["profile_id"],
-        template_id=row["template_id"], campaign_id=row["campaign_id"], subject=row["subject"],
-        provider=row["provider_kind"], provider_message_id=row["provider_message_id"], error=row["error"],
-        attempts=row["attempts"], created_at=row["created_at"], sent_at=row["sent_at"],
-        delivered_at=row["delivered_at"], opened_at=row["opened_at"], clicked_at=row["clicked_at"],
-        workflow_id=message_workflow_id(row["id"]), events=found or [],
+        id=row["id"],
+        status=row["status"],
+        email=row["email"],
+        profile_id=row["profile_id"],
+        template_id=row["template_id"],
+        campaign_id=row["campaign_id"],
+        subject=row["subject"],
+        provider=row["provider_kind"],
+        provider_message_id=row["provider_message_id"],
+        error=row["error"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        sent_at=row["sent_at"],
+        delivered_at=row["delivered_at"],
+        opened_at=row["opened_at"],
+        clicked_at=row["clicked_at"],
+        workflow_id=message_workflow_id(row["id"]),
+        events=found or [],
     )
-

@@ -35,8 +35,24 @@ log = logging.getLogger(__name__)
 
 SNS_SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
-    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "SubscriptionConfirmation": (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+    "UnsubscribeConfirmation": (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
 }
 
 
@@ -86,7 +102,9 @@ class SNSVerifier:
             raise WebhookRejected("bad SNS signature") from exc
 
 
-def verify_sendgrid(public_key: str | None, signature: str | None, timestamp: str | None, body: bytes) -> None:
+def verify_sendgrid(
+    public_key: str | None, signature: str | None, timestamp: str | None, body: bytes
+) -> None:
     """Raise WebhookRejected unless SendGrid signed `timestamp + body`."""
     if not public_key or not signature or not timestamp:
         raise WebhookRejected("missing signature, timestamp or configured public key")
@@ -172,22 +190,39 @@ class WebhookHandler:
                 bounce = event.get("bounce") or {}
                 hard = bounce.get("bounceType") == "Permanent"
                 detail = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}"
-                await record(conn, message, "bounced", at, key, {"bounce_type": "hard" if hard else "soft",
-                                                                  "detail": detail},
-                             suppress_reason="hard_bounce" if hard else None)
+                await record(
+                    conn,
+                    message,
+                    "bounced",
+                    at,
+                    key,
+                    {"bounce_type": "hard" if hard else "soft", "detail": detail},
+                    suppress_reason="hard_bounce" if hard else None,
+                )
             elif kind == "Complaint":
-                await record(conn, message, "complained", at, key, {"detail": "complaint"}, suppress_reason="complaint")
+                await record(
+                    conn, message, "complained", at, key, {"detail": "complaint"}, suppress_reason="complaint"
+                )
             elif kind == "Open":
                 await record(conn, message, "opened", at, key, {"source": "ses"})
             elif kind == "Click":
-                await record(conn, message, "clicked", at, key, {"source": "ses", "url": (event.get("click") or {}).get("link")})
+                await record(
+                    conn,
+                    message,
+                    "clicked",
+                    at,
+                    key,
+                    {"source": "ses", "url": (event.get("click") or {}).get("link")},
+                )
             else:
                 return f"ignored: {kind}"
         return f"recorded {kind}"
 
     # -- SendGrid -------------------------------------------------------------------
 
-    async def sendgrid(self, provider_id: Any, body: bytes, signature: str | None, timestamp: str | None) -> int:
+    async def sendgrid(
+        self, provider_id: Any, body: bytes, signature: str | None, timestamp: str | None
+    ) -> int:
         """Handle a batch of SendGrid events; returns how many were recorded."""
         provider = await self._provider(provider_id, "sendgrid")
         verify_sendgrid(provider["settings"].get("webhook_public_key"), signature, timestamp, body)
@@ -213,26 +248,50 @@ class WebhookHandler:
                 except ValueError:
                     message = None
             if message is None and item.get("sg_message_id"):
-                message = await repo.message_by_provider_id(conn, "sendgrid", str(item["sg_message_id"]).split(".")[0])
+                message = await repo.message_by_provider_id(
+                    conn, "sendgrid", str(item["sg_message_id"]).split(".")[0]
+                )
             if message is None:
                 return False
             if kind == "delivered":
                 return await record(conn, message, "delivered", at, key)
             if kind == "bounce":
                 hard = item.get("type", "bounce") == "bounce"
-                return await record(conn, message, "bounced", at, key,
-                                    {"bounce_type": "hard" if hard else "soft", "detail": item.get("reason")},
-                                    suppress_reason="hard_bounce" if hard else None)
+                return await record(
+                    conn,
+                    message,
+                    "bounced",
+                    at,
+                    key,
+                    {"bounce_type": "hard" if hard else "soft", "detail": item.get("reason")},
+                    suppress_reason="hard_bounce" if hard else None,
+                )
             if kind == "spamreport":
-                return await record(conn, message, "complained", at, key, {"detail": "spam report"},
-                                    suppress_reason="complaint")
+                return await record(
+                    conn,
+                    message,
+                    "complained",
+                    at,
+                    key,
+                    {"detail": "spam report"},
+                    suppress_reason="complaint",
+                )
             if kind in ("unsubscribe", "group_unsubscribe"):
-                return await record(conn, message, "unsubscribed", at, key, {"method": "provider"},
-                                    suppress_reason="unsubscribed")
+                return await record(
+                    conn,
+                    message,
+                    "unsubscribed",
+                    at,
+                    key,
+                    {"method": "provider"},
+                    suppress_reason="unsubscribed",
+                )
             if kind == "open":
                 return await record(conn, message, "opened", at, key, {"source": "sendgrid"})
             if kind == "click":
-                return await record(conn, message, "clicked", at, key, {"source": "sendgrid", "url": item.get("url")})
+                return await record(
+                    conn, message, "clicked", at, key, {"source": "sendgrid", "url": item.get("url")}
+                )
         return False
 
 

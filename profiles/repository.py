@@ -51,14 +51,20 @@ async def get_profile(
     session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, *, for_update: bool = False
 ) -> RowMapping | None:
     """One profile of the workspace, or None."""
-    stmt = select(*PROFILE_COLUMNS).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
+    stmt = select(*PROFILE_COLUMNS).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id
+    )
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).mappings().first()
 
 
 async def find_by_identity(
-    session: AsyncSession, workspace_id: uuid.UUID, *, email: str | None, external_id: str | None,
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    email: str | None,
+    external_id: str | None,
     exclude: uuid.UUID | None = None,
 ) -> RowMapping | None:
     """A profile holding this email or external id, if any."""
@@ -111,8 +117,13 @@ async def latest_events(
     """A profile's most recent events."""
     stmt = (
         select(
-            events.c.id, events.c.type, events.c.name, events.c.properties,
-            events.c.occurred_at, events.c.received_at, events.c.message_id,
+            events.c.id,
+            events.c.type,
+            events.c.name,
+            events.c.properties,
+            events.c.occurred_at,
+            events.c.received_at,
+            events.c.message_id,
         )
         .where(and_(events.c.workspace_id == workspace_id, events.c.profile_id == profile_id))
         .order_by(events.c.occurred_at.desc())
@@ -138,5 +149,7 @@ async def delete_profile(session: AsyncSession, workspace_id: uuid.UUID, profile
             segment_memberships.c.workspace_id == workspace_id, segment_memberships.c.profile_id == profile_id
         )
     )
-    await session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id))
+    await session.execute(
+        delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
+    )
     return result.rowcount

@@ -78,5 +78,3 @@ class ProfilePage(BaseModel):
 
     data: list[ProfileOut]
     next_cursor: str | None
-
-

@@ -27,7 +27,7 @@ def parse_trait_filters(params: dict[str, str]) -> dict[tuple[str, ...], str]:
     for name, value in params.items():
         if not name.startswith("trait."):
             continue
-        path = name[len("trait."):]
+        path = name[len("trait.") :]
         if not _TRAIT_PATH.match(path):
             raise BadRequest(f"invalid trait filter {name!r}: use trait.<key>[.<key>...]=<value>")
         out[tuple(path.split("."))] = value
@@ -46,8 +46,13 @@ async def list_profiles(
 ) -> ProfilePage:
     """One page of the workspace's profiles, newest first."""
     rows = await repo.list_profiles(
-        session, workspace_id, after=decode_cursor(cursor), limit=limit + 1,
-        email=email, external_id=external_id, traits=trait_filters,
+        session,
+        workspace_id,
+        after=decode_cursor(cursor),
+        limit=limit + 1,
+        email=email,
+        external_id=external_id,
+        traits=trait_filters,
     )
     page = [ProfileOut.model_validate(dict(r)) for r in rows[:limit]]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
@@ -67,14 +72,21 @@ async def get_profile(session: AsyncSession, workspace_id: uuid.UUID, profile_id
 
 
 async def _ensure_identity_free(
-    session: AsyncSession, workspace_id: uuid.UUID, email: str | None, external_id: str | None,
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    email: str | None,
+    external_id: str | None,
     exclude: uuid.UUID | None = None,
 ) -> None:
     other = await repo.find_by_identity(
         session, workspace_id, email=email, external_id=external_id, exclude=exclude
     )
     if other is not None:
-        field = "email" if email is not None and (other["email"] or "").lower() == email.lower() else "external_id"
+        field = (
+            "email"
+            if email is not None and (other["email"] or "").lower() == email.lower()
+            else "external_id"
+        )
         raise Conflict(f"profile {other['id']} already has this {field}")
 
 
@@ -86,8 +98,13 @@ async def create_profile(session: AsyncSession, workspace_id: uuid.UUID, data: P
     try:
         row = await repo.insert_profile(
             session,
-            {"id": uuid7(), "workspace_id": workspace_id, "email": data.email,
-             "external_id": data.external_id, "traits": data.traits},
+            {
+                "id": uuid7(),
+                "workspace_id": workspace_id,
+                "email": data.email,
+                "external_id": data.external_id,
+                "traits": data.traits,
+            },
         )
     except IntegrityError:
         raise Conflict("a profile with this email or external_id was just created") from None
@@ -118,8 +135,11 @@ async def update_profile(
     fields = data.model_fields_set
     if "email" in fields or "external_id" in fields:
         await _ensure_identity_free(
-            session, workspace_id, data.email if "email" in fields else None,
-            data.external_id if "external_id" in fields else None, exclude=profile_id,
+            session,
+            workspace_id,
+            data.email if "email" in fields else None,
+            data.external_id if "external_id" in fields else None,
+            exclude=profile_id,
         )
         if "email" in fields:
             values["email"] = data.email

@@ -97,7 +97,12 @@ def comparison_sql(document: ColumnElement[Any], cmp: Comparison, now: datetime)
     if op in NUMERIC_OPS:
         number = cast(value, Numeric)
         bound = literal(Decimal(repr(target)), Numeric)
-        test = {Op.gt: number > bound, Op.gte: number >= bound, Op.lt: number < bound, Op.lte: number <= bound}[op]
+        test = {
+            Op.gt: number > bound,
+            Op.gte: number >= bound,
+            Op.lt: number < bound,
+            Op.lte: number <= bound,
+        }[op]
         return case((kind == "number", test), else_=false())
     if op == Op.contains:
         return case(
@@ -106,7 +111,10 @@ def comparison_sql(document: ColumnElement[Any], cmp: Comparison, now: datetime)
             else_=false(),
         )
     if op == Op.starts_with:
-        return case((kind == "string", func.starts_with(_fold(text_value), _fold(literal(target, Text)))), else_=false())
+        return case(
+            (kind == "string", func.starts_with(_fold(text_value), _fold(literal(target, Text)))),
+            else_=false(),
+        )
     # before / after / within_last: the leading calendar date, compared as text.
     day = func.left(text_value, 10).collate("C")
     is_date = and_(kind == "string", text_value.op("~")(_DATE_PATTERN))
@@ -185,7 +193,9 @@ class _Compiler:
         """Matching events counted per profile."""
         matching = self.matching_events(node, alias)
         profile_id = matching.selected_columns[0]
-        return matching.with_only_columns(profile_id.label("profile_id"), func.count().label("n")).group_by(profile_id)
+        return matching.with_only_columns(profile_id.label("profile_id"), func.count().label("n")).group_by(
+            profile_id
+        )
 
     def event(self, node: EventCondition) -> ColumnElement[bool]:
         n = next(self.names)
@@ -223,6 +233,8 @@ def compile_members(root: Any, workspace_id: uuid.UUID, now: datetime) -> Select
     source: FromClause = profiles
     for joined, on in compiler.joins:
         source = source.outerjoin(joined, on)
-    return select(profiles.c.id.label("profile_id")).select_from(source).where(
-        profiles.c.workspace_id == workspace_id, expression
+    return (
+        select(profiles.c.id.label("profile_id"))
+        .select_from(source)
+        .where(profiles.c.workspace_id == workspace_id, expression)
     )

@@ -33,7 +33,9 @@ def _event_conditions(roots: Iterable[Any]) -> list[EventCondition]:
     return found
 
 
-def _time_range(conditions: Sequence[EventCondition], now: datetime) -> tuple[datetime | None, datetime | None]:
+def _time_range(
+    conditions: Sequence[EventCondition], now: datetime
+) -> tuple[datetime | None, datetime | None]:
     """The narrowest range holding every condition's window (None: unbounded)."""
     lowers, uppers = [], []
     for condition in conditions:
@@ -46,7 +48,10 @@ def _time_range(conditions: Sequence[EventCondition], now: datetime) -> tuple[da
 
 
 async def load_facts(
-    conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID], roots: Sequence[Any],
+    conn: AsyncConnection,
+    workspace_id: uuid.UUID,
+    profile_ids: Sequence[uuid.UUID],
+    roots: Sequence[Any],
     now: datetime,
 ) -> dict[uuid.UUID, ProfileFacts]:
     """Facts of the profiles that exist, limited to what `roots` read."""
@@ -58,7 +63,9 @@ async def load_facts(
     conditions = _event_conditions(roots)
     since, until = _time_range(conditions, now)
     names = sorted({c.name for c in conditions})
-    for pid, name, properties, occurred_at in await repo.load_events(conn, workspace_id, ids, names, since, until):
+    for pid, name, properties, occurred_at in await repo.load_events(
+        conn, workspace_id, ids, names, since, until
+    ):
         facts[pid].events.append(EventFact(name, properties, occurred_at))
     refs = sorted({n.segment_id for root in roots for n in walk(root) if isinstance(n, SegmentCondition)})
     for pid, segment_id in await repo.load_memberships(conn, ids, refs):

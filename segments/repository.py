@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
-    any_,
     RowMapping,
     Select,
     and_,
+    any_,
     delete,
     exists,
     func,
@@ -30,8 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from db.tables import events, profiles, segment_memberships, segments, workspaces
 
 SEGMENT_COLUMNS = (
-    segments.c.id, segments.c.name, segments.c.description, segments.c.definition, segments.c.version,
-    segments.c.member_count, segments.c.computed_at, segments.c.created_at, segments.c.updated_at,
+    segments.c.id,
+    segments.c.name,
+    segments.c.description,
+    segments.c.definition,
+    segments.c.version,
+    segments.c.member_count,
+    segments.c.computed_at,
+    segments.c.created_at,
+    segments.c.updated_at,
 )
 
 
@@ -45,8 +52,13 @@ async def list_segments(
     return (await session.execute(stmt.order_by(segments.c.id.desc()).limit(limit))).mappings().all()
 
 
-async def get_segment(session: AsyncSession | AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID,
-                      *, for_update: bool = False) -> RowMapping | None:
+async def get_segment(
+    session: AsyncSession | AsyncConnection,
+    workspace_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> RowMapping | None:
     """One segment of the workspace, or None."""
     stmt = select(*SEGMENT_COLUMNS, segments.c.segment_refs).where(
         segments.c.workspace_id == workspace_id, segments.c.id == segment_id
@@ -64,7 +76,9 @@ async def segment_refs(session: AsyncSession, workspace_id: uuid.UUID) -> dict[u
     return {r[0]: list(r[1]) for r in rows}
 
 
-async def name_taken(session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None) -> bool:
+async def name_taken(
+    session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
+) -> bool:
     """Whether another segment of the workspace has this name."""
     stmt = select(segments.c.id).where(segments.c.workspace_id == workspace_id, segments.c.name == name)
     if exclude is not None:
@@ -74,7 +88,11 @@ async def name_taken(session: AsyncSession, workspace_id: uuid.UUID, name: str, 
 
 async def insert_segment(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
     """Insert and return the row."""
-    return (await session.execute(segments.insert().values(**values).returning(*SEGMENT_COLUMNS))).mappings().one()
+    return (
+        (await session.execute(segments.insert().values(**values).returning(*SEGMENT_COLUMNS)))
+        .mappings()
+        .one()
+    )
 
 
 async def update_segment(
@@ -96,7 +114,9 @@ async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment
     return (await session.execute(stmt)).rowcount
 
 
-async def referencing_segments(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> list[str]:
+async def referencing_segments(
+    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID
+) -> list[str]:
     """Names of segments whose definition refers to this one."""
     rows = await session.execute(
         select(segments.c.name).where(
@@ -107,7 +127,12 @@ async def referencing_segments(session: AsyncSession, workspace_id: uuid.UUID, s
 
 
 async def members_page(
-    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
 ) -> Sequence[RowMapping]:
     """Stored members (as of the last refresh), by profile id."""
     m = segment_memberships
@@ -126,7 +151,9 @@ async def count_matching(conn: AsyncSession | AsyncConnection, members: Select[A
     return (await conn.execute(select(func.count()).select_from(members.subquery()))).scalar_one()
 
 
-async def sample_matching(conn: AsyncSession | AsyncConnection, members: Select[Any], size: int) -> Sequence[RowMapping]:
+async def sample_matching(
+    conn: AsyncSession | AsyncConnection, members: Select[Any], size: int
+) -> Sequence[RowMapping]:
     """A few matching profiles."""
     if size == 0:
         return []
@@ -139,23 +166,43 @@ async def sample_matching(conn: AsyncSession | AsyncConnection, members: Select[
 
 async def lock_segment(conn: AsyncSession | AsyncConnection, segment_id: uuid.UUID) -> None:
     """Serialise writers of one segment's memberships until commit."""
-    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": str(segment_id)})
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": str(segment_id)}
+    )
 
 
 def _membership_event(
-    source: Any, workspace_id: uuid.UUID, name: str, segment_id: uuid.UUID, segment_name: str, now: datetime, tag: str
+    source: Any,
+    workspace_id: uuid.UUID,
+    name: str,
+    segment_id: uuid.UUID,
+    segment_name: str,
+    now: datetime,
+    tag: str,
 ) -> Select[Any]:
-    message = func.concat(f"segment:{segment_id}:{tag}:", source.c.profile_id, f":{int(now.timestamp() * 1000)}")
+    message = func.concat(
+        f"segment:{segment_id}:{tag}:", source.c.profile_id, f":{int(now.timestamp() * 1000)}"
+    )
     return select(
-        func.gen_random_uuid(), literal(workspace_id), source.c.profile_id, literal("system"), literal(name),
+        func.gen_random_uuid(),
+        literal(workspace_id),
+        source.c.profile_id,
+        literal("system"),
+        literal(name),
         func.jsonb_build_object("segment_id", str(segment_id), "segment_name", segment_name),
-        literal(now), literal(now), message,
+        literal(now),
+        literal(now),
+        message,
     )
 
 
 async def apply_refresh(
-    conn: AsyncSession | AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID, segment_name: str,
-    members: Select[Any], now: datetime,
+    conn: AsyncSession | AsyncConnection,
+    workspace_id: uuid.UUID,
+    segment_id: uuid.UUID,
+    segment_name: str,
+    members: Select[Any],
+    now: datetime,
 ) -> tuple[int, int, int]:
     """Replace stored members with `members` and write `Segment Entered` /
     `Segment Exited` events for the difference, in one statement. Returns
@@ -180,17 +227,36 @@ async def apply_refresh(
         .returning(m.c.profile_id)
         .cte("entered")
     )
-    columns = ["id", "workspace_id", "profile_id", "type", "name", "properties", "occurred_at", "received_at",
-               "message_id"]
+    columns = [
+        "id",
+        "workspace_id",
+        "profile_id",
+        "type",
+        "name",
+        "properties",
+        "occurred_at",
+        "received_at",
+        "message_id",
+    ]
     still_there = exists(select(1).where(profiles.c.id == exited.c.profile_id))
-    wrote_in = insert(events).from_select(
-        columns, _membership_event(entered, workspace_id, "Segment Entered", segment_id, segment_name, now, "in")
-    ).cte("wrote_in")
-    wrote_out = insert(events).from_select(
-        columns,
-        _membership_event(exited, workspace_id, "Segment Exited", segment_id, segment_name, now, "out")
-        .where(still_there),
-    ).cte("wrote_out")
+    wrote_in = (
+        insert(events)
+        .from_select(
+            columns,
+            _membership_event(entered, workspace_id, "Segment Entered", segment_id, segment_name, now, "in"),
+        )
+        .cte("wrote_in")
+    )
+    wrote_out = (
+        insert(events)
+        .from_select(
+            columns,
+            _membership_event(
+                exited, workspace_id, "Segment Exited", segment_id, segment_name, now, "out"
+            ).where(still_there),
+        )
+        .cte("wrote_out")
+    )
     stmt = select(
         select(func.count()).select_from(new).scalar_subquery(),
         select(func.count()).select_from(entered).scalar_subquery(),
@@ -230,7 +296,9 @@ async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list
 # -- single-profile facts ---------------------------------------------------
 
 
-async def load_traits(conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID]) -> dict:
+async def load_traits(
+    conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID]
+) -> dict:
     """Traits of existing profiles."""
     rows = await conn.execute(
         select(profiles.c.id, profiles.c.traits).where(
@@ -241,13 +309,21 @@ async def load_traits(conn: AsyncConnection, workspace_id: uuid.UUID, profile_id
 
 
 async def load_events(
-    conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID], names: Sequence[str],
-    since: datetime | None, until: datetime | None,
+    conn: AsyncConnection,
+    workspace_id: uuid.UUID,
+    profile_ids: Sequence[uuid.UUID],
+    names: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
 ) -> Sequence[Any]:
     """(profile_id, name, properties, occurred_at) of the named events."""
     if not names:
         return []
-    where = [events.c.workspace_id == workspace_id, events.c.profile_id.in_(profile_ids), events.c.name.in_(names)]
+    where = [
+        events.c.workspace_id == workspace_id,
+        events.c.profile_id.in_(profile_ids),
+        events.c.name.in_(names),
+    ]
     if since is not None:
         where.append(events.c.occurred_at >= since)
     if until is not None:
@@ -272,7 +348,11 @@ async def load_memberships(
 async def workspace_segments(conn: AsyncConnection, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
     """Every segment of a workspace with what it depends on."""
     stmt = select(
-        segments.c.id, segments.c.name, segments.c.definition, segments.c.event_names, segments.c.trait_keys,
+        segments.c.id,
+        segments.c.name,
+        segments.c.definition,
+        segments.c.event_names,
+        segments.c.trait_keys,
         segments.c.segment_refs,
     ).where(segments.c.workspace_id == workspace_id)
     return (await conn.execute(stmt.order_by(segments.c.id))).mappings().all()
@@ -286,7 +366,12 @@ async def add_memberships(
         return []
     stmt = (
         pg_insert(segment_memberships)
-        .values([{"segment_id": s, "profile_id": p, "workspace_id": workspace_id, "entered_at": now} for s, p in rows])
+        .values(
+            [
+                {"segment_id": s, "profile_id": p, "workspace_id": workspace_id, "entered_at": now}
+                for s, p in rows
+            ]
+        )
         .on_conflict_do_nothing()
         .returning(segment_memberships.c.segment_id, segment_memberships.c.profile_id)
     )
@@ -301,7 +386,9 @@ async def remove_memberships(
     for segment_id, profile_id in rows:
         stmt = (
             delete(segment_memberships)
-            .where(segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id == profile_id)
+            .where(
+                segment_memberships.c.segment_id == segment_id, segment_memberships.c.profile_id == profile_id
+            )
             .returning(segment_memberships.c.segment_id, segment_memberships.c.profile_id)
         )
         removed += [(r[0], r[1]) for r in await conn.execute(stmt)]
@@ -309,7 +396,9 @@ async def remove_memberships(
 
 
 async def write_membership_events(
-    conn: AsyncConnection, workspace_id: uuid.UUID, changes: Sequence[tuple[str, uuid.UUID, str, uuid.UUID]],
+    conn: AsyncConnection,
+    workspace_id: uuid.UUID,
+    changes: Sequence[tuple[str, uuid.UUID, str, uuid.UUID]],
     now: datetime,
 ) -> None:
     """Write `Segment Entered` / `Segment Exited` events: (event, segment id, segment name, profile id)."""
@@ -320,9 +409,15 @@ async def write_membership_events(
         insert(events),
         [
             {
-                "id": uuid.uuid4(), "workspace_id": workspace_id, "profile_id": pid, "type": "system", "name": name,
-                "properties": {"segment_id": str(sid), "segment_name": sname}, "occurred_at": now,
-                "received_at": now, "message_id": f"segment:{sid}:{'in' if name.endswith('Entered') else 'out'}:{pid}:{stamp}",
+                "id": uuid.uuid4(),
+                "workspace_id": workspace_id,
+                "profile_id": pid,
+                "type": "system",
+                "name": name,
+                "properties": {"segment_id": str(sid), "segment_name": sname},
+                "occurred_at": now,
+                "received_at": now,
+                "message_id": f"segment:{sid}:{'in' if name.endswith('Entered') else 'out'}:{pid}:{stamp}",
             }
             for name, sid, sname, pid in changes
         ],

@@ -42,9 +42,18 @@ async def refresh_outcome(handle: WorkflowHandle, settings: Settings, wait_secon
         result: SegmentRefreshResult = await asyncio.wait_for(handle.result(), timeout=wait_seconds)
     except TimeoutError:
         description = await handle.describe()
-        status = "running" if description.status == WorkflowExecutionStatus.RUNNING else description.status.name.lower()
+        status = (
+            "running"
+            if description.status == WorkflowExecutionStatus.RUNNING
+            else description.status.name.lower()
+        )
         return RefreshOut(workflow_id=handle.id, run_id=description.run_id, status=status, temporal_ui=ui)
     return RefreshOut(
-        workflow_id=handle.id, run_id=handle.result_run_id or handle.run_id, status="completed",
-        member_count=result.member_count, entered=result.entered, exited=result.exited, temporal_ui=ui,
+        workflow_id=handle.id,
+        run_id=handle.result_run_id or handle.run_id,
+        status="completed",
+        member_count=result.member_count,
+        entered=result.entered,
+        exited=result.exited,
+        temporal_ui=ui,
     )

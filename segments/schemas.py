@@ -19,14 +19,20 @@ class SegmentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, examples=["Repeat buyers"])
     description: str | None = Field(None, max_length=2000)
     definition: Condition = Field(
-        examples=[{
-            "type": "all",
-            "conditions": [
-                {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
-                {"type": "event", "name": "Order Completed", "count": {"op": ">=", "value": 2},
-                 "within": {"last": 30, "unit": "days"}},
-            ],
-        }]
+        examples=[
+            {
+                "type": "all",
+                "conditions": [
+                    {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
+                    {
+                        "type": "event",
+                        "name": "Order Completed",
+                        "count": {"op": ">=", "value": 2},
+                        "within": {"last": 30, "unit": "days"},
+                    },
+                ],
+            }
+        ]
     )
 
 

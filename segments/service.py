@@ -43,7 +43,10 @@ def parse_definition(data: Any) -> Any:
     except ValidationError as exc:
         raise ValidationFailed(
             [
-                {"loc": ".".join(str(p) for p in ("body", "definition", *err["loc"]) if p != "root"), "msg": err["msg"]}
+                {
+                    "loc": ".".join(str(p) for p in ("body", "definition", *err["loc"]) if p != "root"),
+                    "msg": err["msg"],
+                }
                 for err in exc.errors(include_url=False, include_input=False)
             ]
         ) from None
@@ -95,15 +98,22 @@ async def create_segment(session: AsyncSession, workspace_id: uuid.UUID, data: S
     try:
         row = await repo.insert_segment(
             session,
-            {"id": segment_id, "workspace_id": workspace_id, "name": data.name, "description": data.description,
-             **_dependency_columns(root)},
+            {
+                "id": segment_id,
+                "workspace_id": workspace_id,
+                "name": data.name,
+                "description": data.description,
+                **_dependency_columns(root),
+            },
         )
     except IntegrityError:
         raise Conflict(f"a segment named {data.name!r} exists") from None
     return SegmentOut.model_validate(dict(row))
 
 
-async def list_segments(session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int) -> SegmentPage:
+async def list_segments(
+    session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
+) -> SegmentPage:
     """One page of segments, newest first."""
     rows = await repo.list_segments(session, workspace_id, after=decode_cursor(cursor), limit=limit + 1)
     page = [SegmentOut.model_validate(dict(r)) for r in rows[:limit]]
@@ -136,7 +146,9 @@ async def update_segment(
         root = parse_definition(data.definition)
         await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
         values.update(_dependency_columns(root), version=row["version"] + 1, computed_at=None)
-    return SegmentOut.model_validate(dict(await repo.update_segment(session, workspace_id, segment_id, values)))
+    return SegmentOut.model_validate(
+        dict(await repo.update_segment(session, workspace_id, segment_id, values))
+    )
 
 
 async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> None:
@@ -154,9 +166,13 @@ async def members(
 ) -> MemberPage:
     """Members as of the last refresh, by profile id."""
     await get_segment(session, workspace_id, segment_id)
-    rows = await repo.members_page(session, workspace_id, segment_id, after=decode_cursor(cursor), limit=limit + 1)
+    rows = await repo.members_page(
+        session, workspace_id, segment_id, after=decode_cursor(cursor), limit=limit + 1
+    )
     page = [MemberOut.model_validate(dict(r)) for r in rows[:limit]]
-    return MemberPage(data=page, next_cursor=encode_cursor(page[-1].profile_id) if len(rows) > limit else None)
+    return MemberPage(
+        data=page, next_cursor=encode_cursor(page[-1].profile_id) if len(rows) > limit else None
+    )
 
 
 async def estimate(
@@ -193,7 +209,9 @@ async def check_profile(
     return result, now
 
 
-async def refresh(conn: AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> tuple[int, int, int] | None:
+async def refresh(
+    conn: AsyncConnection, workspace_id: uuid.UUID, segment_id: uuid.UUID
+) -> tuple[int, int, int] | None:
     """Recompute a segment's members in the database, store the difference
     and write entered / exited events. None when the segment is gone."""
     await repo.lock_segment(conn, segment_id)

@@ -163,7 +163,9 @@ async def worker(temporal_client, settings: Settings, engine, redis_client):
         workflows=WORKFLOWS,
         activities=build_activities(engine, redis_client, settings),
     ) as running:
-        dispatcher = asyncio.create_task(run_recheck_dispatcher(temporal_client, redis_client, settings, stop))
+        dispatcher = asyncio.create_task(
+            run_recheck_dispatcher(temporal_client, redis_client, settings, stop)
+        )
         yield running
         stop.set()
         await dispatcher

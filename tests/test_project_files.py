@@ -44,7 +44,9 @@ def test_every_setting_is_documented_and_in_env_example():
 def test_compose_runs_the_whole_stack_with_known_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "temporal", "temporal-ui", "setup", "api", "tracking", "worker"} <= set(services)
+    assert {"postgres", "redis", "temporal", "temporal-ui", "setup", "api", "tracking", "worker"} <= set(
+        services
+    )
     assert services["temporal"]["image"].startswith("temporalio/auto-setup")
     for name in ("api", "tracking", "worker", "setup"):
         env = services[name]["environment"]

@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
         )
         redis = create_redis(settings)
-        triggers = SegmentTriggers(pool, redis, settings.redis_prefix, ttl=settings.segment_dependencies_seconds)
+        triggers = SegmentTriggers(
+            pool, redis, settings.redis_prefix, ttl=settings.segment_dependencies_seconds
+        )
         writer = GroupCommitWriter(
             pool,
             redis,
@@ -66,7 +68,11 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
         )
         http = httpx.AsyncClient(timeout=10)
         app.state.services = TrackingServices(
-            engine, pool, redis, KeyAuthenticator(engine, ttl=settings.key_cache_seconds), writer,
+            engine,
+            pool,
+            redis,
+            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
             WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
             http,

@@ -24,7 +24,8 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<meta name='viewport' content='width=device-width'></head>"
         f"<body style='font-family:sans-serif;max-width:32em;margin:4em auto'>{body}</body></html>",
-        status_code=status, headers=NO_STORE,
+        status_code=status,
+        headers=NO_STORE,
     )
 
 
@@ -68,7 +69,10 @@ async def unsubscribe(request: Request, token: str) -> Response:
     message = await request.app.state.services.links.unsubscribe(token, method)
     if message is None:
         return _page("Link not found", "<p>This unsubscribe link is not valid.</p>", 404)
-    return _page("Unsubscribed", f"<h1>Unsubscribed</h1><p>{html.escape(message['email'])} will get no more emails.</p>")
+    return _page(
+        "Unsubscribed",
+        f"<h1>Unsubscribed</h1><p>{html.escape(message['email'])} will get no more emails.</p>",
+    )
 
 
 @router.post("/webhooks/ses/{provider_id}", summary="SES events via SNS")
@@ -96,5 +100,3 @@ async def sendgrid_webhook(request: Request, provider_id: uuid.UUID) -> dict[str
     except WebhookRejected as exc:
         raise Unauthorized(str(exc)) from None
     return {"status": "ok", "recorded": recorded}
-
-

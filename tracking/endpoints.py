@@ -46,36 +46,52 @@ async def _handle(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     return await ingest(services.keys, services.writer, endpoint, request.headers.get("authorization"), body)
 
 
-@router.post("/track", response_model=WriteResponse, summary="Record an event", openapi_extra=_model_body(TrackCall))
+@router.post(
+    "/track", response_model=WriteResponse, summary="Record an event", openapi_extra=_model_body(TrackCall)
+)
 async def track(request: Request) -> dict[str, Any]:
     """One event: identity (`userId`, `anonymousId` or `email`), `event` (or
     `name`), `properties`, optional `timestamp` and `messageId`. Up to 32 KB."""
     return await _handle(request, ENDPOINTS["/track"])
 
 
-@router.post("/page", response_model=WriteResponse, summary="Record a page view", openapi_extra=_model_body(PageCall))
+@router.post(
+    "/page", response_model=WriteResponse, summary="Record a page view", openapi_extra=_model_body(PageCall)
+)
 async def page(request: Request) -> dict[str, Any]:
     """A page view, stored as the event `Page Viewed` with `name` and `properties`."""
     return await _handle(request, ENDPOINTS["/page"])
 
 
-@router.post("/identify", response_model=WriteResponse, summary="Identify a person",
-             openapi_extra=_model_body(IdentifyCall))
+@router.post(
+    "/identify",
+    response_model=WriteResponse,
+    summary="Identify a person",
+    openapi_extra=_model_body(IdentifyCall),
+)
 async def identify(request: Request) -> dict[str, Any]:
     """Merge `traits` into the profile. With `userId` and `anonymousId`, the
     anonymous profile and its events join the known one."""
     return await _handle(request, ENDPOINTS["/identify"])
 
 
-@router.post("/alias", response_model=WriteResponse, summary="Link a previous id to a user id",
-             openapi_extra=_model_body(AliasCall))
+@router.post(
+    "/alias",
+    response_model=WriteResponse,
+    summary="Link a previous id to a user id",
+    openapi_extra=_model_body(AliasCall),
+)
 async def alias(request: Request) -> dict[str, Any]:
     """`previousId` (an anonymous id or a former user id) is the same person as `userId`."""
     return await _handle(request, ENDPOINTS["/alias"])
 
 
-@router.post("/track/batch", response_model=WriteResponse, summary="Record up to 1,000 calls",
-             openapi_extra=_body_schema(_BATCH_SCHEMA))
+@router.post(
+    "/track/batch",
+    response_model=WriteResponse,
+    summary="Record up to 1,000 calls",
+    openapi_extra=_body_schema(_BATCH_SCHEMA),
+)
 async def batch(request: Request) -> dict[str, Any]:
     """`{"batch": [...]}` of up to 1,000 calls and 500 KB; one invalid call
     rejects the whole request, so nothing of it is stored."""

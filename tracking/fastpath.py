@@ -25,8 +25,11 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 async def _send_json(send: Any, status: int, payload: Any) -> None:
     body = orjson.dumps(payload)
     await send(
-        {"type": "http.response.start", "status": status,
-         "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]}
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
     )
     await send({"type": "http.response.body", "body": body})
 

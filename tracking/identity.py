@@ -271,8 +271,6 @@ class IdentityPlanner:
                 result.locks.setdefault(target.id, target)
         result.aliases = {key: _root(p).id for key, p in self._aliases.items()}  # type: ignore[union-attr]
         result.updates = [
-            p
-            for p in self._by_id.values()
-            if p.merged_into is None and (p.identity_changed or p.traits)
+            p for p in self._by_id.values() if p.merged_into is None and (p.identity_changed or p.traits)
         ]
         return result

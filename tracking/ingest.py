@@ -119,8 +119,11 @@ def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[Inges
 
 
 async def ingest(
-    keys: KeyAuthenticator, writer: GroupCommitWriter, endpoint: Endpoint,
-    authorization: str | None, body: bytes,
+    keys: KeyAuthenticator,
+    writer: GroupCommitWriter,
+    endpoint: Endpoint,
+    authorization: str | None,
+    body: bytes,
 ) -> dict[str, Any]:
     """Authenticate, validate and store one request; returns the response body.
 

@@ -61,16 +61,16 @@ def _utc(ts: datetime | None, received_at: datetime) -> datetime:
     return ts
 
 
-def to_item(call: CallBase, workspace_id: uuid.UUID, received_at: datetime, where: str = "body") -> IngestItem:
+def to_item(
+    call: CallBase, workspace_id: uuid.UUID, received_at: datetime, where: str = "body"
+) -> IngestItem:
     """Flatten a validated call into an item; raises 4xx errors for calls
     that are well-typed but unusable (no identity, no event name)."""
     if isinstance(call, AliasCall):
         if not call.user_id or not call.previous_id:
             raise ValidationFailed([{"loc": where, "msg": "alias needs userId and previousId"}])
     elif not call.has_identity():
-        raise ValidationFailed(
-            [{"loc": where, "msg": "missing identity: give userId, anonymousId or email"}]
-        )
+        raise ValidationFailed([{"loc": where, "msg": "missing identity: give userId, anonymousId or email"}])
 
     event_type = event_name = properties = None
     traits: dict[str, Any] | None = None

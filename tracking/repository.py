@@ -198,7 +198,9 @@ async def lock_profiles(
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-async def merge_profile(conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UUID, target: uuid.UUID) -> None:
+async def merge_profile(
+    conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UUID, target: uuid.UUID
+) -> None:
     """Move a profile's events and aliases to another, merge traits (the
     target's win), and delete it."""
     await conn.execute(MOVE_EVENTS_SQL, ws, source, target)
@@ -210,7 +212,9 @@ async def merge_profile(conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UU
 async def upsert_aliases(conn: asyncpg.Connection, aliases: dict[tuple[uuid.UUID, str], uuid.UUID]) -> None:
     """Point anonymous ids at profiles."""
     if aliases:
-        await conn.execute(UPSERT_ALIASES_SQL, _json({"w": w, "k": k, "p": p} for (w, k), p in aliases.items()))
+        await conn.execute(
+            UPSERT_ALIASES_SQL, _json({"w": w, "k": k, "p": p} for (w, k), p in aliases.items())
+        )
 
 
 async def update_profiles(
@@ -239,8 +243,18 @@ async def update_profiles(
 
 def _events_json(items: Sequence[IngestItem]) -> str:
     return _json(
-        {"i": i.event_id, "w": i.workspace_id, "p": i.profile_id, "y": i.event_type, "n": i.event_name,
-         "pr": i.properties, "c": i.context, "o": i.occurred_at, "r": i.received_at, "m": i.message_id}
+        {
+            "i": i.event_id,
+            "w": i.workspace_id,
+            "p": i.profile_id,
+            "y": i.event_type,
+            "n": i.event_name,
+            "pr": i.properties,
+            "c": i.context,
+            "o": i.occurred_at,
+            "r": i.received_at,
+            "m": i.message_id,
+        }
         for i in items
         if i.event_name is not None
     )

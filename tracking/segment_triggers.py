@@ -45,7 +45,9 @@ class SegmentTriggers:
                 for ws, event_names, trait_keys in await conn.fetch(DEPENDENCIES_SQL):
                     names[ws].update(event_names)
                     traits[ws].update(trait_keys)
-            self._deps = {ws: (frozenset(names[ws]), frozenset(traits[ws])) for ws in names.keys() | traits.keys()}
+            self._deps = {
+                ws: (frozenset(names[ws]), frozenset(traits[ws])) for ws in names.keys() | traits.keys()
+            }
         return self._deps
 
     def committed(self, items: Sequence[IngestItem]) -> None:

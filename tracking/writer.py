@@ -20,8 +20,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -85,7 +85,9 @@ class GroupCommitWriter:
         self._queued_events = 0
         self._spill_events = spill_events
         self._wakeup = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._committer(n), name=f"group-commit-{n}") for n in range(concurrency)]
+        self._tasks = [
+            asyncio.create_task(self._committer(n), name=f"group-commit-{n}") for n in range(concurrency)
+        ]
         self._closed = False
         self._cache = IdentityCache()
         self._on_committed = on_committed
@@ -269,4 +271,3 @@ class GroupCommitWriter:
             first = replies[2 * n + 1]
             if first is not None:
                 item.occurred_at = _EPOCH + timedelta(microseconds=int(first))
-

@@ -22,7 +22,9 @@ with workflow.unsafe.imports_passed_through():
         SegmentRefreshResult,
     )
 
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=8)
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=8
+)
 
 
 def refresh_workflow_id(segment_id: object) -> str:
@@ -112,6 +114,6 @@ class SegmentRecheckWorkflow:
                 continue
             try:
                 await workflow.wait_condition(lambda: self._woken, timeout=timedelta(minutes=10))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return checked
         workflow.continue_as_new(params)

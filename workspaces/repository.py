@@ -6,8 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import cast, func, select, update
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.tables import api_keys, workspaces
@@ -34,11 +33,19 @@ async def get_or_create_workspace(session: AsyncSession, workspace_id: uuid.UUID
 
 
 async def insert_key(
-    session: AsyncSession, *, key_id: uuid.UUID, workspace_id: uuid.UUID, kind: str, prefix: str, key_hash: str
+    session: AsyncSession,
+    *,
+    key_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    kind: str,
+    prefix: str,
+    key_hash: str,
 ) -> None:
     """Store a key's hash (never the key)."""
     await session.execute(
-        api_keys.insert().values(id=key_id, workspace_id=workspace_id, kind=kind, prefix=prefix, key_hash=key_hash)
+        api_keys.insert().values(
+            id=key_id, workspace_id=workspace_id, kind=kind, prefix=prefix, key_hash=key_hash
+        )
     )
 
 

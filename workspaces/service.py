@@ -50,7 +50,12 @@ async def create_workspace_keys(session: AsyncSession, name: str) -> WorkspaceKe
     for kind in ("public", "secret"):
         raw = _new_key(kind)
         await repo.insert_key(
-            session, key_id=uuid7(), workspace_id=workspace_id, kind=kind, prefix=raw[:11], key_hash=hash_key(raw)
+            session,
+            key_id=uuid7(),
+            workspace_id=workspace_id,
+            kind=kind,
+            prefix=raw[:11],
+            key_hash=hash_key(raw),
         )
         keys[kind] = raw
     return WorkspaceKeys(workspace_id, keys["public"], keys["secret"])
@@ -90,7 +95,9 @@ class KeyAuthenticator:
         row = await self.resolve(raw)
         if row.kind != kind:
             if kind == "public":
-                raise Forbidden("this endpoint takes a public key (pk_...); never ship a secret key to clients")
+                raise Forbidden(
+                    "this endpoint takes a public key (pk_...); never ship a secret key to clients"
+                )
             raise Forbidden("the management API needs a secret key (sk_...)")
         return row
 

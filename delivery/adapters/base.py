@@ -64,7 +64,9 @@ class OutgoingEmail:
         return message
 
 
-async def post_json(client: httpx.AsyncClient, kind: str, url: str, payload: dict[str, Any]) -> httpx.Response:
+async def post_json(
+    client: httpx.AsyncClient, kind: str, url: str, payload: dict[str, Any]
+) -> httpx.Response:
     """POST for the HTTP providers, with their shared failure rules: a
     timeout, a connection error, 401 / 403 (this account), 429 and 5xx
     (the provider) are retryable elsewhere; any other 4xx refuses the

@@ -9,15 +9,29 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from delivery.adapters.base import OutgoingEmail, ProviderError
 
 # Provider-side trouble: another provider may deliver.
 _RETRYABLE_CODES = {
-    "Throttling", "ThrottlingException", "TooManyRequestsException", "LimitExceededException",
-    "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalServerError",
-    "SendingPausedException", "AccountSuspendedException", "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "InternalServerError",
+    "SendingPausedException",
+    "AccountSuspendedException",
+    "RequestTimeout",
 }
 
 
@@ -58,7 +72,13 @@ class SESAdapter:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             retryable = code in _RETRYABLE_CODES or status >= 500 or status == 429
             raise ProviderError(f"ses {code}: {exc}", retryable=retryable) from None
-        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, BotoCoreError, OSError) as exc:
+        except (
+            EndpointConnectionError,
+            ConnectTimeoutError,
+            ReadTimeoutError,
+            BotoCoreError,
+            OSError,
+        ) as exc:
             raise ProviderError(f"ses unreachable: {exc!r}", retryable=True) from None
 
     async def close(self) -> None:

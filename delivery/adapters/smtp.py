@@ -38,7 +38,9 @@ class SMTPAdapter:
             permanent = bool(codes) and all(500 <= c < 600 for c in codes)
             raise ProviderError(f"smtp refused the recipient: {exc}", retryable=not permanent) from None
         except aiosmtplib.SMTPResponseException as exc:
-            raise ProviderError(f"smtp {exc.code}: {exc.message}", retryable=not 500 <= exc.code < 600) from None
+            raise ProviderError(
+                f"smtp {exc.code}: {exc.message}", retryable=not 500 <= exc.code < 600
+            ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise ProviderError(f"smtp unreachable: {exc!r}", retryable=True) from None
         return message["Message-ID"]

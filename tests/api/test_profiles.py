@@ -10,7 +10,14 @@ from tests.support.db import count
 
 
 async def test_create_get_patch_delete(api, tracking, workspace, engine):
-    r = await api.post("/api/v1/profiles", json={"email": "Ada@Example.com", "external_id": "ada", "traits": {"plan": "free", "address": {"city": "London", "zip": "N1"}}})
+    r = await api.post(
+        "/api/v1/profiles",
+        json={
+            "email": "Ada@Example.com",
+            "external_id": "ada",
+            "traits": {"plan": "free", "address": {"city": "London", "zip": "N1"}},
+        },
+    )
     assert r.status_code == 201, r.text
     profile = r.json()
     pid = profile["id"]
@@ -24,7 +31,9 @@ async def test_create_get_patch_delete(api, tracking, workspace, engine):
     assert detail["anonymous_ids"] == ["laptop"]
     assert [e["name"] for e in detail["events"]] == ["Viewed"]
 
-    r = await api.patch(f"/api/v1/profiles/{pid}", json={"traits": {"plan": "pro", "address": {"zip": None}, "vip": True}})
+    r = await api.patch(
+        f"/api/v1/profiles/{pid}", json={"traits": {"plan": "pro", "address": {"zip": None}, "vip": True}}
+    )
     assert r.status_code == 200
     assert r.json()["traits"] == {"plan": "pro", "address": {"city": "London"}, "vip": True}
 
@@ -40,7 +49,9 @@ async def test_create_get_patch_delete(api, tracking, workspace, engine):
 
 
 async def test_list_paginates_with_cursor(api, tracking):
-    await tracking.post("/track/batch", json={"batch": [{"userId": f"p{n:02}", "event": "E"} for n in range(25)]})
+    await tracking.post(
+        "/track/batch", json={"batch": [{"userId": f"p{n:02}", "event": "E"} for n in range(25)]}
+    )
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -58,8 +69,17 @@ async def test_list_paginates_with_cursor(api, tracking):
 
 
 async def test_list_filters(api, tracking):
-    await tracking.post("/identify", json={"userId": "f1", "email": "one@example.com", "traits": {"plan": "pro", "geo": {"country": "FR"}}})
-    await tracking.post("/identify", json={"userId": "f2", "traits": {"plan": "free", "geo": {"country": "FR"}, "age": 30}})
+    await tracking.post(
+        "/identify",
+        json={
+            "userId": "f1",
+            "email": "one@example.com",
+            "traits": {"plan": "pro", "geo": {"country": "FR"}},
+        },
+    )
+    await tracking.post(
+        "/identify", json={"userId": "f2", "traits": {"plan": "free", "geo": {"country": "FR"}, "age": 30}}
+    )
     by_email = (await api.get("/api/v1/profiles", params={"email": "ONE@example.com"})).json()["data"]
     assert [p["external_id"] for p in by_email] == ["f1"]
     by_ext = (await api.get("/api/v1/profiles", params={"external_id": "f2"})).json()["data"]
@@ -79,7 +99,9 @@ async def test_bad_requests_are_4xx(api):
     assert (await api.get("/api/v1/profiles/not-a-uuid")).status_code == 422
     assert (await api.post("/api/v1/profiles", json={"traits": {}})).status_code == 422
     assert (await api.post("/api/v1/profiles", json={"email": "nope"})).status_code == 422
-    assert (await api.post("/api/v1/profiles", content=b"{", headers={"Content-Type": "application/json"})).status_code in (400, 422)
+    assert (
+        await api.post("/api/v1/profiles", content=b"{", headers={"Content-Type": "application/json"})
+    ).status_code in (400, 422)
     assert (await api.post("/api/v1/profiles", json={"email": "a@b.co", "unknown": 1})).status_code == 422
 
 
@@ -99,9 +121,13 @@ async def test_workspaces_are_isolated(api, api_app, tracking, sessionmaker):
     async with httpx.AsyncClient(base_url=api_app.state.base_url, headers=headers) as other:
         assert (await other.get("/api/v1/profiles")).json()["data"] == []
         assert (await other.get(f"/api/v1/profiles/{mine['id']}")).status_code == 404
-        assert (await other.patch(f"/api/v1/profiles/{mine['id']}", json={"traits": {"x": 1}})).status_code == 404
+        assert (
+            await other.patch(f"/api/v1/profiles/{mine['id']}", json={"traits": {"x": 1}})
+        ).status_code == 404
         assert (await other.delete(f"/api/v1/profiles/{mine['id']}")).status_code == 404
-        assert (await other.get("/api/v1/profiles", params={"email": "mine@example.com"})).json()["data"] == []
+        assert (await other.get("/api/v1/profiles", params={"email": "mine@example.com"})).json()[
+            "data"
+        ] == []
         # The same email in another workspace is a different person.
         assert (await other.post("/api/v1/profiles", json={"email": "mine@example.com"})).status_code == 201
     assert (await api.get(f"/api/v1/profiles/{mine['id']}")).json()["traits"] == {}
@@ -113,11 +139,21 @@ async def test_keys(api_app, workspace, engine):
         assert (await client.get("/api/v1/profiles")).status_code == 401
         bad = await client.get("/api/v1/profiles", headers={"Authorization": "Bearer sk_wrong"})
         assert bad.status_code == 401 and bad.json()["error"] == "unauthorized"
-        public = await client.get("/api/v1/profiles", headers={"Authorization": f"Bearer {workspace.public_key}"})
+        public = await client.get(
+            "/api/v1/profiles", headers={"Authorization": f"Bearer {workspace.public_key}"}
+        )
         assert public.status_code == 403
     # Only hashes are stored: neither key appears anywhere in api_keys.
     async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT * FROM api_keys WHERE workspace_id = :ws"), {"ws": workspace.workspace_id})).mappings().all()
+        rows = (
+            (
+                await conn.execute(
+                    text("SELECT * FROM api_keys WHERE workspace_id = :ws"), {"ws": workspace.workspace_id}
+                )
+            )
+            .mappings()
+            .all()
+        )
     assert len(rows) == 2
     dump = repr([dict(r) for r in rows])
     assert workspace.public_key not in dump and workspace.secret_key not in dump

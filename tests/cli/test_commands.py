@@ -22,17 +22,28 @@ from worker.setup import EVENT_PARTITIONS_SCHEDULE
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def mp(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+async def mp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `mp ...` in a subprocess and capture its output."""
     full_env = {**os.environ, **(env or {})}
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-        env=full_env, cwd=ROOT, timeout=timeout,
+        subprocess.run,
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
 def _env(settings) -> dict[str, str]:
-    return {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "REDIS_PREFIX": settings.redis_prefix}
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+    }
 
 
 async def test_help_lists_every_command():
@@ -53,11 +64,13 @@ async def test_keys_create_json_gives_working_keys(settings, tracking_app, api_a
     assert keys["public_key"].startswith("pk_") and keys["secret_key"].startswith("sk_")
     async with httpx.AsyncClient() as client:
         tracked = await client.post(
-            f"{tracking_app.state.base_url}/track", json={"userId": "cli", "event": "E"},
+            f"{tracking_app.state.base_url}/track",
+            json={"userId": "cli", "event": "E"},
             headers={"Authorization": f"Bearer {keys['public_key']}"},
         )
         listed = await client.get(
-            f"{api_app.state.base_url}/api/v1/profiles", headers={"Authorization": f"Bearer {keys['secret_key']}"}
+            f"{api_app.state.base_url}/api/v1/profiles",
+            headers={"Authorization": f"Bearer {keys['secret_key']}"},
         )
     assert tracked.status_code == 200
     assert [p["external_id"] for p in listed.json()["data"]] == ["cli"]
@@ -82,7 +95,9 @@ async def test_db_upgrade_is_idempotent(settings, engine):
 
 async def test_seed_fills_a_workspace_with_progress(settings, engine):
     name = f"seed-{uuid.uuid4().hex[:8]}"
-    result = await mp("seed", "--workspace", name, "--profiles", "40", "--events-per-profile", "5", env=_env(settings))
+    result = await mp(
+        "seed", "--workspace", name, "--profiles", "40", "--events-per-profile", "5", env=_env(settings)
+    )
     assert result.returncode == 0, result.stderr
     assert "seeding" in result.stdout and "240/240" in result.stdout
     async with engine.connect() as conn:

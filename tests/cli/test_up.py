@@ -21,7 +21,14 @@ from tests.support.servers import free_port
 from tests.support.temporal import new_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
-PLATFORM_ENV = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "PORT", "TRACKING_PORT")
+PLATFORM_ENV = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "PORT",
+    "TRACKING_PORT",
+)
 
 
 class Up:
@@ -29,8 +36,12 @@ class Up:
 
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.ports = {
-            "MP_POSTGRES_PORT": free_port(), "MP_REDIS_PORT": free_port(), "MP_TEMPORAL_PORT": free_port(),
-            "MP_TEMPORAL_UI_PORT": free_port(), "PORT": free_port(), "TRACKING_PORT": free_port(),
+            "MP_POSTGRES_PORT": free_port(),
+            "MP_REDIS_PORT": free_port(),
+            "MP_TEMPORAL_PORT": free_port(),
+            "MP_TEMPORAL_UI_PORT": free_port(),
+            "PORT": free_port(),
+            "TRACKING_PORT": free_port(),
         }
         self.data_dir = tmp / ".mp"
         self.log = tmp / f"up-{time.monotonic_ns()}.log"
@@ -87,12 +98,14 @@ async def test_up_serves_everything_and_keeps_its_data(up_dir):
             assert needle in out
         async with httpx.AsyncClient(timeout=30) as client:
             tracked = await client.post(
-                first.url("TRACKING_PORT") + "/track", json={"userId": "first-run", "event": "Signed Up"},
+                first.url("TRACKING_PORT") + "/track",
+                json={"userId": "first-run", "event": "Signed Up"},
                 headers={"Authorization": f"Bearer {keys['public_key']}"},
             )
             assert tracked.status_code == 200, tracked.text
             listed = await client.get(
-                first.url("PORT") + "/api/v1/profiles", headers={"Authorization": f"Bearer {keys['secret_key']}"}
+                first.url("PORT") + "/api/v1/profiles",
+                headers={"Authorization": f"Bearer {keys['secret_key']}"},
             )
             assert [p["external_id"] for p in listed.json()["data"]] == ["first-run"]
             assert (await client.get(first.url("PORT") + "/docs")).status_code == 200
@@ -121,7 +134,8 @@ async def test_up_serves_everything_and_keeps_its_data(up_dir):
         assert second.keys() == keys
         async with httpx.AsyncClient(timeout=30) as client:
             listed = await client.get(
-                second.url("PORT") + "/api/v1/profiles", headers={"Authorization": f"Bearer {keys['secret_key']}"}
+                second.url("PORT") + "/api/v1/profiles",
+                headers={"Authorization": f"Bearer {keys['secret_key']}"},
             )
         assert [p["external_id"] for p in listed.json()["data"]] == ["first-run"]
     finally:
@@ -131,8 +145,12 @@ async def test_up_serves_everything_and_keeps_its_data(up_dir):
 @pytest.mark.timeout(300)
 async def test_up_uses_configured_services(up_dir, settings, temporal_address, temporal_client):
     namespace = await new_namespace(temporal_client, "up")
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "TEMPORAL_ADDRESS": temporal_address,
-           "TEMPORAL_NAMESPACE": namespace}
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "TEMPORAL_NAMESPACE": namespace,
+    }
     up = Up(up_dir, env)
     try:
         await up.wait_until_up()
@@ -145,7 +163,8 @@ async def test_up_uses_configured_services(up_dir, settings, temporal_address, t
         keys = up.keys()
         async with httpx.AsyncClient(timeout=30) as client:
             r = await client.post(
-                up.url("TRACKING_PORT") + "/identify", json={"userId": "ext"},
+                up.url("TRACKING_PORT") + "/identify",
+                json={"userId": "ext"},
                 headers={"Authorization": f"Bearer {keys['public_key']}"},
             )
         assert r.status_code == 200

@@ -30,6 +30,8 @@ async def test_tables_match_migrations(engine):
 async def test_events_indexes_exist(engine):
     async with engine.connect() as conn:
         names = set(
-            (await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'events'"))).scalars()
+            (
+                await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'events'"))
+            ).scalars()
         )
     assert {"events_idempotency_key", "events_profile_time_idx", "events_name_time_idx"} <= names

@@ -48,8 +48,13 @@ def moto_ses():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    client = boto3.client("sesv2", region_name="us-east-1", endpoint_url=url,
-                          aws_access_key_id="test", aws_secret_access_key="test")
+    client = boto3.client(
+        "sesv2",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     client.create_email_identity(EmailIdentity=SENDER)
     yield url
     server.stop()
@@ -65,10 +70,13 @@ def ses_sent_messages() -> list:
 
 async def make_template(api, **overrides) -> dict:
     body = {
-        "name": "Welcome", "subject": "Hi {{ profile.first_name }}", "from_email": SENDER, "from_name": "Team",
+        "name": "Welcome",
+        "subject": "Hi {{ profile.first_name }}",
+        "from_email": SENDER,
+        "from_name": "Team",
         "html": "<html><body><p>Hello {{ profile.first_name }}, code {{ data.code }}</p>"
-                "<a href='https://shop.example.com/deal?id=7&amp;x=1'>Deal</a>"
-                "<a href='{{ unsubscribe_url }}'>Unsubscribe</a></body></html>",
+        "<a href='https://shop.example.com/deal?id=7&amp;x=1'>Deal</a>"
+        "<a href='{{ unsubscribe_url }}'>Unsubscribe</a></body></html>",
     } | overrides
     r = await api.post("/api/v1/templates", json=body)
     assert r.status_code == 201, r.text
@@ -81,18 +89,34 @@ async def add_provider(api, name: str, kind: str, priority: int, **extra) -> dic
     return r.json()
 
 
-async def add_sendgrid(api, fake: FakeHTTPProvider, priority: int = 10, name: str = "sendgrid", **extra) -> dict:
-    return await add_provider(api, name, "sendgrid", priority, settings={"base_url": fake.base_url, "timeout": 3},
-                              credentials={"api_key": fake.token}, **extra)
+async def add_sendgrid(
+    api, fake: FakeHTTPProvider, priority: int = 10, name: str = "sendgrid", **extra
+) -> dict:
+    return await add_provider(
+        api,
+        name,
+        "sendgrid",
+        priority,
+        settings={"base_url": fake.base_url, "timeout": 3},
+        credentials={"api_key": fake.token},
+        **extra,
+    )
 
 
 async def add_mixmax(api, fake: FakeHTTPProvider, priority: int = 90, name: str = "mixmax") -> dict:
-    return await add_provider(api, name, "mixmax", priority, settings={"base_url": fake.base_url, "timeout": 3},
-                              credentials={"api_token": fake.token})
+    return await add_provider(
+        api,
+        name,
+        "mixmax",
+        priority,
+        settings={"base_url": fake.base_url, "timeout": 3},
+        credentials={"api_token": fake.token},
+    )
 
 
 async def send(api, template_id: str, email: str, wait: float = 20, **extra) -> dict:
-    r = await api.post("/api/v1/messages", params={"wait": wait},
-                       json={"template_id": template_id, "email": email, **extra})
+    r = await api.post(
+        "/api/v1/messages", params={"wait": wait}, json={"template_id": template_id, "email": email, **extra}
+    )
     assert r.status_code == 202, r.text
     return r.json()

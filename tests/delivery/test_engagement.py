@@ -28,9 +28,12 @@ def _path(url: str) -> str:
 
 async def _event_names(engine, workspace) -> list[str]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT name FROM events WHERE workspace_id = :ws AND name LIKE 'Email %' ORDER BY occurred_at, name"
-        ), {"ws": workspace.workspace_id})
+        rows = await conn.execute(
+            text(
+                "SELECT name FROM events WHERE workspace_id = :ws AND name LIKE 'Email %' ORDER BY occurred_at, name"
+            ),
+            {"ws": workspace.workspace_id},
+        )
         return [r[0] for r in rows]
 
 
@@ -74,8 +77,11 @@ async def test_unsubscribe_page_and_one_click(api, tracking_app, worker, sendgri
         page = await client.get(_path(header))
         assert page.status_code == 200 and "leaver@example.com" in page.text and "<form" in page.text
         assert (await api.get("/api/v1/suppressions")).json()["data"] == []  # a GET changes nothing
-        done = await client.post(_path(header), content=b"List-Unsubscribe=One-Click",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        done = await client.post(
+            _path(header),
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert done.status_code == 200 and "Unsubscribed" in done.text
         again = await client.post(_path(header), content=b"List-Unsubscribe=One-Click")
         assert again.status_code == 200
@@ -90,31 +96,56 @@ async def test_unsubscribe_page_and_one_click(api, tracking_app, worker, sendgri
 
 async def test_sendgrid_webhook_signed_events(api, tracking_app, worker, sendgrid, engine, workspace):
     key = ec.generate_private_key(ec.SECP256R1())
-    public = base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    public = base64.b64encode(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
     provider = await add_sendgrid(api, sendgrid)
-    await api.patch(f"/api/v1/providers/{provider['id']}",
-                    json={"settings": {"base_url": sendgrid.base_url, "webhook_public_key": public}})
+    await api.patch(
+        f"/api/v1/providers/{provider['id']}",
+        json={"settings": {"base_url": sendgrid.base_url, "webhook_public_key": public}},
+    )
     template = await make_template(api)
     message = await send(api, template["id"], "bouncer@example.com")
     now = int(dt.datetime.now(dt.UTC).timestamp())
-    batch = orjson.dumps([
-        {"email": "bouncer@example.com", "event": "delivered", "sg_event_id": "ev-1", "timestamp": now,
-         "sg_message_id": f"{message['provider_message_id']}.filter", "mp_message_id": message["id"]},
-        {"email": "bouncer@example.com", "event": "bounce", "type": "bounce", "reason": "550 no mailbox",
-         "sg_event_id": "ev-2", "timestamp": now + 1, "mp_message_id": message["id"]},
-    ])
+    batch = orjson.dumps(
+        [
+            {
+                "email": "bouncer@example.com",
+                "event": "delivered",
+                "sg_event_id": "ev-1",
+                "timestamp": now,
+                "sg_message_id": f"{message['provider_message_id']}.filter",
+                "mp_message_id": message["id"],
+            },
+            {
+                "email": "bouncer@example.com",
+                "event": "bounce",
+                "type": "bounce",
+                "reason": "550 no mailbox",
+                "sg_event_id": "ev-2",
+                "timestamp": now + 1,
+                "mp_message_id": message["id"],
+            },
+        ]
+    )
     stamp = str(now)
 
     def signed(body: bytes) -> dict[str, str]:
         signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-                "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"}
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+            "Content-Type": "application/json",
+        }
 
     url = f"/webhooks/sendgrid/{provider['id']}"
     async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
         forged = dict(signed(batch))
-        forged["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(b"\x30\x06\x02\x01\x01\x02\x01\x01").decode()
+        forged["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(
+            b"\x30\x06\x02\x01\x01\x02\x01\x01"
+        ).decode()
         assert (await client.post(url, content=batch, headers=forged)).status_code == 401
         tampered = batch.replace(b"550 no mailbox", b"250 ok")
         assert (await client.post(url, content=tampered, headers=signed(batch))).status_code == 401
@@ -136,9 +167,16 @@ def _sns_cert() -> tuple[rsa.RSAPrivateKey, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return key, cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -154,28 +192,50 @@ async def test_ses_events_through_signed_sns(api, tracking_app, worker, moto_ses
 
     sns = FakeHTTPProvider(extra_routes={"/cert.pem": text_route(pem), "/confirm": confirm})
     async with serve(sns.app()) as sns_url:
-        provider = await add_provider(api, "ses", "ses", 1, settings={"endpoint_url": moto_ses},
-                                      credentials={"access_key_id": "test", "secret_access_key": "test"})
+        provider = await add_provider(
+            api,
+            "ses",
+            "ses",
+            1,
+            settings={"endpoint_url": moto_ses},
+            credentials={"access_key_id": "test", "secret_access_key": "test"},
+        )
         template = await make_template(api)
         message = await send(api, template["id"], "complainer@example.com")
         assert message["status"] == "sent"
 
         def sns_message(kind: str, **fields) -> dict:
-            msg = {"Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": "arn:aws:sns:us-east-1:1:ses",
-                   "Timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-                   "SignatureVersion": "2", "SigningCertURL": f"{sns_url}/cert.pem", **fields}
+            msg = {
+                "Type": kind,
+                "MessageId": str(uuid.uuid4()),
+                "TopicArn": "arn:aws:sns:us-east-1:1:ses",
+                "Timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                "SignatureVersion": "2",
+                "SigningCertURL": f"{sns_url}/cert.pem",
+                **fields,
+            }
             signature = key.sign(sns_string_to_sign(msg), padding.PKCS1v15(), hashes.SHA256())
             msg["Signature"] = base64.b64encode(signature).decode()
             return msg
 
         url = f"/webhooks/ses/{provider['id']}"
-        complaint = sns_message("Notification", Message=orjson.dumps({
-            "eventType": "Complaint", "mail": {"messageId": message["provider_message_id"]},
-            "complaint": {"complainedRecipients": [{"emailAddress": "complainer@example.com"}]},
-        }).decode())
+        complaint = sns_message(
+            "Notification",
+            Message=orjson.dumps(
+                {
+                    "eventType": "Complaint",
+                    "mail": {"messageId": message["provider_message_id"]},
+                    "complaint": {"complainedRecipients": [{"emailAddress": "complainer@example.com"}]},
+                }
+            ).decode(),
+        )
         async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
-            subscribe = sns_message("SubscriptionConfirmation", Message="confirm", Token="t",
-                                    SubscribeURL=f"{sns_url}/confirm?token=t")
+            subscribe = sns_message(
+                "SubscriptionConfirmation",
+                Message="confirm",
+                Token="t",
+                SubscribeURL=f"{sns_url}/confirm?token=t",
+            )
             assert (await client.post(url, content=orjson.dumps(subscribe))).status_code == 200
             assert len(confirmations) == 1
 

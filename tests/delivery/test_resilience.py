@@ -24,11 +24,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
     rate, per_process = 5.0, 10
-    config = {"redis_url": settings.redis_url, "prefix": settings.redis_prefix, "provider_id": str(uuid.uuid4()),
-              "base_url": sendgrid.base_url, "token": sendgrid.token, "rate": rate, "count": per_process}
+    config = {
+        "redis_url": settings.redis_url,
+        "prefix": settings.redis_prefix,
+        "provider_id": str(uuid.uuid4()),
+        "base_url": sendgrid.base_url,
+        "token": sendgrid.token,
+        "rate": rate,
+        "count": per_process,
+    }
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.support.rate_limit_sender", json.dumps(config | {"name": name})],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.rate_limit_sender", json.dumps(config | {"name": name})],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         for name in ("w1", "w2")
     ]
     codes = await asyncio.gather(*(asyncio.to_thread(p.wait, 120) for p in procs))
@@ -39,35 +49,52 @@ async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
     # A bucket of `rate` tokens refilled at `rate`/s: 20 messages need at least
     # (20 - 5) / 5 = 3 s in all. Two separate limits would finish in about 1 s.
     span = sendgrid.received_at[-1] - sendgrid.received_at[0]
-    assert span >= (2 * per_process - rate) / rate - 0.3, f"20 messages in {span:.2f}s: the limit was not shared"
+    assert span >= (2 * per_process - rate) / rate - 0.3, (
+        f"20 messages in {span:.2f}s: the limit was not shared"
+    )
     for n, at in enumerate(sendgrid.received_at):
         in_window = sum(1 for t in sendgrid.received_at if at <= t < at + 1.0)
         assert in_window <= 2 * rate + 1, f"{in_window} sends within one second from #{n}"
 
 
-async def test_worker_killed_mid_send_does_not_send_twice(api, sendgrid, settings, temporal_client, engine,
-                                                          redis_client, sessionmaker, workspace):
+async def test_worker_killed_mid_send_does_not_send_twice(
+    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace
+):
     from worker.main import WORKFLOWS, build_activities
 
     await add_sendgrid(api, sendgrid)
     template = await make_template(api)
     async with sessionmaker() as session, session.begin():
         row, _ = await service.create_message(
-            session, workspace.workspace_id,
+            session,
+            workspace.workspace_id,
             MessageCreate(template_id=template["id"], email="crash@example.com"),
         )
     queue = f"{settings.temporal_task_queue}-crash"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": settings.database_url,
-           "REDIS_URL": settings.redis_url, "REDIS_PREFIX": settings.redis_prefix,
-           "TEMPORAL_ADDRESS": settings.temporal_address, "TEMPORAL_TASK_QUEUE": queue,
-           "SECRET_KEY": settings.secret_key}
-    doomed = subprocess.Popen([sys.executable, "-m", "cli", "worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "TEMPORAL_TASK_QUEUE": queue,
+        "SECRET_KEY": settings.secret_key,
+    }
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     sendgrid.mode = "accept-then-hang"  # the provider takes the message, the answer never comes
     handle = await temporal_client.start_workflow(
         "SendMessageWorkflow",
         SendEmailInput(workspace_id=workspace.workspace_id, message_id=row["id"], heartbeat_seconds=2),
-        id=f"message:{row['id']}", task_queue=queue, result_type=SendEmailResult,
+        id=f"message:{row['id']}",
+        task_queue=queue,
+        result_type=SendEmailResult,
     )
     try:
         for _ in range(200):
@@ -81,8 +108,12 @@ async def test_worker_killed_mid_send_does_not_send_twice(api, sendgrid, setting
         if doomed.poll() is None:
             doomed.kill()
     sendgrid.mode = "ok"
-    async with Worker(temporal_client, task_queue=queue, workflows=WORKFLOWS,
-                      activities=build_activities(engine, redis_client, settings)):
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(engine, redis_client, settings),
+    ):
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "unknown", result
     assert len(sendgrid.received) == 1, "the retried activity sent the message again"

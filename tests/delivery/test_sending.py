@@ -21,8 +21,12 @@ from tests.support.servers import free_port
 
 async def _events(engine, workspace, name: str) -> int:
     async with engine.connect() as conn:
-        return (await conn.execute(text("SELECT count(*) FROM events WHERE workspace_id = :ws AND name = :n"),
-                                   {"ws": workspace.workspace_id, "n": name})).scalar()
+        return (
+            await conn.execute(
+                text("SELECT count(*) FROM events WHERE workspace_id = :ws AND name = :n"),
+                {"ws": workspace.workspace_id, "n": name},
+            )
+        ).scalar()
 
 
 async def test_sendgrid_sends_with_tracking_and_unsubscribe_headers(api, worker, sendgrid, engine, workspace):
@@ -36,7 +40,10 @@ async def test_sendgrid_sends_with_tracking_and_unsubscribe_headers(api, worker,
     [payload] = sendgrid.received
     assert payload["personalizations"][0]["to"] == [{"email": "ada@example.com"}]
     assert payload["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert payload["headers"]["List-Unsubscribe"].startswith("<http") and "/u/" in payload["headers"]["List-Unsubscribe"]
+    assert (
+        payload["headers"]["List-Unsubscribe"].startswith("<http")
+        and "/u/" in payload["headers"]["List-Unsubscribe"]
+    )
     assert payload["custom_args"]["mp_message_id"] == message["id"]
     html = next(c["value"] for c in payload["content"] if c["type"] == "text/html")
     assert "code X1" in html and "shop.example.com" not in html and "/c/" in html and "/o/" in html
@@ -47,15 +54,26 @@ async def test_sendgrid_sends_with_tracking_and_unsubscribe_headers(api, worker,
 
 async def test_primary_down_secondary_delivers_each_once(api, worker, mixmax, engine, workspace):
     # The primary's port has nothing listening: connection refused.
-    await add_provider(api, "down", "sendgrid", 1, settings={"base_url": f"http://127.0.0.1:{free_port()}", "timeout": 2},
-                       credentials={"api_key": "k"})
+    await add_provider(
+        api,
+        "down",
+        "sendgrid",
+        1,
+        settings={"base_url": f"http://127.0.0.1:{free_port()}", "timeout": 2},
+        credentials={"api_key": "k"},
+    )
     await add_mixmax(api, mixmax)
     template = await make_template(api)
     results = await asyncio.gather(*(send(api, template["id"], f"user{n}@example.com") for n in range(5)))
     assert all(r["status"] == "sent" and r["provider"] == "mixmax" for r in results), results
-    assert sorted(m["to"][0]["address"] for m in mixmax.received) == sorted(f"user{n}@example.com" for n in range(5))
+    assert sorted(m["to"][0]["address"] for m in mixmax.received) == sorted(
+        f"user{n}@example.com" for n in range(5)
+    )
     assert await _events(engine, workspace, "Email Sent") == 5
-    assert results[0]["attempts"][0]["provider"] == "down" and results[0]["attempts"][0]["outcome"] in ("failed", "skipped-open")
+    assert results[0]["attempts"][0]["provider"] == "down" and results[0]["attempts"][0]["outcome"] in (
+        "failed",
+        "skipped-open",
+    )
 
 
 async def test_breaker_opens_skips_half_opens_and_closes(api, worker, sendgrid, mixmax, settings):
@@ -138,21 +156,36 @@ async def test_no_provider_available_retries_until_one_is(api, worker, sendgrid)
 
 
 async def test_ses_through_moto_server(api, worker, moto_ses):
-    await add_provider(api, "ses", "ses", 1, settings={"region": "us-east-1", "endpoint_url": moto_ses},
-                       credentials={"access_key_id": "test", "secret_access_key": "test"})
+    await add_provider(
+        api,
+        "ses",
+        "ses",
+        1,
+        settings={"region": "us-east-1", "endpoint_url": moto_ses},
+        credentials={"access_key_id": "test", "secret_access_key": "test"},
+    )
     template = await make_template(api)
     before = len(ses_sent_messages())
     message = await send(api, template["id"], "ses-user@example.com", data={"code": "S3"})
     assert message["status"] == "sent" and message["provider"] == "ses", message
     raw = ses_sent_messages()[before]
     parsed = email_lib.message_from_string(raw.raw_data)
-    assert parsed["To"] == "ses-user@example.com" and parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        parsed["To"] == "ses-user@example.com"
+        and parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    )
     assert raw.id == message["provider_message_id"]
 
 
 async def test_ses_rejection_is_permanent(api, worker, moto_ses, mixmax):
-    await add_provider(api, "ses", "ses", 1, settings={"region": "us-east-1", "endpoint_url": moto_ses},
-                       credentials={"access_key_id": "test", "secret_access_key": "test"})
+    await add_provider(
+        api,
+        "ses",
+        "ses",
+        1,
+        settings={"region": "us-east-1", "endpoint_url": moto_ses},
+        credentials={"access_key_id": "test", "secret_access_key": "test"},
+    )
     await add_mixmax(api, mixmax)
     template = await make_template(api, from_email="unverified@elsewhere.example")
     message = await send(api, template["id"], "x@example.com")
@@ -179,8 +212,14 @@ async def test_smtp_delivers_and_classifies_refusals(api, worker, smtp_server, m
 
 
 async def test_hanging_primary_times_out_and_fails_over(api, worker, sendgrid, mixmax):
-    await add_provider(api, "slow", "sendgrid", 1, settings={"base_url": sendgrid.base_url, "timeout": 1},
-                       credentials={"api_key": sendgrid.token})
+    await add_provider(
+        api,
+        "slow",
+        "sendgrid",
+        1,
+        settings={"base_url": sendgrid.base_url, "timeout": 1},
+        credentials={"api_key": sendgrid.token},
+    )
     await add_mixmax(api, mixmax)
     template = await make_template(api)
     sendgrid.mode = "hang"

@@ -25,14 +25,21 @@ TODAY = NOW.date()
 REF_SEGMENTS = [uuid.UUID(int=i + 1) for i in range(2)]
 
 words = st.sampled_from(["pro", "Pro", "PRO", "free", "adam", "Ada Lovelace", "Ünïcode", "ß", "x", "", "vip"])
-dates = st.sampled_from([
-    (TODAY - timedelta(days=d)).isoformat() for d in (0, 1, 6, 7, 8, 29, 30, 31, 400)
-] + [f"{TODAY.isoformat()}T10:00:00Z", "2026-02-30", "20261120", "1999-01-01T00:00:00+05:00",
-     (TODAY + timedelta(days=2)).isoformat()])
+dates = st.sampled_from(
+    [(TODAY - timedelta(days=d)).isoformat() for d in (0, 1, 6, 7, 8, 29, 30, 31, 400)]
+    + [
+        f"{TODAY.isoformat()}T10:00:00Z",
+        "2026-02-30",
+        "20261120",
+        "1999-01-01T00:00:00+05:00",
+        (TODAY + timedelta(days=2)).isoformat(),
+    ]
+)
 numbers = st.one_of(st.integers(-5, 100), st.sampled_from([0.5, 2.5, -0.25, 30.0, 1e20, 99.99]))
 scalars = st.one_of(words, dates, numbers, st.booleans())
 json_values = st.one_of(
-    scalars, st.none(),
+    scalars,
+    st.none(),
     st.lists(st.one_of(words, numbers), max_size=3),
     st.fixed_dictionaries({"city": st.one_of(words, numbers)}),
 )
@@ -44,15 +51,35 @@ properties = st.fixed_dictionaries(
     {}, optional={"revenue": numbers, "campaign_id": st.sampled_from(["c1", "c2"]), "path": words}
 )
 offsets = st.one_of(
-    st.sampled_from([timedelta(0), timedelta(days=7), timedelta(days=30), timedelta(hours=24), timedelta(days=-1)]),
+    st.sampled_from(
+        [timedelta(0), timedelta(days=7), timedelta(days=30), timedelta(hours=24), timedelta(days=-1)]
+    ),
     st.integers(0, 60 * 86400).map(lambda s: timedelta(seconds=s)),
 )
 
 
 @st.composite
 def comparisons(draw, path_strategy=paths):
-    op = draw(st.sampled_from(["eq", "neq", "gt", "gte", "lt", "lte", "contains", "starts_with", "in",
-                               "exists", "not_exists", "before", "after", "within_last"]))
+    op = draw(
+        st.sampled_from(
+            [
+                "eq",
+                "neq",
+                "gt",
+                "gte",
+                "lt",
+                "lte",
+                "contains",
+                "starts_with",
+                "in",
+                "exists",
+                "not_exists",
+                "before",
+                "after",
+                "within_last",
+            ]
+        )
+    )
     value: object
     if op in ("exists", "not_exists"):
         value = None
@@ -91,17 +118,26 @@ def leaves(draw):
     if kind == "trait":
         return {"type": "trait", **draw(comparisons())}
     if kind == "segment":
-        return {"type": "segment", "segment_id": str(draw(st.sampled_from(REF_SEGMENTS))),
-                "op": draw(st.sampled_from(["member", "not_member"]))}
+        return {
+            "type": "segment",
+            "segment_id": str(draw(st.sampled_from(REF_SEGMENTS))),
+            "op": draw(st.sampled_from(["member", "not_member"])),
+        }
     if kind == "email":
         node = {"type": "email", "action": "opened"}
         if draw(st.booleans()):
             node["campaign_id"] = draw(st.sampled_from(["c1", "c2"]))
     else:
         node = {
-            "type": "event", "name": draw(event_names),
-            "where": draw(st.lists(comparisons(st.sampled_from(["revenue", "campaign_id", "path"])), max_size=2)),
-            "count": {"op": draw(st.sampled_from([">=", "<=", "=", ">", "<"])), "value": draw(st.integers(0, 3))},
+            "type": "event",
+            "name": draw(event_names),
+            "where": draw(
+                st.lists(comparisons(st.sampled_from(["revenue", "campaign_id", "path"])), max_size=2)
+            ),
+            "count": {
+                "op": draw(st.sampled_from([">=", "<=", "=", ">", "<"])),
+                "value": draw(st.integers(0, 3)),
+            },
         }
     window = draw(windows())
     if window is not None:
@@ -125,7 +161,8 @@ people = st.lists(
         st.lists(st.tuples(event_names, properties, offsets), max_size=5),
         st.sets(st.sampled_from(REF_SEGMENTS)),
     ),
-    min_size=1, max_size=6,
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -139,12 +176,23 @@ async def _seed(engine, population) -> tuple[uuid.UUID, list[uuid.UUID]]:
             ids.append(pid)
             await conn.execute(insert(profiles).values(id=pid, workspace_id=ws, traits=person_traits))
             for n, (name, props, offset) in enumerate(person_events):
-                await conn.execute(insert(events).values(
-                    id=uuid7(), workspace_id=ws, profile_id=pid, type="track", name=name, properties=props,
-                    occurred_at=NOW - offset, received_at=NOW, message_id=f"{pid}-{n}",
-                ))
+                await conn.execute(
+                    insert(events).values(
+                        id=uuid7(),
+                        workspace_id=ws,
+                        profile_id=pid,
+                        type="track",
+                        name=name,
+                        properties=props,
+                        occurred_at=NOW - offset,
+                        received_at=NOW,
+                        message_id=f"{pid}-{n}",
+                    )
+                )
             for ref in member_of:
-                await conn.execute(insert(segment_memberships).values(segment_id=ref, profile_id=pid, workspace_id=ws))
+                await conn.execute(
+                    insert(segment_memberships).values(segment_id=ref, profile_id=pid, workspace_id=ws)
+                )
     return ws, ids
 
 
@@ -157,7 +205,9 @@ async def reference_segments(engine):
         for ref in REF_SEGMENTS:
             await conn.execute(
                 pg_insert(segments)
-                .values(id=ref, workspace_id=ws, name=f"ref-{ref}", definition={"type": "all", "conditions": []})
+                .values(
+                    id=ref, workspace_id=ws, name=f"ref-{ref}", definition={"type": "all", "conditions": []}
+                )
                 .on_conflict_do_nothing()
             )
     return REF_SEGMENTS

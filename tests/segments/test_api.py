@@ -11,7 +11,12 @@ from sqlalchemy import text
 from tests.conftest import new_workspace
 
 PRO = {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}
-BUYER = {"type": "event", "name": "Order Completed", "count": {"op": ">=", "value": 2}, "within": {"last": 30}}
+BUYER = {
+    "type": "event",
+    "name": "Order Completed",
+    "count": {"op": ">=", "value": 2},
+    "within": {"last": 30},
+}
 
 
 async def _seed(tracking) -> None:
@@ -34,7 +39,11 @@ async def test_crud_and_versions(api):
     assert (await api.post("/api/v1/segments", json={"name": "Pro", "definition": PRO})).status_code == 409
     listed = (await api.get("/api/v1/segments")).json()
     assert [s["id"] for s in listed["data"]] == [seg["id"]]
-    patched = (await api.patch(f"/api/v1/segments/{seg['id']}", json={"definition": {"type": "all", "conditions": [PRO, BUYER]}})).json()
+    patched = (
+        await api.patch(
+            f"/api/v1/segments/{seg['id']}", json={"definition": {"type": "all", "conditions": [PRO, BUYER]}}
+        )
+    ).json()
     assert patched["version"] == 2 and patched["definition"]["type"] == "all"
     renamed = (await api.patch(f"/api/v1/segments/{seg['id']}", json={"name": "Pro buyers"})).json()
     assert renamed["name"] == "Pro buyers" and renamed["version"] == 2
@@ -44,14 +53,35 @@ async def test_crud_and_versions(api):
 
 async def test_invalid_definitions_name_the_bad_node(api):
     cases = [
-        ({"type": "all", "conditions": [PRO, {"type": "trait", "path": "age", "op": "gt", "value": "old"}]},
-         "body.definition.all.conditions.1.trait", "numbers"),
+        (
+            {
+                "type": "all",
+                "conditions": [PRO, {"type": "trait", "path": "age", "op": "gt", "value": "old"}],
+            },
+            "body.definition.all.conditions.1.trait",
+            "numbers",
+        ),
         ({"type": "any", "conditions": [{"type": "bogus"}]}, "body.definition.any.conditions.0", "tag"),
-        ({"type": "trait", "path": "bad path!", "op": "eq", "value": 1}, "body.definition.trait.path", "pattern"),
-        ({"type": "event", "name": "X", "within": {"last": 3, "from": "2026-01-01T00:00:00Z"}},
-         "body.definition.event.within", "either"),
-        ({"type": "event", "name": "X", "count": {"op": "~", "value": 1}}, "body.definition.event.count.op", ""),
-        ({"type": "trait", "path": "d", "op": "before", "value": "yesterday"}, "body.definition.trait", "date"),
+        (
+            {"type": "trait", "path": "bad path!", "op": "eq", "value": 1},
+            "body.definition.trait.path",
+            "pattern",
+        ),
+        (
+            {"type": "event", "name": "X", "within": {"last": 3, "from": "2026-01-01T00:00:00Z"}},
+            "body.definition.event.within",
+            "either",
+        ),
+        (
+            {"type": "event", "name": "X", "count": {"op": "~", "value": 1}},
+            "body.definition.event.count.op",
+            "",
+        ),
+        (
+            {"type": "trait", "path": "d", "op": "before", "value": "yesterday"},
+            "body.definition.trait",
+            "date",
+        ),
     ]
     for definition, loc, words in cases:
         r = await api.post("/api/v1/segments", json={"name": "bad", "definition": definition})
@@ -73,14 +103,24 @@ async def test_references_must_exist_and_not_cycle(api, sessionmaker, api_app):
     ref_b = {"type": "segment", "segment_id": b["id"], "op": "not_member"}
     cycle = await api.patch(f"/api/v1/segments/{a['id']}", json={"definition": ref_b})
     assert cycle.status_code == 422 and "cycle" in str(cycle.json()["detail"])
-    selfref = await api.patch(f"/api/v1/segments/{a['id']}", json={"definition": {"type": "segment", "segment_id": a["id"]}})
+    selfref = await api.patch(
+        f"/api/v1/segments/{a['id']}", json={"definition": {"type": "segment", "segment_id": a["id"]}}
+    )
     assert selfref.status_code == 422
-    missing = await api.post("/api/v1/segments", json={"name": "C", "definition": {"type": "segment", "segment_id": "00000000-0000-0000-0000-000000000009"}})
+    missing = await api.post(
+        "/api/v1/segments",
+        json={
+            "name": "C",
+            "definition": {"type": "segment", "segment_id": "00000000-0000-0000-0000-000000000009"},
+        },
+    )
     assert missing.status_code == 422
     assert (await api.delete(f"/api/v1/segments/{a['id']}")).status_code == 409
     # Another workspace can neither see nor reference these.
     other = await new_workspace(sessionmaker)
-    async with httpx.AsyncClient(base_url=api_app.state.base_url, headers={"Authorization": f"Bearer {other.secret_key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=api_app.state.base_url, headers={"Authorization": f"Bearer {other.secret_key}"}
+    ) as client:
         assert (await client.get(f"/api/v1/segments/{a['id']}")).status_code == 404
         assert (await client.get("/api/v1/segments")).json()["data"] == []
         stolen = await client.post("/api/v1/segments/estimate", json={"definition": ref_a})
@@ -89,18 +129,26 @@ async def test_references_must_exist_and_not_cycle(api, sessionmaker, api_app):
 
 async def test_estimate_counts_without_saving(api, tracking, engine, workspace):
     await _seed(tracking)
-    r = await api.post("/api/v1/segments/estimate", json={"definition": {"type": "all", "conditions": [PRO, BUYER]}})
+    r = await api.post(
+        "/api/v1/segments/estimate", json={"definition": {"type": "all", "conditions": [PRO, BUYER]}}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] == 1 and [p["external_id"] for p in body["sample"]] == ["ann"]
     r = await api.post("/api/v1/segments/estimate", json={"definition": PRO, "sample_size": 0})
     assert r.json()["count"] == 2 and r.json()["sample"] == []
     async with engine.connect() as conn:
-        saved = (await conn.execute(text("SELECT count(*) FROM segments WHERE workspace_id = :ws"), {"ws": workspace.workspace_id})).scalar()
+        saved = (
+            await conn.execute(
+                text("SELECT count(*) FROM segments WHERE workspace_id = :ws"), {"ws": workspace.workspace_id}
+            )
+        ).scalar()
     assert saved == 0
 
 
-async def test_recalculate_runs_the_workflow_and_stores_members(api, tracking, worker, temporal_client, engine, workspace):
+async def test_recalculate_runs_the_workflow_and_stores_members(
+    api, tracking, worker, temporal_client, engine, workspace
+):
     await _seed(tracking)
     seg = (await api.post("/api/v1/segments", json={"name": "Pro", "definition": PRO})).json()
     r = await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})
@@ -112,7 +160,11 @@ async def test_recalculate_runs_the_workflow_and_stores_members(api, tracking, w
 
     # Members page through with a cursor.
     first = (await api.get(f"/api/v1/segments/{seg['id']}/members", params={"limit": 1})).json()
-    second = (await api.get(f"/api/v1/segments/{seg['id']}/members", params={"limit": 1, "cursor": first["next_cursor"]})).json()
+    second = (
+        await api.get(
+            f"/api/v1/segments/{seg['id']}/members", params={"limit": 1, "cursor": first["next_cursor"]}
+        )
+    ).json()
     assert second["next_cursor"] is None
     assert {m["external_id"] for m in first["data"] + second["data"]} == {"ann", "bob"}
 
@@ -121,11 +173,20 @@ async def test_recalculate_runs_the_workflow_and_stores_members(api, tracking, w
     again = (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()
     assert (again["member_count"], again["entered"], again["exited"]) == (1, 0, 1)
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT e.name, p.external_id, e.properties->>'segment_id' FROM events e JOIN profiles p ON p.id = e.profile_id "
-            "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' ORDER BY e.occurred_at, p.external_id"
-        ), {"ws": workspace.workspace_id})).all()
-    assert [(n, who) for n, who, _ in rows] == [("Segment Entered", "ann"), ("Segment Entered", "bob"), ("Segment Exited", "bob")]
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT e.name, p.external_id, e.properties->>'segment_id' FROM events e JOIN profiles p ON p.id = e.profile_id "
+                    "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' ORDER BY e.occurred_at, p.external_id"
+                ),
+                {"ws": workspace.workspace_id},
+            )
+        ).all()
+    assert [(n, who) for n, who, _ in rows] == [
+        ("Segment Entered", "ann"),
+        ("Segment Entered", "bob"),
+        ("Segment Exited", "bob"),
+    ]
     assert {sid for _, _, sid in rows} == {seg["id"]}
 
     # The runs are found in Temporal by workspace (visibility catches up eventually).
@@ -144,14 +205,18 @@ async def test_check_one_profile_now(api, tracking):
     bob = (await api.get("/api/v1/profiles", params={"external_id": "bob"})).json()["data"][0]["id"]
     assert (await api.get(f"/api/v1/segments/{seg['id']}/profiles/{ann}")).json()["member"] is True
     assert (await api.get(f"/api/v1/segments/{seg['id']}/profiles/{bob}")).json()["member"] is False
-    assert (await api.get(f"/api/v1/segments/{seg['id']}/profiles/00000000-0000-0000-0000-000000000000")).status_code == 404
+    assert (
+        await api.get(f"/api/v1/segments/{seg['id']}/profiles/00000000-0000-0000-0000-000000000000")
+    ).status_code == 404
 
 
 async def test_workspace_refresh_interval(api):
     assert (await api.get("/api/v1/workspace/settings")).json() == {"segment_refresh_minutes": 5}
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
-    assert (await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 0})).status_code == 422
+    assert (
+        await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 0})
+    ).status_code == 422
 
 
 async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
@@ -159,11 +224,11 @@ async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
     from tests.support.servers import free_port, serve
 
     app = create_app(settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"}))
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"},
-                                     timeout=30) as client:
-            seg = (await client.post("/api/v1/segments", json={"name": "P", "definition": PRO})).json()
-            r = await client.post(f"/api/v1/segments/{seg['id']}/recalculate")
-            assert r.status_code == 503 and r.json()["error"] == "unavailable"
-            # Everything that does not need Temporal still works.
-            assert (await client.get(f"/api/v1/segments/{seg['id']}")).status_code == 200
+    async with serve(app) as url, httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
+    ) as client:
+        seg = (await client.post("/api/v1/segments", json={"name": "P", "definition": PRO})).json()
+        r = await client.post(f"/api/v1/segments/{seg['id']}/recalculate")
+        assert r.status_code == 503 and r.json()["error"] == "unavailable"
+        # Everything that does not need Temporal still works.
+        assert (await client.get(f"/api/v1/segments/{seg['id']}")).status_code == 200

@@ -32,8 +32,15 @@ async def _profile_id(api, external_id: str) -> str:
 
 async def test_tracked_event_enters_segment_within_seconds(api, tracking, worker, engine, workspace):
     await tracking.post("/identify", json={"userId": "dan", "traits": {"plan": "free"}})
-    seg = (await api.post("/api/v1/segments", json={"name": "Bought", "definition": {
-        "type": "event", "name": "Order Completed", "within": {"last": 7}}})).json()
+    seg = (
+        await api.post(
+            "/api/v1/segments",
+            json={
+                "name": "Bought",
+                "definition": {"type": "event", "name": "Order Completed", "within": {"last": 7}},
+            },
+        )
+    ).json()
     first = (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()
     assert first["member_count"] == 0
 
@@ -46,17 +53,26 @@ async def test_tracked_event_enters_segment_within_seconds(api, tracking, worker
     members = await _wait_for(dan_is_member)
     assert [m["external_id"] for m in members] == ["dan"]
     async with engine.connect() as conn:
-        entered = (await conn.execute(text(
-            "SELECT count(*) FROM events WHERE workspace_id = :ws AND name = 'Segment Entered'"
-        ), {"ws": workspace.workspace_id})).scalar()
+        entered = (
+            await conn.execute(
+                text("SELECT count(*) FROM events WHERE workspace_id = :ws AND name = 'Segment Entered'"),
+                {"ws": workspace.workspace_id},
+            )
+        ).scalar()
     assert entered == 1
 
 
 async def test_trait_change_exits_segment_within_seconds(api, tracking, worker):
     await tracking.post("/identify", json={"userId": "eve", "traits": {"plan": "pro"}})
-    seg = (await api.post("/api/v1/segments", json={"name": "Pro", "definition": {
-        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})).json()
-    assert (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()["member_count"] == 1
+    seg = (
+        await api.post(
+            "/api/v1/segments",
+            json={"name": "Pro", "definition": {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}},
+        )
+    ).json()
+    assert (await api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})).json()[
+        "member_count"
+    ] == 1
 
     await asyncio.sleep(0.5)
     await tracking.post("/identify", json={"userId": "eve", "traits": {"plan": "free"}})
@@ -71,29 +87,47 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
     api, tracking, worker, temporal_client, settings, engine, workspace
 ):
     await tracking.post("/identify", json={"userId": "fay", "traits": {"plan": "pro"}})
-    due = (await api.post("/api/v1/segments", json={"name": "Due", "definition": {
-        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})).json()
-    busy = (await api.post("/api/v1/segments", json={"name": "Busy", "definition": {
-        "type": "trait", "path": "plan", "op": "exists"}})).json()
+    due = (
+        await api.post(
+            "/api/v1/segments",
+            json={"name": "Due", "definition": {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}},
+        )
+    ).json()
+    busy = (
+        await api.post(
+            "/api/v1/segments",
+            json={"name": "Busy", "definition": {"type": "trait", "path": "plan", "op": "exists"}},
+        )
+    ).json()
 
     # Hold Busy's lock so its refresh stays running.
     async with engine.connect() as holder:
         await holder.execute(text("BEGIN"))
-        await holder.execute(text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": busy["id"]})
+        await holder.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('segment:' || :sid))"), {"sid": busy["id"]}
+        )
         api_run = await api.post(f"/api/v1/segments/{busy['id']}/recalculate", params={"wait": 0})
         assert api_run.json()["status"] == "running"
 
         started = await temporal_client.execute_workflow(
-            "SegmentRefreshDispatchWorkflow", DueSegmentsInput(limit=1000),
-            id=f"test-dispatch-{uuid.uuid4()}", task_queue=settings.temporal_task_queue, result_type=int,
+            "SegmentRefreshDispatchWorkflow",
+            DueSegmentsInput(limit=1000),
+            id=f"test-dispatch-{uuid.uuid4()}",
+            task_queue=settings.temporal_task_queue,
+            result_type=int,
         )
         assert started >= 1
         # The run the API started is still the one running (not replaced or doubled).
         running = await temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}").describe()
-        assert running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
+        assert (
+            running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
+        )
 
         async def runs_listed():  # visibility is eventually consistent
-            return [w async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')]
+            return [
+                w
+                async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')
+            ]
 
         assert len(await _wait_for(runs_listed)) == 1, "a running refresh was started twice"
         await holder.execute(text("ROLLBACK"))
@@ -113,8 +147,12 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
 
 
 async def test_due_segments_follow_the_workspace_interval(api, engine, workspace):
-    seg = (await api.post("/api/v1/segments", json={"name": "Interval", "definition": {
-        "type": "trait", "path": "plan", "op": "exists"}})).json()
+    seg = (
+        await api.post(
+            "/api/v1/segments",
+            json={"name": "Interval", "definition": {"type": "trait", "path": "plan", "op": "exists"}},
+        )
+    ).json()
     sid = uuid.UUID(seg["id"])
     now = datetime.now(UTC)
 
@@ -132,11 +170,15 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
 
 async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, settings, workspace):
     await tracking.post("/identify", json={"userId": "gus", "traits": {"plan": "pro"}})
-    await api.post("/api/v1/segments", json={"name": "Pro", "definition": {
-        "type": "trait", "path": "plan", "op": "eq", "value": "pro"}})
+    await api.post(
+        "/api/v1/segments",
+        json={"name": "Pro", "definition": {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}},
+    )
     await asyncio.sleep(0.5)
     for n in range(30):
-        await tracking.post("/identify", json={"userId": f"gus{n}", "traits": {"plan": "pro" if n % 2 else "free"}})
+        await tracking.post(
+            "/identify", json={"userId": f"gus{n}", "traits": {"plan": "pro" if n % 2 else "free"}}
+        )
 
     async def drained():
         return await redis_client.scard(pending_key(settings.redis_prefix, workspace.workspace_id)) == 0
@@ -145,7 +187,9 @@ async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, set
 
     async def members():
         page = (await api.get("/api/v1/segments")).json()["data"][0]
-        listed = (await api.get(f"/api/v1/segments/{page['id']}/members", params={"limit": 100})).json()["data"]
+        listed = (await api.get(f"/api/v1/segments/{page['id']}/members", params={"limit": 100})).json()[
+            "data"
+        ]
         return len(listed) == 15 and listed
 
     await _wait_for(members)

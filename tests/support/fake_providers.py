@@ -39,8 +39,10 @@ class FakeHTTPProvider:
         return JSONResponse({"errors": [{"message": "released"}]}, status_code=503)
 
     def _authorised(self, request: Request) -> bool:
-        return (request.headers.get("authorization") == f"Bearer {self.token}"
-                or request.headers.get("x-api-token") == self.token)
+        return (
+            request.headers.get("authorization") == f"Bearer {self.token}"
+            or request.headers.get("x-api-token") == self.token
+        )
 
     async def _answer(self, request: Request, ok: Response) -> Response:
         self.requests += 1

@@ -20,13 +20,19 @@ async def main(config: dict) -> None:
     redis = aioredis.from_url(config["redis_url"])
     router = ProviderRouter(ProviderLimits(redis, config["prefix"]), max_rate_wait=30)
     provider = ProviderConfig(
-        id=uuid.UUID(config["provider_id"]), name="limited", kind="sendgrid", priority=1,
-        rate_limit=config["rate"], enabled=True, settings={"base_url": config["base_url"]},
+        id=uuid.UUID(config["provider_id"]),
+        name="limited",
+        kind="sendgrid",
+        priority=1,
+        rate_limit=config["rate"],
+        enabled=True,
+        settings={"base_url": config["base_url"]},
         secrets={"api_key": config["token"]},
     )
     for n in range(config["count"]):
-        email = OutgoingEmail(uuid.uuid4(), f"{config['name']}-{n}@example.com", "sender@example.com",
-                              "Rate", "<p>hi</p>", "hi")
+        email = OutgoingEmail(
+            uuid.uuid4(), f"{config['name']}-{n}@example.com", "sender@example.com", "Rate", "<p>hi</p>", "hi"
+        )
         await router.send([provider], email)
     await router.close()
     await redis.aclose()

@@ -32,7 +32,7 @@ def _pg_answers(url: str) -> bool:
     async def _probe() -> bool:
         try:
             conn = await asyncpg.connect(url, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()
         return True
@@ -87,10 +87,23 @@ def temporal_server() -> Iterator[str]:
         port, ui_port = free_port(), free_port()
         child = embedded.Child(
             "temporal",
-            [embedded.temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-             "--headless", "--log-level", "error", "--ui-port", str(ui_port),
-             "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
-             *dev_server_search_attribute_args()],
+            [
+                embedded.temporal_binary(),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--headless",
+                "--log-level",
+                "error",
+                "--ui-port",
+                str(ui_port),
+                "--dynamic-config-value",
+                "frontend.WorkflowTimeSkippingEnabled=true",
+                *dev_server_search_attribute_args(),
+            ],
             log_path=Path(tmp) / "temporal.log",
         )
         child.start()

@@ -9,7 +9,9 @@ from tests.support.db import count, events_of, profiles_of
 
 
 async def test_track_is_committed_before_the_response(tracking, workspace, engine):
-    r = await tracking.post("/track", json={"userId": "u1", "event": "Signed Up", "properties": {"plan": "pro"}})
+    r = await tracking.post(
+        "/track", json={"userId": "u1", "event": "Signed Up", "properties": {"plan": "pro"}}
+    )
     assert r.status_code == 200
     assert r.json() == {"success": True, "accepted": 1, "duplicates": 0}
     # No waiting: a 2xx means the row is already visible to another connection.
@@ -21,7 +23,8 @@ async def test_track_is_committed_before_the_response(tracking, workspace, engin
 
 async def test_readme_payload_with_email_and_name(tracking, workspace, engine):
     r = await tracking.post(
-        "/track", json={"email": "Ada@Example.com", "name": "Order Completed", "properties": {"revenue": 42.5}}
+        "/track",
+        json={"email": "Ada@Example.com", "name": "Order Completed", "properties": {"revenue": 42.5}},
     )
     assert r.status_code == 200
     [profile] = await profiles_of(engine, workspace.workspace_id)
@@ -70,7 +73,11 @@ async def test_retried_message_id_without_timestamp_is_stored_once(tracking, wor
 async def test_retried_batch_is_stored_once(tracking, workspace, engine):
     batch = {"batch": [{"userId": f"u{n}", "event": "E", "messageId": f"b-{n}"} for n in range(20)]}
     assert (await tracking.post("/track/batch", json=batch)).json()["accepted"] == 20
-    assert (await tracking.post("/track/batch", json=batch)).json() == {"success": True, "accepted": 0, "duplicates": 20}
+    assert (await tracking.post("/track/batch", json=batch)).json() == {
+        "success": True,
+        "accepted": 0,
+        "duplicates": 20,
+    }
     assert len(await events_of(engine, workspace.workspace_id)) == 20
 
 
@@ -116,7 +123,9 @@ async def test_identify_merges_anonymous_profile_and_moves_events(tracking, work
 async def test_identify_adopts_anonymous_profile_for_new_user(tracking, workspace, engine):
     await tracking.post("/track", json={"anonymousId": "device-2", "event": "Browsed"})
     [before] = await profiles_of(engine, workspace.workspace_id)
-    await tracking.post("/identify", json={"userId": "new-user", "anonymousId": "device-2", "email": "n@example.com"})
+    await tracking.post(
+        "/identify", json={"userId": "new-user", "anonymousId": "device-2", "email": "n@example.com"}
+    )
     [after] = await profiles_of(engine, workspace.workspace_id)
     assert after["id"] == before["id"]
     assert (after["external_id"], after["email"]) == ("new-user", "n@example.com")
@@ -162,7 +171,10 @@ async def test_concurrent_requests_share_commits(tracking_app, tracking, workspa
     calls = [tracking.post("/track", json={"userId": f"c{n % 10}", "event": "Burst"}) for n in range(200)]
     responses = await asyncio.gather(*calls)
     assert all(r.status_code == 200 for r in responses)
-    assert await count(engine, "SELECT count(*) FROM events WHERE workspace_id = :ws", ws=workspace.workspace_id) == 200
+    assert (
+        await count(engine, "SELECT count(*) FROM events WHERE workspace_id = :ws", ws=workspace.workspace_id)
+        == 200
+    )
     groups = writer.groups_committed - groups_before
     assert groups < 200, f"{groups} commits for 200 requests: no grouping"
     # The ten users exist once each, even though their first events raced.
@@ -183,7 +195,9 @@ async def test_segment_basic_auth_and_write_key(tracking_app, workspace, engine)
 
     basic = base64.b64encode(f"{workspace.public_key}:".encode()).decode()
     async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
-        r1 = await client.post("/track", json={"userId": "u", "event": "A"}, headers={"Authorization": f"Basic {basic}"})
+        r1 = await client.post(
+            "/track", json={"userId": "u", "event": "A"}, headers={"Authorization": f"Basic {basic}"}
+        )
         r2 = await client.post("/track", json={"userId": "u", "event": "B", "writeKey": workspace.public_key})
     assert (r1.status_code, r2.status_code) == (200, 200)
     assert len(await events_of(engine, workspace.workspace_id)) == 2

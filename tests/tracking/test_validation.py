@@ -16,7 +16,9 @@ async def _stored(engine, workspace) -> tuple[int, int]:
 
 
 async def test_invalid_json_is_400(tracking, workspace, engine):
-    r = await tracking.post("/track", content=b'{"userId": "u1", "event": ', headers={"Content-Type": "application/json"})
+    r = await tracking.post(
+        "/track", content=b'{"userId": "u1", "event": ', headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"] == "bad_request" and "invalid JSON" in r.json()["detail"]
     assert await _stored(engine, workspace) == (0, 0)
@@ -60,8 +62,15 @@ async def test_wrong_types_are_422_naming_the_field(tracking, workspace, engine,
 
 
 async def test_explicit_nulls_are_treated_as_absent(tracking, workspace, engine):
-    body = {"userId": None, "anonymousId": "a", "email": None, "messageId": None, "timestamp": None,
-            "context": None, "event": "E"}
+    body = {
+        "userId": None,
+        "anonymousId": "a",
+        "email": None,
+        "messageId": None,
+        "timestamp": None,
+        "context": None,
+        "event": "E",
+    }
     r = await tracking.post("/track", json=body)
     assert r.status_code == 200, r.text
     assert await _stored(engine, workspace) == (1, 1)
@@ -74,13 +83,17 @@ async def test_nul_characters_are_refused(tracking, workspace, engine):
 
 
 async def test_event_over_32kb_is_413(tracking, workspace, engine):
-    r = await tracking.post("/track", json={"userId": "u1", "event": "Big", "properties": {"blob": "x" * 33_000}})
+    r = await tracking.post(
+        "/track", json={"userId": "u1", "event": "Big", "properties": {"blob": "x" * 33_000}}
+    )
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
     assert await _stored(engine, workspace) == (0, 0)
 
 
 async def test_batch_with_one_event_over_32kb_is_413_and_stores_nothing(tracking, workspace, engine):
-    batch = [{"userId": "u1", "event": "Small"}] * 5 + [{"userId": "u1", "event": "Big", "properties": {"b": "x" * 33_000}}]
+    batch = [{"userId": "u1", "event": "Small"}] * 5 + [
+        {"userId": "u1", "event": "Big", "properties": {"b": "x" * 33_000}}
+    ]
     r = await tracking.post("/track/batch", json={"batch": batch})
     assert r.status_code == 413 and "body.batch.5" in r.json()["detail"]
     assert await _stored(engine, workspace) == (0, 0)
@@ -115,7 +128,9 @@ async def test_batch_must_be_a_list(tracking):
 
 async def test_unknown_key_is_401(tracking_app, workspace, engine):
     async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
-        r = await client.post("/track", json={"userId": "u", "event": "E"}, headers={"Authorization": "Bearer pk_unknown"})
+        r = await client.post(
+            "/track", json={"userId": "u", "event": "E"}, headers={"Authorization": "Bearer pk_unknown"}
+        )
         missing = await client.post("/track", json={"userId": "u", "event": "E"})
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     assert missing.status_code == 401
@@ -124,7 +139,9 @@ async def test_unknown_key_is_401(tracking_app, workspace, engine):
 async def test_secret_key_is_403_on_tracking(tracking_app, workspace, engine):
     async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
         r = await client.post(
-            "/track", json={"userId": "u", "event": "E"}, headers={"Authorization": f"Bearer {workspace.secret_key}"}
+            "/track",
+            json={"userId": "u", "event": "E"},
+            headers={"Authorization": f"Bearer {workspace.secret_key}"},
         )
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
     assert await _stored(engine, workspace) == (0, 0)

@@ -38,8 +38,10 @@ async def test_workflow_creates_partitions_ahead(temporal_client, worker, settin
     assert result.existing == len(names)
     # Running it again changes nothing.
     again = await temporal_client.execute_workflow(
-        "EventPartitionsWorkflow", EnsurePartitionsInput(months_ahead=6),
-        id=f"test-partitions-{uuid.uuid4()}", task_queue=settings.temporal_task_queue,
+        "EventPartitionsWorkflow",
+        EnsurePartitionsInput(months_ahead=6),
+        id=f"test-partitions-{uuid.uuid4()}",
+        task_queue=settings.temporal_task_queue,
         result_type=EnsurePartitionsResult,
     )
     assert again.created == []
@@ -50,15 +52,19 @@ async def test_rows_in_the_default_partition_move_to_their_month(
 ):
     # Two years ago has no partition: the event lands in the default one.
     old = date(datetime.now(UTC).year - 2, 6, 15)
-    r = await tracking.post("/track", json={"userId": "u", "event": "Backfilled", "timestamp": f"{old}T12:00:00Z"})
+    r = await tracking.post(
+        "/track", json={"userId": "u", "event": "Backfilled", "timestamp": f"{old}T12:00:00Z"}
+    )
     assert r.status_code == 200
     ws = workspace.workspace_id
     in_default = "SELECT count(*) FROM events_default WHERE workspace_id = :ws"
     assert await count(engine, in_default, ws=ws) == 1
 
     result = await temporal_client.execute_workflow(
-        "EventPartitionsWorkflow", EnsurePartitionsInput(months_ahead=3),
-        id=f"test-partitions-{uuid.uuid4()}", task_queue=settings.temporal_task_queue,
+        "EventPartitionsWorkflow",
+        EnsurePartitionsInput(months_ahead=3),
+        id=f"test-partitions-{uuid.uuid4()}",
+        task_queue=settings.temporal_task_queue,
         result_type=EnsurePartitionsResult,
     )
     name = f"events_{old:%Y_%m}"
@@ -95,5 +101,7 @@ async def test_migration_created_current_partitions(engine):
     names = await _partitions(engine)
     assert f"events_{this_month:%Y_%m}" in names
     async with engine.connect() as conn:
-        kind = (await conn.execute(text("SELECT relkind::text FROM pg_class WHERE relname = 'events'"))).scalar()
+        kind = (
+            await conn.execute(text("SELECT relkind::text FROM pg_class WHERE relname = 'events'"))
+        ).scalar()
     assert kind == "p"  # partitioned table

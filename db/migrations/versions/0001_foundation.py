@@ -91,9 +91,7 @@ def upgrade() -> None:
         """
     )
     # Idempotency: a retried message lands on the same key and is skipped.
-    op.execute(
-        "CREATE UNIQUE INDEX events_idempotency_key ON events (workspace_id, message_id, occurred_at)"
-    )
+    op.execute("CREATE UNIQUE INDEX events_idempotency_key ON events (workspace_id, message_id, occurred_at)")
     op.execute("CREATE INDEX events_profile_time_idx ON events (workspace_id, profile_id, occurred_at DESC)")
     op.execute("CREATE INDEX events_name_time_idx ON events (workspace_id, name, occurred_at)")
     op.execute("CREATE TABLE events_default PARTITION OF events DEFAULT")
