@@ -8,6 +8,7 @@ Every table carries `workspace_id` and every query filters on it.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -211,4 +212,36 @@ messages = Table(
     _ts("opened_at", nullable=True),
     _ts("clicked_at", nullable=True),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
+)
+
+# What some consumer listens for, per workspace: an event name, a top-level
+# trait key, or merges ('merge', '*'). Kept by the consumers' own services
+# (segments today, flows next); the event writer joins against it.
+outbox_listeners = Table(
+    "outbox_listeners",
+    metadata,
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("consumer", Text, primary_key=True),
+)
+
+# Deliveries not yet handed to Temporal, written in the same statement as
+# the events (or profile changes) they announce; see events/.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("consumer", Text, nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("event_name", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("claimed_until", nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Index("outbox_unclaimed_idx", "id", postgresql_where=text("claimed_until IS NULL")),
+    Index("outbox_claimed_idx", "claimed_until", postgresql_where=text("claimed_until IS NOT NULL")),
 )

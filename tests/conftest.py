@@ -56,7 +56,6 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         temporal_address=temporal_address,
         temporal_task_queue=f"test-{run}",
         key_cache_seconds=0.5,
-        segment_dependencies_seconds=0.3,
         breaker_failure_threshold=3,
         breaker_cooldown_seconds=1.5,
         sns_cert_url_pattern=r"^http://127\.0\.0\.1:[0-9]+/",
@@ -148,24 +147,29 @@ async def redis_client(settings: Settings):
 
 
 @pytest.fixture(scope="session")
-async def worker(temporal_client, settings: Settings, engine, redis_client):
-    """The platform's worker (and its re-check dispatcher), polling this
+async def dispatcher(temporal_client, settings: Settings, engine):
+    """The worker's outbox dispatcher (not running; the worker fixture runs it)."""
+    from worker.main import build_dispatcher
+
+    return build_dispatcher(engine, temporal_client, settings)
+
+
+@pytest.fixture(scope="session")
+async def worker(temporal_client, settings: Settings, engine, redis_client, dispatcher):
+    """The platform's worker (and its outbox dispatcher), polling this
     run's task queue in-process."""
     from temporalio.worker import Worker
 
     from worker.main import WORKFLOWS, build_activities
-    from worker.recheck_dispatcher import run_recheck_dispatcher
 
     stop = asyncio.Event()
     async with Worker(
         temporal_client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine, redis_client, settings),
+        activities=build_activities(engine, redis_client, settings, dispatcher),
     ) as running:
-        dispatcher = asyncio.create_task(
-            run_recheck_dispatcher(temporal_client, redis_client, settings, stop)
-        )
+        loop = asyncio.create_task(dispatcher.run(stop, settings.outbox_poll_seconds))
         yield running
         stop.set()
-        await dispatcher
+        await loop

@@ -1,5 +1,5 @@
 """The worker process: every workflow and activity of the platform, and
-the dispatcher that wakes segment re-checks."""
+the outbox dispatcher that hands announced events to workflows."""
 
 from __future__ import annotations
 
@@ -9,23 +9,27 @@ import signal
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email import EmailActivities
+from activities.outbox import OutboxActivities
 from activities.partitions import PartitionActivities
 from activities.segments import SegmentActivities
 from core.clients import connect_temporal, create_redis
 from core.runtime import tune_gc
 from core.settings import Settings
 from db.engine import create_engine
+from definitions.events import Consumer
 from delivery.limits import BreakerPolicy, ProviderLimits
 from delivery.router import ProviderRouter
 from delivery.sender import EmailSender
-from worker.recheck_dispatcher import run_recheck_dispatcher
+from events.dispatcher import OutboxDispatcher
+from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
-from workflows.maintenance import EventPartitionsWorkflow
+from workflows.maintenance import EventPartitionsWorkflow, OutboxSweepWorkflow
 from workflows.messages import SendMessageWorkflow
 from workflows.segments import SegmentRecheckWorkflow, SegmentRefreshDispatchWorkflow, SegmentRefreshWorkflow
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WORKFLOWS = [
     EventPartitionsWorkflow,
+    OutboxSweepWorkflow,
     SegmentRefreshWorkflow,
     SegmentRefreshDispatchWorkflow,
     SegmentRecheckWorkflow,
@@ -51,16 +56,35 @@ def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
     return ProviderRouter(limits, max_rate_wait=settings.email_rate_wait_seconds)
 
 
+def build_dispatcher(engine: AsyncEngine, client: Client, settings: Settings) -> OutboxDispatcher:
+    """The outbox dispatcher with every consumer the platform runs."""
+    return OutboxDispatcher(
+        engine,
+        client,
+        settings.temporal_task_queue,
+        {Consumer.SEGMENTS: recheck_deliveries},
+        batch_size=settings.outbox_batch_size,
+        lease_seconds=settings.outbox_lease_seconds,
+        concurrency=settings.outbox_dispatch_concurrency,
+    )
+
+
 def build_activities(
-    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, sender: EmailSender | None = None
+    engine: AsyncEngine,
+    redis: aioredis.Redis,
+    settings: Settings,
+    dispatcher: OutboxDispatcher,
+    sender: EmailSender | None = None,
 ) -> list:
     """Activity callables, bound to clients built once."""
     partitions = PartitionActivities(engine)
-    segments = SegmentActivities(engine, redis, settings.redis_prefix)
+    segments = SegmentActivities(engine)
+    outbox = OutboxActivities(dispatcher)
     email = EmailActivities(sender or EmailSender(engine, build_router(redis, settings), settings))
     return [
         email.send_email,
         partitions.ensure_event_partitions,
+        outbox.sweep_outbox,
         segments.refresh_segment,
         segments.due_segments,
         segments.recheck_profiles,
@@ -78,17 +102,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
+    dispatcher = build_dispatcher(engine, client, settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine, redis, settings, sender=sender),
+        activities=build_activities(engine, redis, settings, dispatcher, sender=sender),
     )
     tune_gc(settings.gc_thresholds)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
     try:
         async with worker:
-            await run_recheck_dispatcher(client, redis, settings, stop)
+            await dispatcher.run(stop, settings.outbox_poll_seconds)
     finally:
         await sender.close()
         await router.close()

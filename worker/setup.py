@@ -27,7 +27,7 @@ from temporalio.client import (
 
 from core.settings import Settings
 from definitions import search_attributes
-from definitions.maintenance import EnsurePartitionsInput
+from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 EVENT_PARTITIONS_WORKFLOW_ID = "maintenance:event-partitions"
 SEGMENT_REFRESH_SCHEDULE = "segments-refresh-dispatch"
 SEGMENT_REFRESH_WORKFLOW_ID = "segments:refresh-dispatch"
+OUTBOX_SWEEP_SCHEDULE = "maintenance-outbox-sweep"
+OUTBOX_SWEEP_WORKFLOW_ID = "maintenance:outbox-sweep"
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -96,11 +98,27 @@ def _segments_schedule(settings: Settings) -> Schedule:
     )
 
 
+def _outbox_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "OutboxSweepWorkflow",
+            OutboxSweepInput(),
+            id=OUTBOX_SWEEP_WORKFLOW_ID,
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Re-dispatches outbox rows whose dispatcher died or that Temporal refused."),
+    )
+
+
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every schedule the platform runs, by id."""
     return {
         EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
         SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
+        OUTBOX_SWEEP_SCHEDULE: _outbox_schedule(settings),
     }
 
 

@@ -58,7 +58,7 @@ async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
 
 
 async def test_worker_killed_mid_send_does_not_send_twice(
-    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace
+    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace, dispatcher
 ):
     from worker.main import WORKFLOWS, build_activities
 
@@ -112,7 +112,7 @@ async def test_worker_killed_mid_send_does_not_send_twice(
         temporal_client,
         task_queue=queue,
         workflows=WORKFLOWS,
-        activities=build_activities(engine, redis_client, settings),
+        activities=build_activities(engine, redis_client, settings, dispatcher),
     ):
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "unknown", result
