@@ -73,7 +73,9 @@ class OutboxDispatcher:
 
     async def dispatch_once(self, *, expired: bool = False) -> int:
         """One batch; returns how many rows were claimed."""
-        rows = await outbox.claim(self._engine, self._batch_size, self._lease, expired=expired)
+        rows = await outbox.claim(
+            self._engine, list(self._consumers), self._batch_size, self._lease, expired=expired
+        )
         if not rows:
             return 0
         deliveries: list[Delivery] = []
@@ -81,12 +83,7 @@ class OutboxDispatcher:
         for row in rows:
             by_consumer.setdefault(row.consumer, []).append(row)
         for name, group in by_consumer.items():
-            consumer = self._consumers.get(name)
-            if consumer is None:  # a consumer this worker does not run: leave for one that does
-                log.error("outbox rows for unknown consumer %r left for later", name)
-                await outbox.delay(self._engine, [r.id for r in group])
-                continue
-            deliveries += consumer(group)
+            deliveries += self._consumers[name](group)
         results = await asyncio.gather(*(self._deliver(d) for d in deliveries))
         done = [i for d, ok in zip(deliveries, results, strict=True) if ok for i in d.rows]
         failed = [i for d, ok in zip(deliveries, results, strict=True) if not ok for i in d.rows]

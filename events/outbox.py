@@ -21,7 +21,8 @@ _CLAIM_SQL = """
 UPDATE outbox o
 SET claimed_until = now() + make_interval(secs => :lease), attempts = o.attempts + 1
 FROM (
-    SELECT id FROM outbox WHERE {where} ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    SELECT id FROM outbox WHERE {where} AND consumer = ANY(:consumers)
+    ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
 ) c
 WHERE o.id = c.id
 RETURNING o.id, o.workspace_id, o.consumer, o.profile_id, o.event_id, o.event_name, o.attempts
@@ -55,12 +56,17 @@ class OutboxRow:
     attempts: int
 
 
-async def claim(engine: AsyncEngine, limit: int, lease_seconds: float, *, expired: bool) -> list[OutboxRow]:
-    """Lease up to `limit` rows: new ones, or (`expired`) those whose lease
-    ran out. Several dispatchers never claim the same row (SKIP LOCKED)."""
+async def claim(
+    engine: AsyncEngine, consumers: Sequence[str], limit: int, lease_seconds: float, *, expired: bool
+) -> list[OutboxRow]:
+    """Lease up to `limit` rows of these consumers: new ones, or (`expired`)
+    those whose lease ran out. Several dispatchers never claim the same row
+    (SKIP LOCKED); rows of a consumer this dispatcher does not run are left
+    for one that does."""
     async with engine.begin() as conn:
         rows = await conn.execute(
-            CLAIM_EXPIRED_SQL if expired else CLAIM_NEW_SQL, {"limit": limit, "lease": lease_seconds}
+            CLAIM_EXPIRED_SQL if expired else CLAIM_NEW_SQL,
+            {"limit": limit, "lease": lease_seconds, "consumers": list(consumers)},
         )
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
