@@ -243,6 +243,9 @@ outbox = Table(
     Column("profile_id", UUID(as_uuid=True), nullable=False),
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("event_name", Text, nullable=True),
+    # The event's idempotency key: consumers read the event by its index.
+    _ts("occurred_at", nullable=True),
+    Column("message_id", Text, nullable=True),
     _ts("created_at", nullable=False, server_default=func.now()),
     _ts("claimed_until", nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),

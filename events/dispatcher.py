@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from events import outbox
 from events.outbox import OutboxRow
@@ -33,18 +34,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Delivery:
-    """One signal-with-start of a consumer workflow, carrying some rows."""
+    """One signal-with-start of a consumer workflow, carrying some rows.
+    Without `arg` it is a plain signal to a run that should exist: a run
+    that is gone (finished, exited) needs the event no more."""
 
     workflow: str
     workflow_id: str
-    arg: BaseModel
+    arg: BaseModel | None
     signal: str
     signal_arg: BaseModel
     rows: list[int]
     search: Mapping[SearchAttributeKey[str], str] = field(default_factory=dict)
 
 
-Consumer = Callable[[Sequence[OutboxRow]], list[Delivery]]
+# A consumer turns claimed rows into deliveries; it may read the database.
+# Rows it returns in no delivery are done (nothing listens any more).
+Consumer = Callable[[Sequence[OutboxRow]], Awaitable[list[Delivery]]]
 
 
 class OutboxDispatcher:
@@ -82,11 +87,17 @@ class OutboxDispatcher:
         by_consumer: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_consumer.setdefault(row.consumer, []).append(row)
+        failed: list[int] = []
         for name, group in by_consumer.items():
-            deliveries += self._consumers[name](group)
+            try:
+                deliveries += await self._consumers[name](group)
+            except Exception:  # its rows wait for the sweep; other consumers go on
+                log.exception("outbox consumer %s failed", name)
+                failed += [r.id for r in group]
         results = await asyncio.gather(*(self._deliver(d) for d in deliveries))
-        done = [i for d, ok in zip(deliveries, results, strict=True) if ok for i in d.rows]
-        failed = [i for d, ok in zip(deliveries, results, strict=True) if not ok for i in d.rows]
+        failed += [i for d, ok in zip(deliveries, results, strict=True) if not ok for i in d.rows]
+        refused = set(failed)
+        done = [r.id for r in rows if r.id not in refused]
         await outbox.delete(self._engine, done)
         await outbox.delay(self._engine, failed)
         self.dispatched += len(done)
@@ -94,6 +105,8 @@ class OutboxDispatcher:
 
     async def _deliver(self, delivery: Delivery) -> bool:
         async with self._limit:
+            if delivery.arg is None:
+                return await self._signal(delivery)
             try:
                 await self._client.start_workflow(
                     delivery.workflow,
@@ -109,6 +122,18 @@ class OutboxDispatcher:
             except Exception as exc:  # noqa: BLE001 - any refusal leaves the rows for the sweep
                 log.warning("could not signal %s: %r", delivery.workflow_id, exc)
                 return False
+        return True
+
+    async def _signal(self, delivery: Delivery) -> bool:
+        try:
+            await self._client.get_workflow_handle(delivery.workflow_id).signal(
+                delivery.signal, delivery.signal_arg
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return True  # the run ended: nothing waits for this event
+            log.warning("could not signal %s: %r", delivery.workflow_id, exc)
+            return False
         return True
 
     async def run(self, stop: asyncio.Event, interval: float = 0.2) -> None:

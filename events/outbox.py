@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +26,8 @@ FROM (
     ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
 ) c
 WHERE o.id = c.id
-RETURNING o.id, o.workspace_id, o.consumer, o.profile_id, o.event_id, o.event_name, o.attempts
+RETURNING o.id, o.workspace_id, o.consumer, o.profile_id, o.event_id, o.event_name, o.attempts,
+          o.occurred_at, o.message_id
 """
 CLAIM_NEW_SQL = text(_CLAIM_SQL.format(where="claimed_until IS NULL"))
 CLAIM_EXPIRED_SQL = text(_CLAIM_SQL.format(where="claimed_until < now()"))
@@ -38,8 +40,8 @@ DELAY_SQL = text(
     """
 )
 BACKLOG_SQL = text(
-    "SELECT count(*) FILTER (WHERE claimed_until IS NULL), count(*) FILTER (WHERE claimed_until IS NOT NULL), "
-    "min(created_at) FROM outbox"
+    "SELECT count(*) FILTER (WHERE claimed_until IS NULL), "
+    "count(*) FILTER (WHERE claimed_until IS NOT NULL), min(created_at) FROM outbox"
 )
 
 
@@ -54,6 +56,8 @@ class OutboxRow:
     event_id: uuid.UUID
     event_name: str | None
     attempts: int
+    occurred_at: datetime | None = None
+    message_id: str | None = None
 
 
 async def claim(

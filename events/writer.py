@@ -53,17 +53,18 @@ def insert_cte(name: str, select_sql: str) -> str:
     INSERT INTO events ({EVENT_COLUMNS})
     {select_sql}
     ON CONFLICT DO NOTHING
-    RETURNING id, workspace_id, profile_id, name
+    RETURNING id, workspace_id, profile_id, name, occurred_at, message_id
 )"""
 
 
 def outbox_cte(name: str, inserted: str) -> str:
     """A CTE writing the outbox rows of the events a CTE inserted."""
     return f"""{name} AS (
-    INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
-    SELECT e.workspace_id, l.consumer, e.profile_id, e.id, e.name
+    INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id)
+    SELECT e.workspace_id, l.consumer, e.profile_id, e.id, e.name, e.occurred_at, e.message_id
     FROM {inserted} e
-    JOIN outbox_listeners l ON l.workspace_id = e.workspace_id AND l.kind = '{ListenerKind.EVENT}' AND l.name = e.name
+    JOIN outbox_listeners l
+      ON l.workspace_id = e.workspace_id AND l.kind = '{ListenerKind.EVENT}' AND l.name = e.name
 )"""
 
 
@@ -174,7 +175,7 @@ def insert_from_select(name: str, source: Select[Any]) -> list[CTE]:
     """SQLAlchemy CTEs that insert the events `source` selects (columns in
     EVENT_COLUMNS order; use `mp_uuid7()` for ids) and their outbox rows;
     attach them to a statement with `add_cte`. The first CTE returns the
-    stored events' (id, workspace_id, profile_id, name)."""
+    stored events' (id, workspace_id, profile_id, name, occurred_at, message_id)."""
     columns = [c.strip() for c in EVENT_COLUMNS.split(",")]
     stored = (
         pg_insert(events)

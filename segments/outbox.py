@@ -14,7 +14,7 @@ from events.outbox import OutboxRow
 from workflows.segments import RECHECK_SIGNAL, SegmentRecheckWorkflow, recheck_workflow_id
 
 
-def recheck_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
+async def recheck_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
     """Group claimed rows by workspace into re-check signals."""
     by_workspace: dict[uuid.UUID, list[OutboxRow]] = {}
     for row in rows:

@@ -428,9 +428,11 @@ async def sync_listeners(session: AsyncSession | AsyncConnection, workspace_id: 
         text(
             """
             INSERT INTO outbox_listeners (workspace_id, kind, name, consumer)
-            SELECT DISTINCT s.workspace_id, :event, unnest(s.event_names), :c FROM segments s WHERE s.workspace_id = :w
+            SELECT DISTINCT s.workspace_id, :event, unnest(s.event_names), :c
+            FROM segments s WHERE s.workspace_id = :w
             UNION
-            SELECT DISTINCT s.workspace_id, :trait, unnest(s.trait_keys), :c FROM segments s WHERE s.workspace_id = :w
+            SELECT DISTINCT s.workspace_id, :trait, unnest(s.trait_keys), :c
+            FROM segments s WHERE s.workspace_id = :w
             UNION
             SELECT DISTINCT s.workspace_id, :merge, :any, :c FROM segments s WHERE s.workspace_id = :w
             """

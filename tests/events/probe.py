@@ -65,7 +65,7 @@ def probe_workflow_id(workspace_id: object) -> str:
     return f"probe:{workspace_id}"
 
 
-def probe_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
+async def probe_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
     """One signal per workspace, like the segments consumer."""
     by_workspace: dict[uuid.UUID, list[OutboxRow]] = {}
     for row in rows:

@@ -49,6 +49,8 @@ def upgrade() -> None:
             profile_id uuid NOT NULL,
             event_id uuid NOT NULL,
             event_name text,
+            occurred_at timestamptz,
+            message_id text,
             created_at timestamptz NOT NULL DEFAULT now(),
             claimed_until timestamptz,
             attempts integer NOT NULL DEFAULT 0
