@@ -322,6 +322,24 @@ async def create_message(
     )
 
 
+async def link_message_to_flow(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    version: int,
+    node_id: str,
+    enrollment_id: uuid.UUID,
+) -> None:
+    """Tie a flow's message to its flow, version, node and enrollment (stats, audits)."""
+    await repo.link_to_flow(
+        session,
+        workspace_id,
+        message_id,
+        {"flow_id": flow_id, "flow_version": version, "flow_node": node_id, "enrollment_id": enrollment_id},
+    )
+
+
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
     """A message with its events."""
     row = await repo.message(session, workspace_id, message_id)
