@@ -220,9 +220,14 @@ class FlowActivities:
             except AppError as exc:
                 raise ApplicationError(str(exc), type="FlowDefinitionError", non_retryable=True) from None
             await delivery_service.link_message_to_flow(
-                session, params.workspace_id, row["id"], params.flow_id, params.version, params.node_id,
+                session,
+                params.workspace_id,
+                row["id"],
+                params.flow_id,
+                params.version,
+                params.node_id,
                 params.enrollment_id,
-            )  # fmt: skip
+            )
         return FlowEmailPrepared(status="ready", message_id=row["id"])
 
     @activity.defn(name="update_flow_profile")

@@ -23,6 +23,8 @@ ENROLLMENT_NAMESPACE = uuid.UUID("6f1c0f1e-2d59-4c55-9b2a-6a1f3f8e7a10")
 TRIGGER_SIGNAL = "trigger"  # the start signal: the event that enrolled the person
 EVENT_SIGNAL = "event"  # an event the run listens for (waits, goal, exit events)
 EXIT_SIGNAL = "exit"  # the API, an archive or a merge asks the run to leave
+# Outbox `event_name` of an exit request (event_id: the enrollment id).
+EXIT_ANNOUNCEMENT = "$exit"
 
 
 def flow_workflow_id(flow_id: object, profile_id: object, enrollment_key: str = "") -> str:
@@ -53,6 +55,12 @@ class FlowEvent(BaseModel):
     name: str
     properties: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
+
+
+class ExitRequest(BaseModel):
+    """The `exit` signal."""
+
+    reason: str = "exited"
 
 
 class FlowRunInput(BaseModel):

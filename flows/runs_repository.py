@@ -108,8 +108,9 @@ async def leave_step(
     )
 
 
-async def finish(conn: AsyncConnection, workspace_id: uuid.UUID, enrollment_id: uuid.UUID, status: str,
-                 converted: bool) -> None:  # fmt: skip
+async def finish(
+    conn: AsyncConnection, workspace_id: uuid.UUID, enrollment_id: uuid.UUID, status: str, converted: bool
+) -> None:
     """End a running enrollment with `status` (an exited one stays exited)."""
     await conn.execute(
         text(
@@ -196,7 +197,7 @@ async def running_enrollments(
     result = await conn.execute(
         text(
             """
-            SELECT e.id, e.workspace_id, e.flow_id, e.profile_id, e.workflow_id, e.enrollment_key,
+            SELECT e.id, e.workspace_id, e.flow_id, e.version, e.profile_id, e.workflow_id, e.enrollment_key,
                    v.definition
             FROM unnest(CAST(:ws AS uuid[]), CAST(:ps AS uuid[])) AS k(w, p)
             JOIN flow_enrollments e ON e.workspace_id = k.w AND e.profile_id = k.p AND e.status = 'running'

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import signal
 
+import httpx
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email import EmailActivities
+from activities.flows import FlowActivities
 from activities.outbox import OutboxActivities
 from activities.partitions import PartitionActivities
 from activities.segments import SegmentActivities
@@ -25,10 +27,12 @@ from delivery.limits import BreakerPolicy, ProviderLimits
 from delivery.router import ProviderRouter
 from delivery.sender import EmailSender
 from events.dispatcher import OutboxDispatcher
+from flows.consumer import FlowConsumer
 from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
+from workflows.flows import FlowRunWorkflow
 from workflows.maintenance import EventPartitionsWorkflow, OutboxSweepWorkflow
 from workflows.messages import SendMessageWorkflow
 from workflows.segments import SegmentRecheckWorkflow, SegmentRefreshDispatchWorkflow, SegmentRefreshWorkflow
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 WORKFLOWS = [
     EventPartitionsWorkflow,
     OutboxSweepWorkflow,
+    FlowRunWorkflow,
     SegmentRefreshWorkflow,
     SegmentRefreshDispatchWorkflow,
     SegmentRecheckWorkflow,
@@ -62,7 +67,7 @@ def build_dispatcher(engine: AsyncEngine, client: Client, settings: Settings) ->
         engine,
         client,
         settings.temporal_task_queue,
-        {Consumer.SEGMENTS: recheck_deliveries},
+        {Consumer.SEGMENTS: recheck_deliveries, Consumer.FLOWS: FlowConsumer(engine)},
         batch_size=settings.outbox_batch_size,
         lease_seconds=settings.outbox_lease_seconds,
         concurrency=settings.outbox_dispatch_concurrency,
@@ -75,10 +80,12 @@ def build_activities(
     settings: Settings,
     dispatcher: OutboxDispatcher,
     sender: EmailSender | None = None,
+    http: httpx.AsyncClient | None = None,
 ) -> list:
     """Activity callables, bound to clients built once."""
     partitions = PartitionActivities(engine)
     segments = SegmentActivities(engine)
+    flows = FlowActivities(engine, settings, http or httpx.AsyncClient())
     outbox = OutboxActivities(dispatcher)
     email = EmailActivities(sender or EmailSender(engine, build_router(redis, settings), settings))
     return [
@@ -88,6 +95,15 @@ def build_activities(
         segments.refresh_segment,
         segments.due_segments,
         segments.recheck_profiles,
+        flows.begin_flow_enrollment,
+        flows.record_flow_step,
+        flows.leave_flow_step,
+        flows.finish_flow_enrollment,
+        flows.evaluate_flow_conditions,
+        flows.flow_wait_seconds,
+        flows.prepare_flow_email,
+        flows.update_flow_profile,
+        flows.call_flow_webhook,
     ]
 
 

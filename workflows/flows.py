@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         BeginResult,
         ConditionInput,
         ConditionResult,
+        ExitRequest,
         FinishInput,
         FlowEmailInput,
         FlowEmailPrepared,
@@ -135,7 +136,7 @@ class FlowRunWorkflow:
         del self._buffer[:-_BUFFERED_EVENTS]
 
     @workflow.signal(name=EXIT_SIGNAL)
-    def exit(self, reason: str) -> None:
+    def exit(self, request: ExitRequest) -> None:
         """Leave now (the API, an archive, a merge)."""
         self._stop = self._stop or "exited"
 
