@@ -123,13 +123,14 @@ class FlowRunWorkflow:
         if not self._first_time(event.id) or event.occurred_at < self._entered_at:
             return
         settings = self._params.graph.settings
-        if settings.goal is not None and _matches(settings.goal, event):
+        other_key = self._other_key(event)
+        if not other_key and settings.goal is not None and _matches(settings.goal, event):
             window = settings.goal_within_seconds
             if window is None or event.occurred_at <= self._entered_at + timedelta(seconds=window):
                 self._converted = True
                 self._stop = self._stop or "converted"
                 return
-        if any(_matches(m, event) for m in settings.exit_events):
+        if not other_key and any(_matches(m, event) for m in settings.exit_events):
             self._stop = self._stop or "exited"
             return
         self._buffer.append(event)
@@ -357,6 +358,15 @@ class FlowRunWorkflow:
                 return "timeout", node.on_timeout
             if self._stop is not None:
                 raise _Stopped
+
+    def _other_key(self, event: FlowEvent) -> bool:
+        """Keyed enrollments: the event carries a different key value (another
+        cart's purchase converts or exits only that cart's enrollment); an
+        event without the key property concerns the person as a whole."""
+        if not self._params.enrollment_key:
+            return False
+        value = get_path(event.properties, self._key_path())
+        return value is not MISSING and key_value(value) != self._params.enrollment_key
 
     def _key_path(self) -> list[str]:
         trigger = self._params.graph.trigger
