@@ -81,6 +81,20 @@ def seconds_until(now: datetime, zone: ZoneInfo, time_of_day: str, day: datetime
     return (target - local_now).total_seconds()
 
 
+def quiet_seconds(now: datetime, zone: ZoneInfo, start: str, end: str) -> float:
+    """Seconds until quiet hours [start, end) end, in `zone`; 0 outside
+    them. A window past midnight (21:00–08:00) wraps."""
+    local = now.astimezone(zone)
+    minutes = local.hour * 60 + local.minute
+    s_h, s_m = (int(x) for x in start.split(":"))
+    e_h, e_m = (int(x) for x in end.split(":"))
+    begin, finish = s_h * 60 + s_m, e_h * 60 + e_m
+    inside = begin <= minutes < finish if begin <= finish else (minutes >= begin or minutes < finish)
+    if not inside:
+        return 0.0
+    return seconds_until(now, zone, end)
+
+
 class FlowActivities:
     """Built once in the worker with the shared engine and an HTTP client."""
 
@@ -196,22 +210,46 @@ class FlowActivities:
     @activity.defn(name="prepare_flow_email")
     async def prepare_flow_email(self, params: FlowEmailInput) -> FlowEmailPrepared:
         """The message row of this enrollment's send at this node (created
-        once; its idempotency key is the enrollment and node), unless the
-        flow is paused (`paused`: ask again later) or the person has no
-        address (`skipped`)."""
+        once: its idempotency key is the enrollment and node). Before it:
+        a paused flow holds the send (`paused`), quiet hours in the person's
+        timezone and a frequency cap in delay mode defer it (`wait`), a
+        capped send in skip mode or a person without an address is
+        `skipped` (and noted on the step)."""
+        key = f"flow:{params.enrollment_id}:{params.node_id}"
         async with self._sessions() as session, session.begin():
             conn = await session.connection()
-            status = await repo.flow_status(conn, params.workspace_id, params.flow_id)
-            if status == "paused":
+            if await repo.flow_status(conn, params.workspace_id, params.flow_id) == "paused":
                 return FlowEmailPrepared(status="paused")
+            existing = await repo.existing_message(conn, params.workspace_id, key)
+            if existing is not None:
+                return FlowEmailPrepared(status="ready", message_id=existing)
             profile = await repo.profile_row(conn, params.workspace_id, params.profile_id)
             if profile is None or not profile["email"]:
+                await repo.set_step_outcome(conn, params.enrollment_id, params.node_id, "no_address")
                 return FlowEmailPrepared(status="skipped", reason="no email address")
+            now = datetime.now(UTC)
+            if params.quiet_hours is not None:
+                zone = await self._zone_of(conn, params.workspace_id, profile)
+                wait = quiet_seconds(now, zone, params.quiet_hours.start, params.quiet_hours.end)
+                if wait > 0:
+                    return FlowEmailPrepared(status="wait", reason="quiet hours", retry_seconds=wait)
+            cap = params.frequency_cap
+            if cap is not None and not params.transactional:
+                recent = await repo.recent_marketing(
+                    conn, params.workspace_id, params.profile_id, cap.period_seconds
+                )
+                if len(recent) >= cap.max_emails:
+                    if cap.mode == "delay":
+                        frees = recent[len(recent) - cap.max_emails] + timedelta(seconds=cap.period_seconds)
+                        wait = max(1.0, (frees - now).total_seconds())
+                        return FlowEmailPrepared(status="wait", reason="frequency cap", retry_seconds=wait)
+                    await repo.set_step_outcome(conn, params.enrollment_id, params.node_id, "capped")
+                    return FlowEmailPrepared(status="skipped", reason="frequency cap")
             body = MessageCreate(
                 template_id=params.template_id,
                 profile_id=params.profile_id,
                 data=params.data,
-                idempotency_key=f"flow:{params.enrollment_id}:{params.node_id}",
+                idempotency_key=key,
             )
             try:
                 row, _ = await delivery_service.create_message(session, params.workspace_id, body)
@@ -227,8 +265,14 @@ class FlowActivities:
                 params.version,
                 params.node_id,
                 params.enrollment_id,
+                marketing=not params.transactional,
             )
         return FlowEmailPrepared(status="ready", message_id=row["id"])
+
+    async def _zone_of(self, conn: Any, workspace_id: Any, profile: Any) -> ZoneInfo:
+        traits = profile["traits"] or {}
+        default = await repo.workspace_timezone(conn, workspace_id)
+        return _zone(traits.get(TIMEZONE_TRAIT)) or _zone(default) or ZoneInfo("UTC")
 
     @activity.defn(name="update_flow_profile")
     async def update_flow_profile(self, params: UpdateProfileInput) -> None:

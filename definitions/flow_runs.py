@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from definitions.flows import FlowGraph
+from definitions.flows import FlowGraph, FrequencyCap, QuietHours
 
 ENROLLMENT_NAMESPACE = uuid.UUID("6f1c0f1e-2d59-4c55-9b2a-6a1f3f8e7a10")
 
@@ -186,11 +186,14 @@ class FlowEmailInput(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     transactional: bool = False
     data: dict[str, Any] = Field(default_factory=dict)
+    frequency_cap: FrequencyCap | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class FlowEmailPrepared(BaseModel):
-    """`ready` with the message to send, or `paused` (the flow is paused:
-    wait and ask again), `skipped` (no email address, or capped)."""
+    """`ready` with the message to send; `paused` (the flow is paused: ask
+    again later) or `wait` (quiet hours, or a frequency cap in delay mode:
+    ask again after `retry_seconds`); `skipped` (no address, or capped)."""
 
     status: str
     message_id: uuid.UUID | None = None

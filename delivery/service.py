@@ -330,13 +330,22 @@ async def link_message_to_flow(
     version: int,
     node_id: str,
     enrollment_id: uuid.UUID,
+    *,
+    marketing: bool,
 ) -> None:
-    """Tie a flow's message to its flow, version, node and enrollment (stats, audits)."""
+    """Tie a flow's message to its flow, version, node and enrollment (stats,
+    audits); `marketing` messages count toward frequency caps."""
     await repo.link_to_flow(
         session,
         workspace_id,
         message_id,
-        {"flow_id": flow_id, "flow_version": version, "flow_node": node_id, "enrollment_id": enrollment_id},
+        {
+            "flow_id": flow_id,
+            "flow_version": version,
+            "flow_node": node_id,
+            "enrollment_id": enrollment_id,
+            "marketing": marketing,
+        },
     )
 
 

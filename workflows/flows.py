@@ -386,6 +386,8 @@ class FlowRunWorkflow:
             overrides=node.overrides.model_dump(exclude_none=True),
             transactional=node.transactional,
             data={"payload": p.payload, "trigger": p.trigger.properties if p.trigger else {}},
+            frequency_cap=None if node.transactional else p.graph.settings.frequency_cap,
+            quiet_hours=None if node.transactional else p.graph.settings.quiet_hours,
         )
         while True:
             prepared = await workflow.execute_activity(
