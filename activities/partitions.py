@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -49,3 +51,8 @@ class PartitionActivities:
             existing = len(await repo.list_month_partitions(conn))
         moved = [f"events_{m:%Y_%m}" for m in stray if f"events_{m:%Y_%m}" in created]
         return EnsurePartitionsResult(created=created, existing=existing, moved_from_default=moved)
+
+
+def build(engine: AsyncEngine) -> list[Callable[..., Any]]:
+    """The maintenance activities, bound to the worker's engine."""
+    return [PartitionActivities(engine).ensure_event_partitions]

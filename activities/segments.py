@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.guards import heartbeating, permanent_errors
+from core.settings import Settings
 from definitions.segment_runs import (
     DueSegments,
     DueSegmentsInput,
@@ -36,8 +40,9 @@ class SegmentActivities:
         """Recompute one segment in one transaction (idempotent: a retry
         after a commit finds nothing left to change)."""
         started = time.perf_counter()
-        async with self._engine.begin() as conn:
-            counts = await service.refresh(conn, params.workspace_id, params.segment_id)
+        async with heartbeating(), self._engine.begin() as conn:
+            with permanent_errors():  # an invalid stored definition fails at once
+                counts = await service.refresh(conn, params.workspace_id, params.segment_id)
         if counts is None:
             return SegmentRefreshResult(segment_id=params.segment_id, found=False)
         members, entered, exited = counts
@@ -66,9 +71,16 @@ class SegmentActivities:
         if not ids:
             return RecheckResult(profiles=0, entered=0, exited=0, remaining=remaining)
         try:
-            async with self._engine.begin() as conn:
-                entered, exited = await recheck_service.recheck(conn, params.workspace_id, ids)
+            async with heartbeating(), self._engine.begin() as conn:
+                with permanent_errors():
+                    entered, exited = await recheck_service.recheck(conn, params.workspace_id, ids)
         except BaseException:
             await recheck_service.queue_profiles(self._redis, self._prefix, {params.workspace_id: set(ids)})
             raise
         return RecheckResult(profiles=len(ids), entered=entered, exited=exited, remaining=remaining)
+
+
+def build(engine: AsyncEngine, redis: aioredis.Redis, settings: Settings) -> list[Callable[..., Any]]:
+    """The segment activities, bound to clients built once in the worker."""
+    segments = SegmentActivities(engine, redis, settings.redis_prefix)
+    return [segments.refresh_segment, segments.due_segments, segments.recheck_profiles]

@@ -149,23 +149,17 @@ async def redis_client(settings: Settings):
 
 @pytest.fixture(scope="session")
 async def worker(temporal_client, settings: Settings, engine, redis_client):
-    """The platform's worker (and its re-check dispatcher), polling this
-    run's task queue in-process."""
-    from temporalio.worker import Worker
-
-    from worker.main import WORKFLOWS, build_activities
-    from worker.recheck_dispatcher import run_recheck_dispatcher
+    """The platform's worker (and its background loops), polling this run's
+    task queue in-process, registered exactly as `mp worker` registers."""
+    from worker.main import WorkerClients, background_loops, build_worker
+    from worker.registry import build_activities
 
     stop = asyncio.Event()
-    async with Worker(
-        temporal_client,
-        task_queue=settings.temporal_task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(engine, redis_client, settings),
+    clients = WorkerClients(temporal_client, engine, redis_client, settings)
+    async with build_worker(
+        temporal_client, settings, build_activities(engine, redis_client, settings)
     ) as running:
-        dispatcher = asyncio.create_task(
-            run_recheck_dispatcher(temporal_client, redis_client, settings, stop)
-        )
+        loops = [asyncio.create_task(loop) for loop in background_loops(clients, stop)]
         yield running
         stop.set()
-        await dispatcher
+        await asyncio.gather(*loops)

@@ -10,9 +10,10 @@ import logging
 
 import redis.asyncio as aioredis
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from core.settings import Settings
+from core.temporal import WorkflowStart, start_workflow
+from definitions import workflow_ids
 from definitions.search_attributes import WORKSPACE_ID
 from definitions.segment_runs import RecheckInput
 from segments.recheck import pop_dirty_workspaces
@@ -21,23 +22,18 @@ from workflows.segments import SegmentRecheckWorkflow
 log = logging.getLogger(__name__)
 
 
-def recheck_workflow_id(workspace_id: object) -> str:
-    """One re-check workflow per workspace."""
-    return f"segment-recheck:{workspace_id}"
-
-
 async def wake_rechecks(client: Client, redis: aioredis.Redis, settings: Settings) -> int:
     """One pass: signal-with-start the workflow of each dirty workspace."""
     woken = 0
     for workspace_id in await pop_dirty_workspaces(redis, settings.redis_prefix):
-        await client.start_workflow(
+        start = WorkflowStart(
             SegmentRecheckWorkflow.run,
             RecheckInput(workspace_id=workspace_id),
-            id=recheck_workflow_id(workspace_id),
-            task_queue=settings.temporal_task_queue,
+            id=workflow_ids.segment_recheck(workspace_id),
             start_signal="wake",
-            search_attributes=TypedSearchAttributes([SearchAttributePair(WORKSPACE_ID, str(workspace_id))]),
+            search_attributes={WORKSPACE_ID: workspace_id},
         )
+        await start_workflow(client, start, settings.temporal_task_queue)
         woken += 1
     return woken
 

@@ -30,3 +30,6 @@ class EventPartitionsWorkflow:
                 maximum_attempts=10,
             ),
         )
+
+
+WORKFLOWS = [EventPartitionsWorkflow]

@@ -1,0 +1,57 @@
+"""What the worker registers: every workflow and activity, gathered from
+the lists each domain exports (`workflows.<domain>.WORKFLOWS`,
+`activities.<domain>.build(...)`). The worker process and the tests both
+register from here; a new domain adds one line to each list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from activities import email as email_activities
+from activities import partitions as partition_activities
+from activities import segments as segment_activities
+from core.settings import Settings
+from delivery.limits import BreakerPolicy, ProviderLimits
+from delivery.router import ProviderRouter
+from delivery.sender import EmailSender
+
+# Imported here, before any worker starts, so sandbox validation never
+# races a first import (Python 3.11 import-lock issue).
+from workflows import maintenance, messages
+from workflows import segments as segment_workflows
+
+WORKFLOWS: list[type] = [
+    *maintenance.WORKFLOWS,
+    *segment_workflows.WORKFLOWS,
+    *messages.WORKFLOWS,
+]
+
+
+def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
+    """The provider router with breakers and buckets in Redis."""
+    policy = BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        window_seconds=settings.breaker_window_seconds,
+        cooldown_seconds=settings.breaker_cooldown_seconds,
+    )
+    limits = ProviderLimits(redis, settings.redis_prefix, policy)
+    return ProviderRouter(limits, max_rate_wait=settings.email_rate_wait_seconds)
+
+
+def build_activities(
+    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, sender: EmailSender | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity, bound to clients built once. Without `sender`, one is
+    built here (its router is then never closed: fine for tests, not for
+    the worker process, which passes its own)."""
+    sender = sender or EmailSender(engine, build_router(redis, settings), settings)
+    return [
+        *partition_activities.build(engine),
+        *segment_activities.build(engine, redis, settings),
+        *email_activities.build(sender),
+    ]
