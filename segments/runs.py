@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from core.settings import Settings
 from core.temporal import WorkflowStart, start_workflow
@@ -38,6 +38,9 @@ async def refresh_outcome(handle: WorkflowHandle, settings: Settings, wait_secon
     ui = f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{handle.id}"
     try:
         result: SegmentRefreshResult = await asyncio.wait_for(handle.result(), timeout=wait_seconds)
+    except WorkflowFailureError:
+        # A permanent failure (e.g. an invalid stored definition): shown, not retried.
+        return RefreshOut(workflow_id=handle.id, run_id=handle.result_run_id, status="failed", temporal_ui=ui)
     except TimeoutError:
         description = await handle.describe()
         status = (

@@ -1,0 +1,305 @@
+"""Record the histories the replay test checks: real runs of every workflow
+type, on a fresh Temporal dev server, PostgreSQL database and Redis prefix,
+with the platform's own worker, API and tracking apps and a fake SendGrid.
+
+    python -m tests.workflows.record_histories [--only NAME ...]
+
+Writes `tests/workflows/histories/<name>.json` (one file per case, name
+`<WorkflowType>-<case>`), overwriting those it records. Re-record a
+workflow's histories only when its saved histories no longer describe runs
+that can exist in production (see README, "Contributing").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from core.clients import create_redis
+from core.settings import Settings
+from core.temporal import WorkflowStart, start_workflow
+from db.engine import create_engine, create_sessionmaker, session_scope
+from db.migrate import upgrade
+from definitions import workflow_ids
+from definitions.maintenance import EnsurePartitionsInput
+from definitions.messages import SendEmailInput
+from definitions.segment_runs import DueSegmentsInput, RecheckInput
+from tests.support import services
+from tests.support.fake_providers import FakeHTTPProvider
+from tests.support.servers import serve
+from workspaces.service import create_workspace_keys
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+# Recorded as the identity of every event, instead of pid@hostname.
+IDENTITY = "history-recorder"
+PRO = {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}
+
+
+@dataclass
+class Stack:
+    """What a recording talks to."""
+
+    settings: Settings
+    client: Client
+    api: httpx.AsyncClient
+    tracking: httpx.AsyncClient
+    workspace_id: uuid.UUID
+    sendgrid: FakeHTTPProvider
+
+    @property
+    def queue(self) -> str:
+        return self.settings.temporal_task_queue
+
+
+async def _completed_activities(handle: WorkflowHandle) -> int:
+    history = await handle.fetch_history()
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    for _ in range(int(timeout * 10)):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the workflow did not get there in time")
+
+
+# -- one function per case: run the workflow, return its handle -------------------
+
+
+async def event_partitions(stack: Stack) -> WorkflowHandle:
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart(
+            "EventPartitionsWorkflow",
+            EnsurePartitionsInput(months_ahead=3),
+            id=workflow_ids.event_partitions(),
+        ),
+        stack.queue,
+    )
+    await handle.result()
+    return handle
+
+
+async def segment_refresh(stack: Stack) -> WorkflowHandle:
+    batch = [
+        {"type": "identify", "userId": "ann", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "bob", "traits": {"plan": "free"}},
+    ]
+    assert (await stack.tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+    seg = (await stack.api.post("/api/v1/segments", json={"name": "Pro", "definition": PRO})).json()
+    run = await stack.api.post(f"/api/v1/segments/{seg['id']}/recalculate", params={"wait": 30})
+    assert run.json()["status"] == "completed", run.text
+    return stack.client.get_workflow_handle(run.json()["workflow_id"])
+
+
+async def segment_refresh_dispatch(stack: Stack) -> WorkflowHandle:
+    # Two segments never computed: the dispatch starts a refresh child for each.
+    for name in ("Due A", "Due B"):
+        r = await stack.api.post("/api/v1/segments", json={"name": name, "definition": PRO})
+        assert r.status_code == 201, r.text
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart(
+            "SegmentRefreshDispatchWorkflow",
+            DueSegmentsInput(limit=100),
+            id=workflow_ids.segment_refresh_dispatch(),
+            result_type=int,
+        ),
+        stack.queue,
+    )
+    assert await handle.result() >= 2
+    return handle
+
+
+async def segment_recheck(stack: Stack) -> WorkflowHandle:
+    # Started by a wake-up, woken once more while it waits; still running
+    # (it idles for minutes) when its history is read.
+    wake = WorkflowStart(
+        "SegmentRecheckWorkflow",
+        RecheckInput(workspace_id=stack.workspace_id),
+        id=workflow_ids.segment_recheck(stack.workspace_id),
+        start_signal="wake",
+    )
+    handle = await start_workflow(stack.client, wake, stack.queue)
+    await _until(lambda: _has_activities(handle, 1))
+    await start_workflow(stack.client, wake, stack.queue)
+    await _until(lambda: _has_activities(handle, 2))
+    return handle
+
+
+async def _has_activities(handle: WorkflowHandle, n: int) -> bool:
+    return await _completed_activities(handle) >= n
+
+
+async def send_message_sent(stack: Stack) -> WorkflowHandle:
+    provider = {
+        "name": "sendgrid",
+        "kind": "sendgrid",
+        "priority": 10,
+        "settings": {"base_url": stack.sendgrid.base_url, "timeout": 3},
+        "credentials": {"api_key": stack.sendgrid.token},
+    }
+    assert (await stack.api.post("/api/v1/providers", json=provider)).status_code == 201
+    template = {
+        "name": "Welcome",
+        "subject": "Hi {{ profile.first_name }}",
+        "from_email": "sender@example.com",
+        "html": "<p>Hello</p>",
+    }
+    created = (await stack.api.post("/api/v1/templates", json=template)).json()
+    r = await stack.api.post(
+        "/api/v1/messages",
+        params={"wait": 20},
+        json={"template_id": created["id"], "email": "ann@example.com"},
+    )
+    assert r.json()["status"] == "sent", r.text
+    return stack.client.get_workflow_handle(r.json()["workflow_id"])
+
+
+async def send_message_missing(stack: Stack) -> WorkflowHandle:
+    # No such message row: the activity fails once, non-retryable, and so does the workflow.
+    message_id = uuid.uuid4()
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart(
+            "SendMessageWorkflow",
+            SendEmailInput(workspace_id=stack.workspace_id, message_id=message_id),
+            id=workflow_ids.message(message_id),
+        ),
+        stack.queue,
+    )
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return handle
+    raise AssertionError("a send of a missing message succeeded")
+
+
+CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
+    "EventPartitionsWorkflow-ensure": event_partitions,
+    "SegmentRefreshWorkflow-recalculate": segment_refresh,
+    "SegmentRefreshDispatchWorkflow-two-due": segment_refresh_dispatch,
+    "SegmentRecheckWorkflow-woken-twice": segment_recheck,
+    "SendMessageWorkflow-sent": send_message_sent,
+    "SendMessageWorkflow-missing-message": send_message_missing,
+}
+
+
+async def record(pg: str, redis_url: str, address: str, only: set[str] | None = None) -> list[Path]:
+    """Run the cases (all, or those named) against these servers and write their histories."""
+    from api.app import create_app as create_api
+    from tracking.app import create_app as create_tracking
+    from worker.main import WorkerClients, background_loops, build_worker
+    from worker.registry import build_activities
+
+    written: list[Path] = []
+    database_url = await services.create_database(pg, prefix="mp_record")
+    try:
+        await asyncio.to_thread(upgrade, database_url)
+        run = uuid.uuid4().hex[:8]
+        settings = Settings(
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_prefix=f"mp_record_{run}:",
+            temporal_address=address,
+            temporal_task_queue="record",
+            secret_key="record-secret",
+        )
+        client = await Client.connect(address, data_converter=pydantic_data_converter, identity=IDENTITY)
+        engine = create_engine(settings.database_url, pool_size=5)
+        redis = create_redis(settings)
+        async with AsyncExitStack() as stack_ctx:
+            keys = await _workspace(engine)
+            sendgrid = FakeHTTPProvider(token="SG.record")
+            sendgrid.base_url = await stack_ctx.enter_async_context(serve(sendgrid.app()))
+            api_url = await stack_ctx.enter_async_context(serve(create_api(settings)))
+            tracking_url = await stack_ctx.enter_async_context(serve(create_tracking(settings)))
+            api = await stack_ctx.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=api_url, headers={"Authorization": f"Bearer {keys.secret_key}"}, timeout=60
+                )
+            )
+            tracking = await stack_ctx.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=tracking_url,
+                    headers={"Authorization": f"Bearer {keys.public_key}"},
+                    timeout=60,
+                )
+            )
+            await stack_ctx.enter_async_context(
+                build_worker(client, settings, build_activities(engine, redis, settings))
+            )
+            stop = asyncio.Event()
+            loops = [
+                asyncio.create_task(c)
+                for c in background_loops(WorkerClients(client, engine, redis, settings), stop)
+            ]
+            stack = Stack(settings, client, api, tracking, keys.workspace_id, sendgrid)
+            try:
+                for name, case in CASES.items():
+                    if only and name not in only:
+                        continue
+                    handle = await case(stack)
+                    history = await handle.fetch_history()
+                    path = HISTORIES / f"{name}.json"
+                    path.write_text(json.dumps(_scrubbed(json.loads(history.to_json())), indent=1) + "\n")
+                    written.append(path)
+                    print(f"recorded {path.name}: {len(history.events)} events")
+            finally:
+                stop.set()
+                await asyncio.gather(*loops)
+                sendgrid.release()
+        leftovers = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
+        if leftovers:
+            await redis.delete(*leftovers)
+        await redis.aclose()
+        await engine.dispose()
+    finally:
+        await services.drop_database(pg, database_url)
+    return written
+
+
+def _scrubbed(node: Any) -> Any:
+    """The history with every `identity` (pid@hostname of whoever acted) made
+    the same, so files do not carry the recording machine's name."""
+    if isinstance(node, dict):
+        return {k: IDENTITY if k == "identity" else _scrubbed(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrubbed(v) for v in node]
+    return node
+
+
+async def _workspace(engine):
+    async with session_scope(create_sessionmaker(engine)) as session:
+        return await create_workspace_keys(session, f"record-{uuid.uuid4().hex[:8]}")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES), help="record only these cases")
+    args = parser.parse_args()
+    HISTORIES.mkdir(exist_ok=True)
+    with (
+        services.postgres_server() as pg,
+        services.redis_server() as redis_url,
+        services.temporal_server() as address,
+    ):
+        asyncio.run(record(pg, redis_url, address, set(args.only) if args.only else None))
+
+
+if __name__ == "__main__":
+    main()
