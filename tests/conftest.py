@@ -65,6 +65,8 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,
         tracking_commit_spill_events=0,
+        # Teardown does not wait long for activities a test left hanging.
+        worker_shutdown_seconds=5,
     )
     client = aioredis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(f"{prefix}*")]
