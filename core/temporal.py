@@ -126,7 +126,8 @@ async def start_workflow(
         return client.get_workflow_handle(start.id, result_type=start.result_type)
     except Exception as exc:
         if is_outage(exc):
-            raise ServiceUnavailable(f"Temporal did not take the start of {start.id}: {exc}") from exc
+            reason = str(exc) or f"no answer within {timeout:g}s"
+            raise ServiceUnavailable(f"Temporal did not take the start of {start.id}: {reason}") from exc
         raise
 
 

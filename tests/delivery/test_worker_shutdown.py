@@ -15,8 +15,8 @@ from core.temporal import WorkflowStart, start_workflow
 from definitions import workflow_ids
 from definitions.messages import SendEmailInput
 from delivery import service
-from delivery.schemas import MessageCreate
-from tests.delivery.conftest import add_sendgrid, make_template
+from delivery.schemas import MessageCreate, TemplateCreate
+from tests.delivery.conftest import SENDER, add_sendgrid
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = 2.0  # seconds the provider holds the request (its client times out at 3)
@@ -40,12 +40,15 @@ async def test_sigterm_lets_the_in_flight_send_finish(
     api, sendgrid, settings, temporal_client, sessionmaker, workspace, tmp_path
 ):
     await add_sendgrid(api, sendgrid)
-    template = await make_template(api)
     async with sessionmaker() as session, session.begin():
-        row, _ = await service.create_message(
+        template = await service.create_template(
             session,
             workspace.workspace_id,
-            MessageCreate(template_id=template["id"], email="bye@example.com"),
+            TemplateCreate(name="Bye", subject="Bye", html="<p>Bye</p>", from_email=SENDER),
+        )
+    async with sessionmaker() as session, session.begin():
+        row, _ = await service.create_message(
+            session, workspace.workspace_id, MessageCreate(template_id=template.id, email="bye@example.com")
         )
     queue = f"{settings.temporal_task_queue}-shutdown"
     log_path = tmp_path / "worker.log"
