@@ -201,9 +201,10 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
 async def record(pg: str, redis_url: str, address: str, only: set[str] | None = None) -> list[Path]:
     """Run the cases (all, or those named) against these servers and write their histories."""
     from api.app import create_app as create_api
+    from delivery.sender import EmailSender
     from tracking.app import create_app as create_tracking
     from worker.main import WorkerClients, background_loops, build_worker
-    from worker.registry import build_activities
+    from worker.registry import build_activities, build_router
 
     written: list[Path] = []
     database_url = await services.create_database(pg, prefix="mp_record")
@@ -221,6 +222,8 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
         client = await Client.connect(address, data_converter=pydantic_data_converter, identity=IDENTITY)
         engine = create_engine(settings.database_url, pool_size=5)
         redis = create_redis(settings)
+        router = build_router(redis, settings)
+        sender = EmailSender(engine, router, settings)
         async with AsyncExitStack() as stack_ctx:
             keys = await _workspace(engine)
             sendgrid = FakeHTTPProvider(token="SG.record")
@@ -240,7 +243,7 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
                 )
             )
             await stack_ctx.enter_async_context(
-                build_worker(client, settings, build_activities(engine, redis, settings))
+                build_worker(client, settings, build_activities(engine, redis, settings, sender=sender))
             )
             stop = asyncio.Event()
             loops = [
@@ -262,6 +265,8 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
                 stop.set()
                 await asyncio.gather(*loops)
                 sendgrid.release()
+        await sender.close()
+        await router.close()
         leftovers = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
         if leftovers:
             await redis.delete(*leftovers)
