@@ -12,11 +12,17 @@ from __future__ import annotations
 # Schedules (worker/setup.py) and the ids of the runs they start.
 EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 SEGMENT_REFRESH_DISPATCH_SCHEDULE = "segments-refresh-dispatch"
+OUTBOX_SWEEP_SCHEDULE = "maintenance-outbox-sweep"
 
 
 def event_partitions() -> str:
     """The scheduled `EventPartitionsWorkflow` (one at a time)."""
     return "maintenance:event-partitions"
+
+
+def outbox_sweep() -> str:
+    """The scheduled `OutboxSweepWorkflow` (one at a time)."""
+    return "maintenance:outbox-sweep"
 
 
 def segment_refresh_dispatch() -> str:

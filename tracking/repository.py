@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from events import writer as event_writer
+from events.writer import ProfileChange
 from tracking.identity import PlannedProfile
 from tracking.items import IngestItem
 
@@ -101,22 +103,17 @@ FROM json_to_recordset($1::text::json) AS v(id uuid, s boolean, email citext, ex
 WHERE p.id = v.id
 """
 
-_EVENTS_RECORDSET = """json_to_recordset({param}::text::json) AS t(
-        i uuid, w uuid, p uuid, y text, n text, pr jsonb, c jsonb, o timestamptz, r timestamptz, m text)"""
-
-INSERT_EVENTS_SQL = f"""
-INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
-SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
-FROM {_EVENTS_RECORDSET.format(param="$1")}
-ON CONFLICT DO NOTHING
-RETURNING id
-"""
+# Events (and the outbox rows their listeners need) and profile changes
+# (trait keys set, merges) in one statement: events/writer.py.
+INSERT_EVENTS_SQL = event_writer.WRITE_SQL
 
 # The common case in one autocommitted statement: lock the known profiles
 # (recording when they were seen), check each still holds the email / user
 # id the plan relied on, and only then insert the events. Locks last until
 # the statement commits, so a concurrent merge or erasure cannot strand an
 # event on a profile that no longer exists.
+_CHECKED_EVENTS = event_writer.SELECT_FROM_RECORDSET.format(param="$2") + " WHERE (SELECT ok FROM checked)"
+
 LOCK_AND_INSERT_SQL = f"""
 WITH v AS (
     SELECT * FROM json_to_recordset($1::text::json) AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
@@ -131,14 +128,8 @@ locked AS (
     RETURNING p.id
 ),
 checked AS (SELECT count(*) = json_array_length($1::text::json) AS ok FROM locked),
-inserted AS (
-    INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
-    SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
-    FROM {_EVENTS_RECORDSET.format(param="$2")}
-    WHERE (SELECT ok FROM checked)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
+{event_writer.insert_cte("inserted", _CHECKED_EVENTS)},
+{event_writer.outbox_cte("announced", "inserted")}
 SELECT (SELECT ok FROM checked), ARRAY(SELECT id FROM inserted)
 """
 
@@ -260,12 +251,15 @@ def _events_json(items: Sequence[IngestItem]) -> str:
     )
 
 
-async def insert_events(conn: asyncpg.Connection, items: Sequence[IngestItem]) -> set[uuid.UUID]:
-    """Insert the events of the items; returns the ids actually stored
-    (a duplicate messageId is skipped)."""
-    if not any(i.event_name is not None for i in items):
+async def insert_events(
+    conn: asyncpg.Connection, items: Sequence[IngestItem], changes: Sequence[ProfileChange] = ()
+) -> set[uuid.UUID]:
+    """Insert the events of the items and announce them and the profile
+    changes to their listeners; returns the ids actually stored (a
+    duplicate messageId is skipped)."""
+    if not changes and not any(i.event_name is not None for i in items):
         return set()
-    rows = await conn.fetch(INSERT_EVENTS_SQL, _events_json(items))
+    rows = await conn.fetch(INSERT_EVENTS_SQL, _events_json(items), _json(c.as_json() for c in changes))
     return {r[0] for r in rows}
 
 

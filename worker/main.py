@@ -1,5 +1,6 @@
 """The worker process: every workflow and activity of the platform (from
-`worker.registry`) and its background loops, in one task group.
+`worker.registry`) and its background loops (the outbox dispatcher that
+hands announced events to workflows), in one task group.
 
 Shutdown is graceful: on SIGINT/SIGTERM the worker stops polling, lets
 in-flight activities finish for up to `worker_shutdown_seconds` (then
@@ -27,8 +28,8 @@ from core.runtime import tune_gc
 from core.settings import Settings
 from db.engine import create_engine
 from delivery.sender import EmailSender
-from worker.recheck_dispatcher import run_recheck_dispatcher
-from worker.registry import WORKFLOWS, build_activities, build_router
+from events.dispatcher import OutboxDispatcher
+from worker.registry import WORKFLOWS, build_activities, build_dispatcher, build_router
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,13 @@ class WorkerClients:
     engine: AsyncEngine
     redis: aioredis.Redis
     settings: Settings
+    dispatcher: OutboxDispatcher
 
 
 def background_loops(clients: WorkerClients, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-    """The loops that run beside the worker until `stop` is set. Each has
-    the shape `run_xxx(client, ..., settings, stop)`; adding one is one line."""
+    """The loops that run beside the worker until `stop` is set; adding one is one line."""
     return [
-        run_recheck_dispatcher(clients.temporal, clients.redis, clients.settings, stop),
+        clients.dispatcher.run(stop, clients.settings.outbox_poll_seconds),
     ]
 
 
@@ -73,8 +74,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
-    worker = build_worker(client, settings, build_activities(engine, redis, settings, sender=sender))
-    clients = WorkerClients(client, engine, redis, settings)
+    dispatcher = build_dispatcher(engine, client, settings)
+    worker = build_worker(
+        client, settings, build_activities(engine, redis, settings, dispatcher, sender=sender)
+    )
+    clients = WorkerClients(client, engine, redis, settings, dispatcher)
     tune_gc(settings.gc_thresholds)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
 

@@ -11,14 +11,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from activities import email as email_activities
+from activities import outbox as outbox_activities
 from activities import partitions as partition_activities
 from activities import segments as segment_activities
 from core.settings import Settings
+from definitions.events import Consumer
 from delivery.limits import BreakerPolicy, ProviderLimits
 from delivery.router import ProviderRouter
 from delivery.sender import EmailSender
+from events.dispatcher import OutboxDispatcher
+from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
@@ -43,8 +48,25 @@ def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
     return ProviderRouter(limits, max_rate_wait=settings.email_rate_wait_seconds)
 
 
+def build_dispatcher(engine: AsyncEngine, client: Client, settings: Settings) -> OutboxDispatcher:
+    """The outbox dispatcher with every consumer the platform runs (one line per consumer)."""
+    return OutboxDispatcher(
+        engine,
+        client,
+        settings.temporal_task_queue,
+        {Consumer.SEGMENTS: recheck_deliveries},
+        batch_size=settings.outbox_batch_size,
+        lease_seconds=settings.outbox_lease_seconds,
+        concurrency=settings.outbox_dispatch_concurrency,
+    )
+
+
 def build_activities(
-    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, sender: EmailSender | None = None
+    engine: AsyncEngine,
+    redis: aioredis.Redis,
+    settings: Settings,
+    dispatcher: OutboxDispatcher,
+    sender: EmailSender | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity, bound to clients built once. Without `sender`, one is
     built here (its router is then never closed: fine for tests, not for
@@ -52,6 +74,7 @@ def build_activities(
     sender = sender or EmailSender(engine, build_router(redis, settings), settings)
     return [
         *partition_activities.build(engine),
-        *segment_activities.build(engine, redis, settings),
+        *outbox_activities.build(dispatcher),
+        *segment_activities.build(engine),
         *email_activities.build(sender),
     ]

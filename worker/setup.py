@@ -27,13 +27,14 @@ from temporalio.client import (
 
 from core.settings import Settings
 from definitions import search_attributes, workflow_ids
-from definitions.maintenance import EnsurePartitionsInput
+from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
 
 log = logging.getLogger(__name__)
 
 EVENT_PARTITIONS_SCHEDULE = workflow_ids.EVENT_PARTITIONS_SCHEDULE
 SEGMENT_REFRESH_SCHEDULE = workflow_ids.SEGMENT_REFRESH_DISPATCH_SCHEDULE
+OUTBOX_SWEEP_SCHEDULE = workflow_ids.OUTBOX_SWEEP_SCHEDULE
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -94,11 +95,27 @@ def _segments_schedule(settings: Settings) -> Schedule:
     )
 
 
+def _outbox_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "OutboxSweepWorkflow",
+            OutboxSweepInput(),
+            id=workflow_ids.outbox_sweep(),
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Re-dispatches outbox rows whose dispatcher died or that Temporal refused."),
+    )
+
+
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every schedule the platform runs, by id."""
     return {
         EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
         SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
+        OUTBOX_SWEEP_SCHEDULE: _outbox_schedule(settings),
     }
 
 

@@ -57,7 +57,7 @@ async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
 
 
 async def test_worker_killed_mid_send_does_not_send_twice(
-    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace
+    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace, dispatcher
 ):
     from worker.main import build_worker
     from worker.registry import build_activities
@@ -111,7 +111,7 @@ async def test_worker_killed_mid_send_does_not_send_twice(
     async with build_worker(
         temporal_client,
         settings.model_copy(update={"temporal_task_queue": queue}),
-        build_activities(engine, redis_client, settings),
+        build_activities(engine, redis_client, settings, dispatcher),
     ):
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "unknown", result

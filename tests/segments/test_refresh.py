@@ -13,7 +13,6 @@ from temporalio.client import WorkflowExecutionStatus
 from definitions import workflow_ids
 from definitions.segment_runs import DueSegmentsInput, SegmentRefreshResult
 from segments import repository as repo
-from segments.recheck import pending_key
 
 
 async def _wait_for(predicate, timeout: float = 15.0, interval: float = 0.2):
@@ -175,7 +174,7 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
     assert await is_due()
 
 
-async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, settings, workspace):
+async def test_recheck_outbox_is_drained(api, tracking, worker, engine, workspace):
     await tracking.post("/identify", json={"userId": "gus", "traits": {"plan": "pro"}})
     await api.post(
         "/api/v1/segments",
@@ -188,7 +187,11 @@ async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, set
         )
 
     async def drained():
-        return await redis_client.scard(pending_key(settings.redis_prefix, workspace.workspace_id)) == 0
+        async with engine.connect() as conn:
+            left = await conn.scalar(
+                text("SELECT count(*) FROM outbox WHERE workspace_id = :w"), {"w": workspace.workspace_id}
+            )
+        return left == 0
 
     await _wait_for(drained)
 

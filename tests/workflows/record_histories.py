@@ -26,6 +26,7 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.clients import create_redis
 from core.settings import Settings
@@ -33,9 +34,9 @@ from core.temporal import WorkflowStart, start_workflow
 from db.engine import create_engine, create_sessionmaker, session_scope
 from db.migrate import upgrade
 from definitions import workflow_ids
-from definitions.maintenance import EnsurePartitionsInput
+from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.messages import SendEmailInput
-from definitions.segment_runs import DueSegmentsInput, RecheckInput
+from definitions.segment_runs import DueSegmentsInput
 from tests.support import services
 from tests.support.fake_providers import FakeHTTPProvider
 from tests.support.servers import serve
@@ -125,23 +126,41 @@ async def segment_refresh_dispatch(stack: Stack) -> WorkflowHandle:
 
 
 async def segment_recheck(stack: Stack) -> WorkflowHandle:
-    # Started by a wake-up, woken once more while it waits; still running
-    # (it idles for minutes) when its history is read.
-    wake = WorkflowStart(
-        "SegmentRecheckWorkflow",
-        RecheckInput(workspace_id=stack.workspace_id),
-        id=workflow_ids.segment_recheck(stack.workspace_id),
-        start_signal="wake",
+    # The real path: trait changes a segment reads go through the outbox,
+    # and the dispatcher signals-with-start the workspace's re-check
+    # workflow; a second change signals the running one. Still running (it
+    # idles for minutes) when its history is read.
+    r = await stack.api.post("/api/v1/segments", json={"name": "Re-checked", "definition": PRO})
+    assert r.status_code == 201, r.text
+    handle = stack.client.get_workflow_handle(workflow_ids.segment_recheck(stack.workspace_id))
+    for n, plan in enumerate(("free", "pro"), start=1):
+        batch = [{"type": "identify", "userId": "cat", "traits": {"plan": plan}}]
+        assert (await stack.tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+        await _until(lambda n=n: _has_activities(handle, n))
+    return handle
+
+
+async def outbox_sweep(stack: Stack) -> WorkflowHandle:
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart(
+            "OutboxSweepWorkflow",
+            OutboxSweepInput(max_batches=10),
+            id=workflow_ids.outbox_sweep(),
+        ),
+        stack.queue,
     )
-    handle = await start_workflow(stack.client, wake, stack.queue)
-    await _until(lambda: _has_activities(handle, 1))
-    await start_workflow(stack.client, wake, stack.queue)
-    await _until(lambda: _has_activities(handle, 2))
+    await handle.result()
     return handle
 
 
 async def _has_activities(handle: WorkflowHandle, n: int) -> bool:
-    return await _completed_activities(handle) >= n
+    try:
+        return await _completed_activities(handle) >= n
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # not started yet
+            return False
+        raise
 
 
 async def send_message_sent(stack: Stack) -> WorkflowHandle:
@@ -192,7 +211,8 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "EventPartitionsWorkflow-ensure": event_partitions,
     "SegmentRefreshWorkflow-recalculate": segment_refresh,
     "SegmentRefreshDispatchWorkflow-two-due": segment_refresh_dispatch,
-    "SegmentRecheckWorkflow-woken-twice": segment_recheck,
+    "SegmentRecheckWorkflow-two-changes": segment_recheck,
+    "OutboxSweepWorkflow-nothing-stuck": outbox_sweep,
     "SendMessageWorkflow-sent": send_message_sent,
     "SendMessageWorkflow-missing-message": send_message_missing,
 }
@@ -204,7 +224,7 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
     from delivery.sender import EmailSender
     from tracking.app import create_app as create_tracking
     from worker.main import WorkerClients, background_loops, build_worker
-    from worker.registry import build_activities, build_router
+    from worker.registry import build_activities, build_dispatcher, build_router
 
     written: list[Path] = []
     database_url = await services.create_database(pg, prefix="mp_record")
@@ -224,6 +244,7 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
         redis = create_redis(settings)
         router = build_router(redis, settings)
         sender = EmailSender(engine, router, settings)
+        dispatcher = build_dispatcher(engine, client, settings)
         async with AsyncExitStack() as stack_ctx:
             keys = await _workspace(engine)
             sendgrid = FakeHTTPProvider(token="SG.record")
@@ -243,12 +264,14 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
                 )
             )
             await stack_ctx.enter_async_context(
-                build_worker(client, settings, build_activities(engine, redis, settings, sender=sender))
+                build_worker(
+                    client, settings, build_activities(engine, redis, settings, dispatcher, sender=sender)
+                )
             )
             stop = asyncio.Event()
             loops = [
                 asyncio.create_task(c)
-                for c in background_loops(WorkerClients(client, engine, redis, settings), stop)
+                for c in background_loops(WorkerClients(client, engine, redis, settings, dispatcher), stop)
             ]
             stack = Stack(settings, client, api, tracking, keys.workspace_id, sendgrid)
             try:

@@ -73,10 +73,14 @@ async def test_signal_with_start_many_reports_each_item(temporal_client, collect
 
 
 async def test_a_temporal_outage_is_service_unavailable_within_the_timeout():
-    with services.temporal_server() as address:
+    server = services.temporal_server()  # a server of its own, to stop under a connected client
+    address = await asyncio.to_thread(server.__enter__)  # it waits for the server synchronously
+    try:
         client = await Client.connect(address)
         live = await start_workflow(client, _collect(f"test-outage-{uuid.uuid4()}"), "nobody-polls")
         assert live.id
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
     # The server is gone now; the client was connected to it.
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as raised:
