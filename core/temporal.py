@@ -1,7 +1,8 @@
 """The one way the platform starts or signals a workflow from outside
 Temporal, and the lazily connected client of the HTTP processes.
 
-- `start_workflow(client, WorkflowStart(...), task_queue)`: start-or-join.
+- `start_workflow(client, WorkflowStart(...), task_queue)`: start-or-join
+  (`start_or_join` also tells whether it started or joined).
   The id is deterministic (built by `definitions.workflow_ids`), so a start
   whose workflow is already running returns the handle of the running one
   (`WorkflowAlreadyStartedError` is never seen by callers). With
@@ -14,6 +15,9 @@ Temporal, and the lazily connected client of the HTTP processes.
   `core.errors.ServiceUnavailable`, which the HTTP apps answer with 503 and
   a `Retry-After` header. Other RPC errors (a bad
   request, an unregistered search attribute) are bugs and propagate.
+- `signal_workflow(client, workflow_id, signal, arg)`: a signal to an open
+  run only (False when none is open), for events a running workflow waits
+  for but that must never start one.
 - `signal_with_start_many(client, starts, task_queue, concurrency=32)`: for
   batched dispatch (the outbox dispatcher). Runs `start_workflow` for every
   item with at most `concurrency` RPCs in flight and returns one
@@ -99,9 +103,19 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (TimeoutError, ConnectionError))
 
 
-async def start_workflow(
+@dataclass(frozen=True)
+class Started:
+    """What `start_or_join` did: `started` is False when a run with the id
+    was already open and was joined instead. (A signal-with-start always
+    reports True: Temporal does not say whether it started or signalled.)"""
+
+    handle: WorkflowHandle[Any, Any]
+    started: bool
+
+
+async def start_or_join(
     client: Client, start: WorkflowStart, task_queue: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
-) -> WorkflowHandle[Any, Any]:
+) -> Started:
     """Start the workflow, or join the running one with the same id (with
     `start_signal`: signal it, starting it first when none runs).
 
@@ -120,15 +134,46 @@ async def start_workflow(
         rpc_timeout=timedelta(seconds=timeout),
     )
     try:
-        return await asyncio.wait_for(call, timeout)
+        return Started(await asyncio.wait_for(call, timeout), started=True)
     except WorkflowAlreadyStartedError:
         # Only a plain start gets here: signal-with-start signals the running one.
-        return client.get_workflow_handle(start.id, result_type=start.result_type)
+        return Started(client.get_workflow_handle(start.id, result_type=start.result_type), started=False)
     except Exception as exc:
         if is_outage(exc):
             reason = str(exc) or f"no answer within {timeout:g}s"
             raise ServiceUnavailable(f"Temporal did not take the start of {start.id}: {reason}") from exc
         raise
+
+
+async def start_workflow(
+    client: Client, start: WorkflowStart, task_queue: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+) -> WorkflowHandle[Any, Any]:
+    """`start_or_join`, for callers that only need the handle."""
+    return (await start_or_join(client, start, task_queue, timeout=timeout)).handle
+
+
+async def signal_workflow(
+    client: Client, workflow_id: str, signal: str, arg: Any, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
+) -> bool:
+    """Signal the open run with this id, without starting one. Returns False
+    when no run with the id is open (it ended: nothing waits for the signal).
+
+    Raises ServiceUnavailable when Temporal does not answer within `timeout` seconds.
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await asyncio.wait_for(handle.signal(signal, arg, rpc_timeout=timedelta(seconds=timeout)), timeout)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        if is_outage(exc):
+            raise ServiceUnavailable(f"Temporal did not take the signal to {workflow_id}: {exc}") from exc
+        raise
+    except TimeoutError as exc:
+        raise ServiceUnavailable(
+            f"Temporal did not take the signal to {workflow_id} within {timeout:g}s"
+        ) from exc
+    return True
 
 
 async def signal_with_start_many(

@@ -215,6 +215,8 @@ messages = Table(
     Column("flow_version", Integer, nullable=True),
     Column("flow_node", Text, nullable=True),
     Column("enrollment_id", UUID(as_uuid=True), nullable=True),
+    # Flow and campaign sends (not transactional ones): the frequency cap counts them.
+    Column("marketing", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
 )
 

@@ -64,6 +64,7 @@ class Consumer(StrEnum):
     """Who reads outbox rows; each has one dispatcher entry."""
 
     SEGMENTS = "segments"
+    FLOWS = "flows"
 
 
 # -- idempotency keys of system events ----------------------------------------

@@ -9,6 +9,8 @@ formatted anywhere else.
 
 from __future__ import annotations
 
+import hashlib
+
 # Schedules (worker/setup.py) and the ids of the runs they start.
 EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 SEGMENT_REFRESH_DISPATCH_SCHEDULE = "segments-refresh-dispatch"
@@ -43,3 +45,12 @@ def segment_recheck(workspace_id: object) -> str:
 def message(message_id: object) -> str:
     """`SendMessageWorkflow` of one message row."""
     return f"message:{message_id}"
+
+
+def flow_run(flow_id: object, profile_id: object, enrollment_key: str = "") -> str:
+    """`FlowRunWorkflow` of one enrollment: one running enrollment per flow,
+    person and enrollment key (any string, entering the id as a short hash)."""
+    base = f"flow:{flow_id}:{profile_id}"
+    if not enrollment_key:
+        return base
+    return f"{base}:{hashlib.sha256(enrollment_key.encode()).hexdigest()[:16]}"

@@ -285,3 +285,14 @@ async def write_event(
         received_at=datetime.now(UTC),
     )
     return await event_writer.write_once(await driver_connection(conn), row)
+
+
+async def link_to_flow(
+    conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID, values: dict[str, Any]
+) -> None:
+    """Record which flow, version, node and enrollment a message belongs to."""
+    await conn.execute(
+        update(messages)
+        .where(messages.c.workspace_id == workspace_id, messages.c.id == message_id)
+        .values(**values)
+    )

@@ -322,6 +322,33 @@ async def create_message(
     )
 
 
+async def link_message_to_flow(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    version: int,
+    node_id: str,
+    enrollment_id: uuid.UUID,
+    *,
+    marketing: bool,
+) -> None:
+    """Tie a flow's message to its flow, version, node and enrollment (stats,
+    audits); `marketing` messages count toward frequency caps."""
+    await repo.link_to_flow(
+        session,
+        workspace_id,
+        message_id,
+        {
+            "flow_id": flow_id,
+            "flow_version": version,
+            "flow_node": node_id,
+            "enrollment_id": enrollment_id,
+            "marketing": marketing,
+        },
+    )
+
+
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
     """A message with its events."""
     row = await repo.message(session, workspace_id, message_id)

@@ -24,9 +24,8 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.service import RPCError, RPCStatusCode
 
-from core.temporal import WorkflowStart, start_workflow
+from core.temporal import WorkflowStart, signal_workflow, start_workflow
 from events import outbox
 from events.outbox import OutboxRow
 
@@ -125,12 +124,9 @@ class OutboxDispatcher:
 
     async def _signal(self, delivery: Delivery) -> bool:
         try:
-            await self._client.get_workflow_handle(delivery.workflow_id).signal(
-                delivery.signal, delivery.signal_arg
-            )
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return True  # the run ended: nothing waits for this event
+            # False: the run ended, nothing waits for this event; the row is done either way.
+            await signal_workflow(self._client, delivery.workflow_id, delivery.signal, delivery.signal_arg)
+        except Exception as exc:  # noqa: BLE001 - any refusal leaves the rows for the sweep
             log.warning("could not signal %s: %r", delivery.workflow_id, exc)
             return False
         return True

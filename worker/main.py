@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -74,10 +75,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
+    http = httpx.AsyncClient(timeout=10)  # flow webhooks
     dispatcher = build_dispatcher(engine, client, settings)
-    worker = build_worker(
-        client, settings, build_activities(engine, redis, settings, dispatcher, sender=sender)
-    )
+    activities = build_activities(engine, redis, settings, dispatcher, sender=sender, http=http)
+    worker = build_worker(client, settings, activities)
     clients = WorkerClients(client, engine, redis, settings, dispatcher)
     tune_gc(settings.gc_thresholds)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
@@ -101,6 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         stop.set()
         await sender.close()
         await router.close()
+        await http.aclose()
         await engine.dispose()
         await redis.aclose()
         log.info("worker stopped")

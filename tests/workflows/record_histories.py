@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -58,6 +59,10 @@ class Stack:
     tracking: httpx.AsyncClient
     workspace_id: uuid.UUID
     sendgrid: FakeHTTPProvider
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker
+    template_id: str | None = None
+    cart_flow_id: uuid.UUID | None = None
 
     @property
     def queue(self) -> str:
@@ -163,29 +168,88 @@ async def _has_activities(handle: WorkflowHandle, n: int) -> bool:
         raise
 
 
+async def _template_id(stack: Stack) -> str:
+    """A provider (the fake SendGrid) and a template, made once per recording."""
+    if stack.template_id is None:
+        provider = {
+            "name": "sendgrid",
+            "kind": "sendgrid",
+            "priority": 10,
+            "settings": {"base_url": stack.sendgrid.base_url, "timeout": 3},
+            "credentials": {"api_key": stack.sendgrid.token},
+        }
+        assert (await stack.api.post("/api/v1/providers", json=provider)).status_code == 201
+        template = {
+            "name": "Welcome",
+            "subject": "Hi {{ profile.first_name }}",
+            "from_email": "sender@example.com",
+            "html": "<p>Hello</p>",
+        }
+        stack.template_id = (await stack.api.post("/api/v1/templates", json=template)).json()["id"]
+    return stack.template_id
+
+
 async def send_message_sent(stack: Stack) -> WorkflowHandle:
-    provider = {
-        "name": "sendgrid",
-        "kind": "sendgrid",
-        "priority": 10,
-        "settings": {"base_url": stack.sendgrid.base_url, "timeout": 3},
-        "credentials": {"api_key": stack.sendgrid.token},
-    }
-    assert (await stack.api.post("/api/v1/providers", json=provider)).status_code == 201
-    template = {
-        "name": "Welcome",
-        "subject": "Hi {{ profile.first_name }}",
-        "from_email": "sender@example.com",
-        "html": "<p>Hello</p>",
-    }
-    created = (await stack.api.post("/api/v1/templates", json=template)).json()
     r = await stack.api.post(
         "/api/v1/messages",
         params={"wait": 20},
-        json={"template_id": created["id"], "email": "ann@example.com"},
+        json={"template_id": await _template_id(stack), "email": "ann@example.com"},
     )
     assert r.json()["status"] == "sent", r.text
     return stack.client.get_workflow_handle(r.json()["workflow_id"])
+
+
+def _cart_flow(template_id: str) -> dict:
+    """Abandoned cart: wait 3 s for the order; if none, an email, then a
+    4 s grace wait in which buying still converts."""
+    return {
+        "trigger": {"type": "event", "name": "Cart Updated", "enrollment_key": "properties.cart_id"},
+        "start": "wait_buy",
+        "nodes": [
+            {"id": "wait_buy", "type": "wait_for_event", "name": "Order Completed", "match_key": True,
+             "timeout_seconds": 3, "on_event": "bought", "on_timeout": "remind"},
+            {"id": "remind", "type": "send_email", "template_id": template_id, "next": "grace"},
+            {"id": "grace", "type": "wait", "seconds": 4, "next": "done"},
+            {"id": "done", "type": "exit"},
+            {"id": "bought", "type": "exit"},
+        ],
+        "settings": {"reentry": "always", "goal": {"name": "Order Completed"}},
+    }  # fmt: skip
+
+
+async def _cart_run(stack: Stack, cart: str, buy: bool) -> WorkflowHandle:
+    """Put a cart in the abandoned-cart flow through tracking; buy it at
+    once or not; return the run once it ended."""
+    from tests.flows.support import active_flow, enrollments, wait_for
+
+    if stack.cart_flow_id is None:
+        stack.cart_flow_id = await active_flow(
+            stack.sessionmaker, stack.workspace_id, _cart_flow(await _template_id(stack)), name="Cart"
+        )
+    who = {"userId": "shopper", "traits": {"email": "shopper@example.com"}}
+    assert (await stack.tracking.post("/identify", json=who)).status_code == 200
+    event = {"userId": "shopper", "event": "Cart Updated", "properties": {"cart_id": cart}}
+    assert (await stack.tracking.post("/track", json=event)).status_code == 200
+
+    async def enrolled() -> dict | None:
+        rows = [r for r in await enrollments(stack.engine, stack.cart_flow_id) if r["enrollment_key"] == cart]
+        return rows[0] if rows else None
+
+    row = await wait_for(enrolled)
+    if buy:
+        order = {"userId": "shopper", "event": "Order Completed", "properties": {"cart_id": cart}}
+        assert (await stack.tracking.post("/track", json=order)).status_code == 200
+    handle = stack.client.get_workflow_handle(row["workflow_id"])
+    await asyncio.wait_for(handle.result(), timeout=60)
+    return handle
+
+
+async def flow_cart_bought(stack: Stack) -> WorkflowHandle:
+    return await _cart_run(stack, "bought", buy=True)
+
+
+async def flow_cart_reminded(stack: Stack) -> WorkflowHandle:
+    return await _cart_run(stack, "reminded", buy=False)
 
 
 async def send_message_missing(stack: Stack) -> WorkflowHandle:
@@ -215,6 +279,8 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "OutboxSweepWorkflow-nothing-stuck": outbox_sweep,
     "SendMessageWorkflow-sent": send_message_sent,
     "SendMessageWorkflow-missing-message": send_message_missing,
+    "FlowRunWorkflow-cart-bought": flow_cart_bought,
+    "FlowRunWorkflow-cart-reminded": flow_cart_reminded,
 }
 
 
@@ -273,7 +339,16 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
                 asyncio.create_task(c)
                 for c in background_loops(WorkerClients(client, engine, redis, settings, dispatcher), stop)
             ]
-            stack = Stack(settings, client, api, tracking, keys.workspace_id, sendgrid)
+            stack = Stack(
+                settings,
+                client,
+                api,
+                tracking,
+                keys.workspace_id,
+                sendgrid,
+                engine,
+                create_sessionmaker(engine),
+            )
             try:
                 for name, case in CASES.items():
                     if only and name not in only:
@@ -301,10 +376,14 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
 
 
 def _scrubbed(node: Any) -> Any:
-    """The history with every `identity` (pid@hostname of whoever acted) made
-    the same, so files do not carry the recording machine's name."""
+    """The history without traces of the recording machine: every `identity`
+    (pid@hostname of whoever acted) made the same, stack traces (file paths)
+    emptied. Replay reads neither."""
     if isinstance(node, dict):
-        return {k: IDENTITY if k == "identity" else _scrubbed(v) for k, v in node.items()}
+        return {
+            k: IDENTITY if k == "identity" else "" if k == "stackTrace" else _scrubbed(v)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_scrubbed(v) for v in node]
     return node

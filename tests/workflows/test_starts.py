@@ -17,7 +17,13 @@ from temporalio.worker import Worker
 
 from api.app import create_app
 from core.errors import ServiceUnavailable
-from core.temporal import WorkflowStart, signal_with_start_many, start_workflow
+from core.temporal import (
+    WorkflowStart,
+    signal_with_start_many,
+    signal_workflow,
+    start_or_join,
+    start_workflow,
+)
 from definitions import workflow_ids
 from definitions.search_attributes import WORKSPACE_ID
 from tests.support import services
@@ -46,6 +52,26 @@ async def test_a_second_start_joins_the_running_workflow(temporal_client, collec
     assert (await second.describe()).run_id == first.result_run_id
     await first.signal(SignalCollector.finish)
     assert await asyncio.wait_for(second.result(), 30) == []
+
+
+async def test_start_or_join_says_which(temporal_client, collector_queue):
+    workflow_id = f"test-which-{uuid.uuid4()}"
+    first = await start_or_join(temporal_client, _collect(workflow_id), collector_queue)
+    again = await start_or_join(temporal_client, _collect(workflow_id), collector_queue)
+    assert (first.started, again.started) == (True, False)
+    await first.handle.signal(SignalCollector.finish)
+    await asyncio.wait_for(first.handle.result(), 30)
+
+
+async def test_signal_workflow_reaches_an_open_run_and_never_starts_one(temporal_client, collector_queue):
+    workflow_id = f"test-signal-{uuid.uuid4()}"
+    assert await signal_workflow(temporal_client, workflow_id, "add", 1) is False  # nothing open
+    handle = await start_workflow(temporal_client, _collect(workflow_id), collector_queue)
+    assert await signal_workflow(temporal_client, workflow_id, "add", 7) is True
+    await handle.signal(SignalCollector.finish)
+    assert await asyncio.wait_for(handle.result(), 30) == [7]
+    await asyncio.sleep(0)  # the run ended: a late signal is dropped, not an error
+    assert await signal_workflow(temporal_client, workflow_id, "add", 8) is False
 
 
 async def test_signal_with_start_many_reports_each_item(temporal_client, collector_queue):

@@ -88,14 +88,19 @@ def upgrade() -> None:
     op.execute("CREATE INDEX flow_steps_flow_node_idx ON flow_steps (flow_id, node_id)")
     op.execute(
         "ALTER TABLE messages ADD COLUMN flow_id uuid, ADD COLUMN flow_version integer, "
-        "ADD COLUMN flow_node text, ADD COLUMN enrollment_id uuid"
+        "ADD COLUMN flow_node text, ADD COLUMN enrollment_id uuid, "
+        "ADD COLUMN marketing boolean NOT NULL DEFAULT false"
+    )
+    # The frequency cap counts a person's recent marketing messages.
+    op.execute(
+        "CREATE INDEX messages_marketing_idx ON messages (workspace_id, profile_id, created_at) WHERE marketing"
     )
 
 
 def downgrade() -> None:
     op.execute(
         "ALTER TABLE messages DROP COLUMN flow_id, DROP COLUMN flow_version, DROP COLUMN flow_node, "
-        "DROP COLUMN enrollment_id"
+        "DROP COLUMN enrollment_id, DROP COLUMN marketing"
     )
     op.execute("DROP TABLE flow_steps")
     op.execute("DROP TABLE flow_enrollments")
