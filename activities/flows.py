@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -318,3 +319,19 @@ class FlowActivities:
         if not 200 <= response.status_code < 300:
             raise ApplicationError(f"webhook {params.url} answered {response.status_code}")
         return response.status_code
+
+
+def build(engine: AsyncEngine, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
+    """The flow activities, bound to the worker's engine and HTTP client."""
+    flows = FlowActivities(engine, settings, http)
+    return [
+        flows.begin_flow_enrollment,
+        flows.record_flow_step,
+        flows.leave_flow_step,
+        flows.finish_flow_enrollment,
+        flows.evaluate_flow_conditions,
+        flows.flow_wait_seconds,
+        flows.prepare_flow_email,
+        flows.update_flow_profile,
+        flows.call_flow_webhook,
+    ]

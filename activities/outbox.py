@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from temporalio import activity
 
 from definitions.maintenance import OutboxSweepInput, OutboxSweepResult
@@ -26,3 +29,8 @@ class OutboxActivities:
             if claimed == 0:
                 break
         return OutboxSweepResult(redispatched=total)
+
+
+def build(dispatcher: OutboxDispatcher) -> list[Callable[..., Any]]:
+    """The outbox activities around the worker's dispatcher."""
+    return [OutboxActivities(dispatcher).sweep_outbox]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.guards import heartbeating, permanent_errors
 from definitions.segment_runs import (
     DueSegments,
     DueSegmentsInput,
@@ -33,8 +36,9 @@ class SegmentActivities:
         """Recompute one segment in one transaction (idempotent: a retry
         after a commit finds nothing left to change)."""
         started = time.perf_counter()
-        async with self._engine.begin() as conn:
-            counts = await service.refresh(conn, params.workspace_id, params.segment_id)
+        async with heartbeating(), self._engine.begin() as conn:
+            with permanent_errors():  # an invalid stored definition fails at once
+                counts = await service.refresh(conn, params.workspace_id, params.segment_id)
         if counts is None:
             return SegmentRefreshResult(segment_id=params.segment_id, found=False)
         members, entered, exited = counts
@@ -59,7 +63,13 @@ class SegmentActivities:
         (idempotent: a retry after a commit finds nothing left to change)."""
         if not params.profile_ids:
             return RecheckResult(profiles=0, entered=0, exited=0)
-        activity.heartbeat()
-        async with self._engine.begin() as conn:
-            entered, exited = await recheck_service.recheck(conn, params.workspace_id, params.profile_ids)
+        async with heartbeating(), self._engine.begin() as conn:
+            with permanent_errors():
+                entered, exited = await recheck_service.recheck(conn, params.workspace_id, params.profile_ids)
         return RecheckResult(profiles=len(params.profile_ids), entered=entered, exited=exited)
+
+
+def build(engine: AsyncEngine) -> list[Callable[..., Any]]:
+    """The segment activities, bound to clients built once in the worker."""
+    segments = SegmentActivities(engine)
+    return [segments.refresh_segment, segments.due_segments, segments.recheck_profiles]

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", description="Temporal namespace.")
     temporal_task_queue: str = Field("marketing", description="Task queue the worker polls.")
     temporal_ui_url: str = Field("http://localhost:8233", description="Temporal web UI, for links.")
+    worker_shutdown_seconds: float = Field(
+        30.0,
+        description="On SIGTERM, how long in-flight activities may finish before the worker cancels them.",
+    )
 
     partitions_months_ahead: int = Field(3, description="Monthly event partitions kept ahead.")
 

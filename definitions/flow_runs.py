@@ -7,7 +7,6 @@ waits for (at most 32 KB each, as tracked)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from datetime import datetime
@@ -25,15 +24,6 @@ EVENT_SIGNAL = "event"  # an event the run listens for (waits, goal, exit events
 EXIT_SIGNAL = "exit"  # the API, an archive or a merge asks the run to leave
 # Outbox `event_name` of an exit request (event_id: the enrollment id).
 EXIT_ANNOUNCEMENT = "$exit"
-
-
-def flow_workflow_id(flow_id: object, profile_id: object, enrollment_key: str = "") -> str:
-    """One running enrollment per flow, person and enrollment key: the key
-    (any string) enters the id as a short hash."""
-    base = f"flow:{flow_id}:{profile_id}"
-    if not enrollment_key:
-        return base
-    return f"{base}:{hashlib.sha256(enrollment_key.encode()).hexdigest()[:16]}"
 
 
 def enrollment_id(flow_id: object, profile_id: object, enrollment_key: str, cause: object) -> uuid.UUID:

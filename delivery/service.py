@@ -13,6 +13,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
 from core.pagination import decode_cursor, encode_cursor
 from db.tables import providers, templates
+from definitions import workflow_ids
 from delivery import repository as repo
 from delivery.render import check_syntax, profile_context, render
 from delivery.schemas import (
@@ -34,7 +35,6 @@ from delivery.schemas import (
     TemplatePage,
     TemplateUpdate,
 )
-from workflows.messages import message_workflow_id
 
 # -- templates ------------------------------------------------------------------
 
@@ -377,6 +377,6 @@ def message_out(row: Any, found: list[MessageEvent] | None = None) -> MessageOut
         delivered_at=row["delivered_at"],
         opened_at=row["opened_at"],
         clicked_at=row["clicked_at"],
-        workflow_id=message_workflow_id(row["id"]),
+        workflow_id=workflow_ids.message(row["id"]),
         events=found or [],
     )

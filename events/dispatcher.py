@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.common import SearchAttributeKey
 
+from core.temporal import WorkflowStart, signal_workflow, start_workflow
 from events import outbox
 from events.outbox import OutboxRow
 
@@ -107,18 +107,16 @@ class OutboxDispatcher:
         async with self._limit:
             if delivery.arg is None:
                 return await self._signal(delivery)
+            start = WorkflowStart(
+                delivery.workflow,
+                delivery.arg,
+                id=delivery.workflow_id,
+                start_signal=delivery.signal,
+                start_signal_args=[delivery.signal_arg],
+                search_attributes=delivery.search,
+            )
             try:
-                await self._client.start_workflow(
-                    delivery.workflow,
-                    delivery.arg,
-                    id=delivery.workflow_id,
-                    task_queue=self._task_queue,
-                    start_signal=delivery.signal,
-                    start_signal_args=[delivery.signal_arg],
-                    search_attributes=TypedSearchAttributes(
-                        [SearchAttributePair(k, v) for k, v in delivery.search.items()]
-                    ),
-                )
+                await start_workflow(self._client, start, self._task_queue)
             except Exception as exc:  # noqa: BLE001 - any refusal leaves the rows for the sweep
                 log.warning("could not signal %s: %r", delivery.workflow_id, exc)
                 return False
@@ -126,12 +124,9 @@ class OutboxDispatcher:
 
     async def _signal(self, delivery: Delivery) -> bool:
         try:
-            await self._client.get_workflow_handle(delivery.workflow_id).signal(
-                delivery.signal, delivery.signal_arg
-            )
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return True  # the run ended: nothing waits for this event
+            # False: the run ended, nothing waits for this event; the row is done either way.
+            await signal_workflow(self._client, delivery.workflow_id, delivery.signal, delivery.signal_arg)
+        except Exception as exc:  # noqa: BLE001 - any refusal leaves the rows for the sweep
             log.warning("could not signal %s: %r", delivery.workflow_id, exc)
             return False
         return True

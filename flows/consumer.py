@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from definitions import workflow_ids
 from definitions.events import SystemEvent
 from definitions.flow_runs import (
     EVENT_SIGNAL,
@@ -32,7 +33,6 @@ from definitions.flow_runs import (
     FlowEvent,
     FlowRunInput,
     enrollment_id,
-    flow_workflow_id,
     key_value,
 )
 from definitions.flows import EventTrigger, FlowGraph, Reentry, SegmentTrigger, listened_events
@@ -124,7 +124,7 @@ def start_delivery(
     signal_event = event or FlowEvent(id=run.enrollment_id, name="$enroll", occurred_at=datetime.now(UTC))
     return Delivery(
         workflow=WORKFLOW,
-        workflow_id=flow_workflow_id(flow_id, profile_id, key),
+        workflow_id=workflow_ids.flow_run(flow_id, profile_id, key),
         arg=run,
         signal=TRIGGER_SIGNAL,
         signal_arg=signal_event,

@@ -16,13 +16,11 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from core.errors import Conflict, NotFound, ServiceUnavailable
 from core.ids import uuid7
 from core.settings import Settings
+from core.temporal import WorkflowStart, start_or_join
 from definitions.events import Consumer, SystemEvent
 from definitions.flow_runs import EXIT_ANNOUNCEMENT
 from definitions.flows import EventTrigger, FlowGraph, SegmentTrigger, listened_events
@@ -152,20 +150,13 @@ async def _start(
     assert run is not None
     if not reentry_allows(graph, latest.get((flow_id, profile_id, "")), datetime.now(UTC)):
         return EnrollResult(enrollment_id=None, workflow_id=delivery.workflow_id, status="refused")
+    start = WorkflowStart(delivery.workflow, run, id=delivery.workflow_id, search_attributes=delivery.search)
     try:
-        await client.start_workflow(
-            delivery.workflow,
-            run,
-            id=delivery.workflow_id,
-            task_queue=settings.temporal_task_queue,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(k, v) for k, v in delivery.search.items()]
-            ),
-        )
-    except WorkflowAlreadyStartedError:
+        outcome = await start_or_join(client, start, settings.temporal_task_queue)
+    except ServiceUnavailable as exc:
+        raise ServiceUnavailable(f"could not start the enrollment on Temporal: {exc.detail}; retry") from None
+    if not outcome.started:
         return EnrollResult(enrollment_id=None, workflow_id=delivery.workflow_id, status="already_enrolled")
-    except RPCError as exc:
-        raise ServiceUnavailable(f"could not start the enrollment on Temporal: {exc}; retry") from None
     return EnrollResult(enrollment_id=run.enrollment_id, workflow_id=delivery.workflow_id, status="started")
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from definitions import workflow_ids
 from definitions.search_attributes import WORKSPACE_ID
 from definitions.segment_runs import ProfilesChanged, RecheckInput
 from events.dispatcher import Delivery
 from events.outbox import OutboxRow
-from workflows.segments import RECHECK_SIGNAL, SegmentRecheckWorkflow, recheck_workflow_id
+from workflows.segments import RECHECK_SIGNAL, SegmentRecheckWorkflow
 
 
 async def recheck_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
@@ -22,7 +23,7 @@ async def recheck_deliveries(rows: Sequence[OutboxRow]) -> list[Delivery]:
     return [
         Delivery(
             workflow=SegmentRecheckWorkflow.__name__,
-            workflow_id=recheck_workflow_id(workspace_id),
+            workflow_id=workflow_ids.segment_recheck(workspace_id),
             arg=RecheckInput(workspace_id=workspace_id),
             signal=RECHECK_SIGNAL,
             signal_arg=ProfilesChanged(

@@ -26,18 +26,15 @@ from temporalio.client import (
 )
 
 from core.settings import Settings
-from definitions import search_attributes
+from definitions import search_attributes, workflow_ids
 from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
 
 log = logging.getLogger(__name__)
 
-EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
-EVENT_PARTITIONS_WORKFLOW_ID = "maintenance:event-partitions"
-SEGMENT_REFRESH_SCHEDULE = "segments-refresh-dispatch"
-SEGMENT_REFRESH_WORKFLOW_ID = "segments:refresh-dispatch"
-OUTBOX_SWEEP_SCHEDULE = "maintenance-outbox-sweep"
-OUTBOX_SWEEP_WORKFLOW_ID = "maintenance:outbox-sweep"
+EVENT_PARTITIONS_SCHEDULE = workflow_ids.EVENT_PARTITIONS_SCHEDULE
+SEGMENT_REFRESH_SCHEDULE = workflow_ids.SEGMENT_REFRESH_DISPATCH_SCHEDULE
+OUTBOX_SWEEP_SCHEDULE = workflow_ids.OUTBOX_SWEEP_SCHEDULE
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -71,7 +68,7 @@ def _partitions_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             "EventPartitionsWorkflow",
             EnsurePartitionsInput(months_ahead=settings.partitions_months_ahead),
-            id=EVENT_PARTITIONS_WORKFLOW_ID,
+            id=workflow_ids.event_partitions(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(hours=2),
         ),
@@ -88,7 +85,7 @@ def _segments_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             "SegmentRefreshDispatchWorkflow",
             DueSegmentsInput(limit=500),
-            id=SEGMENT_REFRESH_WORKFLOW_ID,
+            id=workflow_ids.segment_refresh_dispatch(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(minutes=10),
         ),
@@ -103,7 +100,7 @@ def _outbox_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             "OutboxSweepWorkflow",
             OutboxSweepInput(),
-            id=OUTBOX_SWEEP_WORKFLOW_ID,
+            id=workflow_ids.outbox_sweep(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(minutes=10),
         ),

@@ -22,6 +22,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from definitions import workflow_ids
     from definitions.flow_runs import (
         EVENT_SIGNAL,
         EXIT_SIGNAL,
@@ -62,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.messages import SendEmailInput, SendEmailResult
     from definitions.search_attributes import FLOW_STEP
     from definitions.segments import MISSING, compare, get_path
-    from workflows.messages import SendMessageWorkflow, message_workflow_id
+    from workflows.messages import SendMessageWorkflow
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -408,7 +409,7 @@ class FlowRunWorkflow:
             await workflow.execute_child_workflow(
                 SendMessageWorkflow.run,
                 SendEmailInput(workspace_id=p.workspace_id, message_id=prepared.message_id),
-                id=message_workflow_id(prepared.message_id),
+                id=workflow_ids.message(prepared.message_id),
                 result_type=SendEmailResult,
             )
         return "next", node.next
@@ -442,3 +443,6 @@ class FlowRunWorkflow:
                 raise
             return "error", node.on_error
         return "next", node.next
+
+
+WORKFLOWS = [FlowRunWorkflow]

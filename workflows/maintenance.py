@@ -56,3 +56,6 @@ class OutboxSweepWorkflow:
                 maximum_attempts=5,
             ),
         )
+
+
+WORKFLOWS = [EventPartitionsWorkflow, OutboxSweepWorkflow]

@@ -7,10 +7,11 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from definitions import search_attributes, workflow_ids
     from definitions.search_attributes import WORKSPACE_ID
     from definitions.segment_runs import (
         DueSegments,
@@ -23,14 +24,14 @@ with workflow.unsafe.imports_passed_through():
         SegmentRefreshResult,
     )
 
+# Transient failures (database restarts, lock timeouts) retry with backoff;
+# permanent ones (an invalid stored definition) are raised non-retryable by
+# the activities and fail on the first attempt.
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=8
 )
-
-
-def refresh_workflow_id(segment_id: object) -> str:
-    """One id per segment, so a running refresh is never started twice."""
-    return f"segment-refresh:{segment_id}"
+# The activities heartbeat every few seconds while their SQL runs.
+_HEARTBEAT = timedelta(seconds=30)
 
 
 @workflow.defn(name="SegmentRefreshWorkflow")
@@ -45,6 +46,7 @@ class SegmentRefreshWorkflow:
             params,
             result_type=SegmentRefreshResult,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=_HEARTBEAT,
             retry_policy=_RETRY,
         )
 
@@ -69,11 +71,9 @@ class SegmentRefreshDispatchWorkflow:
                 await workflow.start_child_workflow(
                     SegmentRefreshWorkflow.run,
                     SegmentRefreshInput(segment_id=ref.segment_id, workspace_id=ref.workspace_id),
-                    id=refresh_workflow_id(ref.segment_id),
+                    id=workflow_ids.segment_refresh(ref.segment_id),
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=TypedSearchAttributes(
-                        [SearchAttributePair(WORKSPACE_ID, str(ref.workspace_id))]
-                    ),
+                    search_attributes=search_attributes.typed({WORKSPACE_ID: ref.workspace_id}),
                 )
             except WorkflowAlreadyStartedError:
                 return False  # still running from an earlier dispatch or a manual recalculation
@@ -88,11 +88,6 @@ RECHECK_SIGNAL = "profiles_changed"
 # re-check is idempotent, so a very late duplicate only costs a re-check).
 _SEEN_EVENTS = 20_000
 _CARRY_MAX = 5000  # RecheckInput.profile_ids' limit
-
-
-def recheck_workflow_id(workspace_id: object) -> str:
-    """One re-check workflow per workspace."""
-    return f"segment-recheck:{workspace_id}"
 
 
 @workflow.defn(name="SegmentRecheckWorkflow")
@@ -137,7 +132,7 @@ class SegmentRecheckWorkflow:
                 ),
                 result_type=RecheckResult,
                 start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(minutes=1),
+                heartbeat_timeout=_HEARTBEAT,
                 retry_policy=_RETRY,
             )
             checked += result.profiles
@@ -151,3 +146,6 @@ class SegmentRecheckWorkflow:
                         batch_size=params.batch_size,
                     )
                 )
+
+
+WORKFLOWS = [SegmentRefreshWorkflow, SegmentRefreshDispatchWorkflow, SegmentRecheckWorkflow]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
+from definitions import workflow_ids
 from definitions.segment_runs import DueSegmentsInput, SegmentRefreshResult
 from segments import repository as repo
 
@@ -117,7 +118,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         )
         assert started >= 1
         # The run the API started is still the one running (not replaced or doubled).
-        running = await temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}").describe()
+        running = await temporal_client.get_workflow_handle(
+            workflow_ids.segment_refresh(busy["id"])
+        ).describe()
         assert (
             running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
         )
@@ -125,7 +128,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         async def runs_listed():  # visibility is eventually consistent
             return [
                 w
-                async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')
+                async for w in temporal_client.list_workflows(
+                    f'WorkflowId = "{workflow_ids.segment_refresh(busy["id"])}"'
+                )
             ]
 
         assert len(await _wait_for(runs_listed)) == 1, "a running refresh was started twice"
@@ -139,7 +144,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
     await _wait_for(both_refreshed, timeout=30)
     # The one run of Busy finishes once its lock is released.
     handle = temporal_client.get_workflow_handle(
-        f"segment-refresh:{busy['id']}", run_id=api_run.json()["run_id"], result_type=SegmentRefreshResult
+        workflow_ids.segment_refresh(busy["id"]),
+        run_id=api_run.json()["run_id"],
+        result_type=SegmentRefreshResult,
     )
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result.found and result.member_count == 1
