@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +29,7 @@ from definitions.flow_runs import (
     BeginResult,
     ConditionInput,
     ConditionResult,
+    DateTriggersResult,
     FinishInput,
     FlowEmailInput,
     FlowEmailPrepared,
@@ -37,7 +39,9 @@ from definitions.flow_runs import (
     WaitResult,
     WaitUntilInput,
     WebhookInput,
+    enrollment_id,
 )
+from definitions.flows import DateTrigger, FlowGraph
 from definitions.segments import DATE_PREFIX, MISSING, Condition, get_path, matches
 from delivery import service as delivery_service
 from delivery.schemas import MessageCreate
@@ -287,6 +291,36 @@ class FlowActivities:
             except NotFound as exc:
                 raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from None
 
+    @activity.defn(name="announce_date_triggers")
+    async def announce_date_triggers(self) -> DateTriggersResult:
+        """For every active flow with a date trigger: the people whose date
+        trait (± offset, or its anniversary) is today in their timezone and
+        whose time of day has passed get a `$date` outbox row; the flows
+        consumer enrolls them. The enrollment id is derived from the flow,
+        person and date, so a person enters at most once per date however
+        often this runs."""
+        now = datetime.now(UTC)
+        announced = 0
+        async with self._engine.begin() as conn:
+            for flow in await repo.date_trigger_flows(conn):
+                graph = FlowGraph.model_validate(flow["definition"])
+                trigger = graph.trigger
+                if not isinstance(trigger, DateTrigger):
+                    continue
+                default = _zone(await repo.workspace_timezone(conn, flow["workspace_id"])) or ZoneInfo("UTC")
+                due: list[tuple[Any, uuid.UUID, date]] = []
+                for person in await repo.profiles_with_trait(
+                    conn, flow["workspace_id"], trigger.trait.split(".")
+                ):
+                    zone = _zone(person["timezone"]) or default
+                    day = date_due(person["value"], trigger, zone, now)
+                    if day is not None:
+                        cause = f"date:{day.isoformat()}"
+                        due.append((person["id"], enrollment_id(flow["id"], person["id"], "", cause), day))
+                announced += await repo.announce_dates(conn, flow["workspace_id"], flow["id"], due)
+                activity.heartbeat(announced)
+        return DateTriggersResult(announced=announced)
+
     @activity.defn(name="call_flow_webhook")
     async def call_flow_webhook(self, params: WebhookInput) -> int:
         """POST the person, trigger and payload as JSON with an HMAC
@@ -321,6 +355,30 @@ class FlowActivities:
         return response.status_code
 
 
+def date_due(value: Any, trigger: DateTrigger, zone: ZoneInfo, now: datetime) -> date | None:
+    """The date a date trigger fires for this trait value, when that is
+    today in `zone` and `time_of_day` has passed there; else None. Yearly
+    triggers fire on the anniversary (29 February on 28 February in other
+    years)."""
+    if not isinstance(value, str) or not DATE_PREFIX.match(value):
+        return None
+    try:
+        base = date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    local = now.astimezone(zone)
+    today = local.date()
+    if trigger.yearly:
+        try:
+            base = base.replace(year=today.year)
+        except ValueError:  # 29 February
+            base = date(today.year, 2, 28)
+    if base + timedelta(days=trigger.offset_days) != today:
+        return None
+    hour, minute = (int(x) for x in trigger.time_of_day.split(":"))
+    return today if (local.hour, local.minute) >= (hour, minute) else None
+
+
 def build(engine: AsyncEngine, settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
     """The flow activities, bound to the worker's engine and HTTP client."""
     flows = FlowActivities(engine, settings, http)
@@ -334,4 +392,5 @@ def build(engine: AsyncEngine, settings: Settings, http: httpx.AsyncClient) -> l
         flows.prepare_flow_email,
         flows.update_flow_profile,
         flows.call_flow_webhook,
+        flows.announce_date_triggers,
     ]

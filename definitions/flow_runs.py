@@ -24,6 +24,9 @@ EVENT_SIGNAL = "event"  # an event the run listens for (waits, goal, exit events
 EXIT_SIGNAL = "exit"  # the API, an archive or a merge asks the run to leave
 # Outbox `event_name` of an exit request (event_id: the enrollment id).
 EXIT_ANNOUNCEMENT = "$exit"
+# Outbox `event_name` of a date-trait trigger that is due (event_id: the
+# enrollment id, message_id: the flow id, occurred_at: the date it is for).
+DATE_ANNOUNCEMENT = "$date"
 
 
 def enrollment_id(flow_id: object, profile_id: object, enrollment_key: str, cause: object) -> uuid.UUID:
@@ -214,3 +217,9 @@ class WebhookInput(BaseModel):
 
 
 FlowRunInput.model_rebuild()
+
+
+class DateTriggersResult(BaseModel):
+    """Date-trait enrollments announced by one pass."""
+
+    announced: int

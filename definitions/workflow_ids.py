@@ -15,6 +15,7 @@ import hashlib
 EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 SEGMENT_REFRESH_DISPATCH_SCHEDULE = "segments-refresh-dispatch"
 OUTBOX_SWEEP_SCHEDULE = "maintenance-outbox-sweep"
+FLOW_DATE_TRIGGERS_SCHEDULE = "flows-date-triggers"
 
 
 def event_partitions() -> str:
@@ -25,6 +26,11 @@ def event_partitions() -> str:
 def outbox_sweep() -> str:
     """The scheduled `OutboxSweepWorkflow` (one at a time)."""
     return "maintenance:outbox-sweep"
+
+
+def flow_date_triggers() -> str:
+    """The scheduled `FlowDateTriggersWorkflow` (one at a time)."""
+    return "flows:date-triggers"
 
 
 def segment_refresh_dispatch() -> str:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from definitions import workflow_ids
 from definitions.events import SystemEvent
 from definitions.flow_runs import (
+    DATE_ANNOUNCEMENT,
     EVENT_SIGNAL,
     EXIT_ANNOUNCEMENT,
     EXIT_SIGNAL,
@@ -142,8 +143,9 @@ class FlowConsumer:
 
     async def __call__(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
         exits = [r for r in rows if r.event_name == EXIT_ANNOUNCEMENT]
-        rows = [r for r in rows if r.event_name != EXIT_ANNOUNCEMENT]
-        deliveries = await self._exits(exits)
+        dates = [r for r in rows if r.event_name == DATE_ANNOUNCEMENT]
+        rows = [r for r in rows if r.event_name not in (EXIT_ANNOUNCEMENT, DATE_ANNOUNCEMENT)]
+        deliveries = await self._exits(exits) + await self._dates(dates)
         if not rows:
             return deliveries
         now = datetime.now(UTC)
@@ -200,6 +202,39 @@ class FlowConsumer:
                     event,
                     [row.id],
                     cause=event.id,
+                )
+            )
+        return deliveries
+
+    async def _dates(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
+        """Due date triggers: start each enrollment (its id was fixed by the
+        announcement: flow, person and date)."""
+        if not rows:
+            return []
+        async with self._engine.connect() as conn:
+            live = await repo.live_flows(conn, sorted({r.workspace_id for r in rows}))
+        flows = {str(f["id"]): f for f in live}
+        deliveries = []
+        for row in rows:
+            flow = flows.get(row.message_id or "")
+            if flow is None or row.occurred_at is None:
+                continue  # paused or archived since: the date passes
+            graph = self._graphs.get(flow["id"], flow["version"], flow["definition"])
+            day = row.occurred_at.date().isoformat()
+            event = FlowEvent(
+                id=row.event_id, name=DATE_ANNOUNCEMENT, properties={"date": day}, occurred_at=row.occurred_at
+            )
+            deliveries.append(
+                start_delivery(
+                    flow["workspace_id"],
+                    flow["id"],
+                    flow["version"],
+                    graph,
+                    row.profile_id,
+                    "",
+                    event,
+                    [row.id],
+                    cause=f"date:{day}",
                 )
             )
         return deliveries

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from definitions.events import Consumer
+from definitions.flow_runs import DATE_ANNOUNCEMENT
 
 BEGIN_SQL = text(
     """
@@ -39,15 +42,18 @@ BEGIN_SQL = text(
 async def begin(conn: AsyncConnection, values: dict[str, Any]) -> str:
     """Insert the enrollment unless re-entry refuses it; `started`,
     `refused` or `already_enrolled` (another run of this person and key is
-    running, e.g. after a merge). A retry of the same enrollment finds its
-    own row and reports `started`."""
+    running, e.g. after a merge). A retry of the same run finds its own
+    running row and reports `started`; a new run for a cause that already
+    enrolled (an event delivered again after the run ended) is refused."""
     await conn.execute(
         text("SELECT pg_advisory_xact_lock(hashtext('enroll:' || :flow || ':' || :profile))"),
         {"flow": str(values["flow"]), "profile": str(values["profile"])},
     )
     own = await conn.scalar(text("SELECT status FROM flow_enrollments WHERE id = :id"), {"id": values["id"]})
+    if own == "running":
+        return "started"  # this run's own retry
     if own is not None:
-        return "started"
+        return "refused"  # the same cause again, after its enrollment ended
     inserted = (await conn.execute(BEGIN_SQL, values)).first()
     if inserted is not None:
         return "started"
@@ -349,3 +355,63 @@ async def set_step_outcome(
         ),
         {"e": enrollment_id, "n": node_id, "o": outcome},
     )
+
+
+async def date_trigger_flows(conn: AsyncConnection) -> Sequence[RowMapping]:
+    """Active flows whose current version has a date trigger."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT f.id, f.workspace_id, v.definition
+            FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
+            WHERE f.status = 'active' AND v.definition->'trigger'->>'type' = 'date'
+            """
+        )
+    )
+    return result.mappings().all()
+
+
+async def profiles_with_trait(
+    conn: AsyncConnection, workspace_id: uuid.UUID, path: list[str]
+) -> Sequence[RowMapping]:
+    """(id, value, timezone) of the workspace's profiles holding a trait at `path`."""
+    result = await conn.execute(
+        text(
+            "SELECT id, traits #>> CAST(:path AS text[]) AS value, traits->>'timezone' AS timezone "
+            "FROM profiles WHERE workspace_id = :w AND traits #>> CAST(:path AS text[]) IS NOT NULL"
+        ),
+        {"w": workspace_id, "path": path},
+    )
+    return result.mappings().all()
+
+
+async def announce_dates(
+    conn: AsyncConnection,
+    workspace_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    due: Sequence[tuple[uuid.UUID, uuid.UUID, Any]],
+) -> int:
+    """`$date` outbox rows for due people not enrolled for that date yet."""
+    if not due:
+        return 0
+    result = await conn.execute(
+        text(
+            f"""
+            INSERT INTO outbox
+                (workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id)
+            SELECT :w, '{Consumer.FLOWS}', d.p, d.e, '{DATE_ANNOUNCEMENT}', d.o, :f
+            FROM unnest(CAST(:ps AS uuid[]), CAST(:es AS uuid[]), CAST(:os AS timestamptz[])) AS d(p, e, o)
+            WHERE NOT EXISTS (SELECT 1 FROM flow_enrollments x WHERE x.id = d.e)
+              AND NOT EXISTS (
+                  SELECT 1 FROM outbox o WHERE o.event_id = d.e AND o.consumer = '{Consumer.FLOWS}')
+            """
+        ),
+        {
+            "w": workspace_id,
+            "f": str(flow_id),
+            "ps": [p for p, _, _ in due],
+            "es": [e for _, e, _ in due],
+            "os": [datetime(d.year, d.month, d.day, tzinfo=UTC) for _, _, d in due],
+        },
+    )
+    return result.rowcount

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EVENT_PARTITIONS_SCHEDULE = workflow_ids.EVENT_PARTITIONS_SCHEDULE
 SEGMENT_REFRESH_SCHEDULE = workflow_ids.SEGMENT_REFRESH_DISPATCH_SCHEDULE
 OUTBOX_SWEEP_SCHEDULE = workflow_ids.OUTBOX_SWEEP_SCHEDULE
+FLOW_DATE_TRIGGERS_SCHEDULE = workflow_ids.FLOW_DATE_TRIGGERS_SCHEDULE
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -110,12 +111,27 @@ def _outbox_schedule(settings: Settings) -> Schedule:
     )
 
 
+def _date_triggers_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "FlowDateTriggersWorkflow",
+            id=workflow_ids.flow_date_triggers(),
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=30),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Enrolls people whose date trait makes a date-triggered flow due."),
+    )
+
+
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every schedule the platform runs, by id."""
     return {
         EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
         SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
         OUTBOX_SWEEP_SCHEDULE: _outbox_schedule(settings),
+        FLOW_DATE_TRIGGERS_SCHEDULE: _date_triggers_schedule(settings),
     }
 
 

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         BeginResult,
         ConditionInput,
         ConditionResult,
+        DateTriggersResult,
         ExitRequest,
         FinishInput,
         FlowEmailInput,
@@ -445,4 +446,21 @@ class FlowRunWorkflow:
         return "next", node.next
 
 
-WORKFLOWS = [FlowRunWorkflow]
+@workflow.defn(name="FlowDateTriggersWorkflow")
+class FlowDateTriggersWorkflow:
+    """Run by a schedule every few minutes: announces the people whose
+    date trait makes a date-triggered flow due today (see
+    `announce_date_triggers`); the outbox dispatcher enrolls them."""
+
+    @workflow.run
+    async def run(self) -> DateTriggersResult:
+        return await workflow.execute_activity(
+            "announce_date_triggers",
+            result_type=DateTriggersResult,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=_RETRY,
+        )
+
+
+WORKFLOWS = [FlowRunWorkflow, FlowDateTriggersWorkflow]

@@ -319,3 +319,49 @@ async def test_enrollments_follow_a_merged_profile(tracking, worker, engine, ses
     await _track(tracking, "known", "Subscribed")
     [row] = await _finished(engine, flow_id, timeout=20)
     assert row["status"] == "converted" and row["id"] == anonymous["id"]
+
+
+async def test_date_trait_triggers_once_per_date(
+    tracking, worker, engine, sessionmaker, workspace, temporal_client, settings
+):
+    from definitions.flow_runs import DateTriggersResult
+
+    today = datetime.now(UTC).date()
+    trial = {
+        "trigger": {"type": "date", "trait": "trial_ends_at", "offset_days": -3, "time_of_day": "00:00"},
+        "start": "end",
+        "nodes": [{"id": "end", "type": "exit"}],
+    }
+    birthday = {
+        "trigger": {"type": "date", "trait": "profile.birthday", "yearly": True, "time_of_day": "00:00"},
+        "start": "end",
+        "nodes": [{"id": "end", "type": "exit"}],
+        "settings": {"reentry": "always"},
+    }
+    trial_flow = await active_flow(sessionmaker, workspace.workspace_id, trial)
+    birthday_flow = await active_flow(sessionmaker, workspace.workspace_id, birthday)
+    await _person(tracking, "due", trial_ends_at=(today + timedelta(days=3)).isoformat(), timezone="UTC")
+    await _person(tracking, "later", trial_ends_at=(today + timedelta(days=9)).isoformat(), timezone="UTC")
+    born = f"1992-{today:%m-%d}"  # a leap year: every month-day exists
+    await _person(tracking, "cake", profile={"birthday": born}, timezone="UTC")
+    for run in range(2):  # a second pass on the same day enrolls nobody again
+        result = await temporal_client.execute_workflow(
+            "FlowDateTriggersWorkflow",
+            id=f"date-triggers-test-{uuid.uuid4()}",
+            task_queue=settings.temporal_task_queue,
+            result_type=DateTriggersResult,
+        )
+        if run == 0:
+            assert result.announced == 2
+            await _finished(engine, trial_flow, 1)
+            await _finished(engine, birthday_flow, 1)
+        else:
+            assert result.announced == 0
+    [trial_run] = await enrollments(engine, trial_flow)
+    [party] = await enrollments(engine, birthday_flow)
+    async with engine.connect() as conn:
+        people = dict(
+            (await conn.execute(text("SELECT id, external_id FROM profiles WHERE workspace_id = :w"),
+                                {"w": workspace.workspace_id})).all()
+        )  # fmt: skip
+    assert people[trial_run["profile_id"]] == "due" and people[party["profile_id"]] == "cake"
