@@ -219,6 +219,11 @@ class WebhookInput(BaseModel):
 FlowRunInput.model_rebuild()
 
 
+class DateTriggersInput(BaseModel):
+    """Start argument of `FlowDateTriggersWorkflow` (nothing to choose yet:
+    every active date-triggered flow is looked at)."""
+
+
 class DateTriggersResult(BaseModel):
     """Date-trait enrollments announced by one pass."""
 

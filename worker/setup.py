@@ -27,6 +27,7 @@ from temporalio.client import (
 
 from core.settings import Settings
 from definitions import search_attributes, workflow_ids
+from definitions.flow_runs import DateTriggersInput
 from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
 
@@ -115,6 +116,7 @@ def _date_triggers_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             "FlowDateTriggersWorkflow",
+            DateTriggersInput(),
             id=workflow_ids.flow_date_triggers(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(minutes=30),

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         BeginResult,
         ConditionInput,
         ConditionResult,
+        DateTriggersInput,
         DateTriggersResult,
         ExitRequest,
         FinishInput,
@@ -453,7 +454,7 @@ class FlowDateTriggersWorkflow:
     `announce_date_triggers`); the outbox dispatcher enrolls them."""
 
     @workflow.run
-    async def run(self) -> DateTriggersResult:
+    async def run(self, params: DateTriggersInput) -> DateTriggersResult:
         return await workflow.execute_activity(
             "announce_date_triggers",
             result_type=DateTriggersResult,

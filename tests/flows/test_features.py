@@ -324,7 +324,7 @@ async def test_enrollments_follow_a_merged_profile(tracking, worker, engine, ses
 async def test_date_trait_triggers_once_per_date(
     tracking, worker, engine, sessionmaker, workspace, temporal_client, settings
 ):
-    from definitions.flow_runs import DateTriggersResult
+    from definitions.flow_runs import DateTriggersInput, DateTriggersResult
 
     today = datetime.now(UTC).date()
     trial = {
@@ -347,6 +347,7 @@ async def test_date_trait_triggers_once_per_date(
     for run in range(2):  # a second pass on the same day enrolls nobody again
         result = await temporal_client.execute_workflow(
             "FlowDateTriggersWorkflow",
+            DateTriggersInput(),
             id=f"date-triggers-test-{uuid.uuid4()}",
             task_queue=settings.temporal_task_queue,
             result_type=DateTriggersResult,

@@ -35,6 +35,7 @@ from core.temporal import WorkflowStart, start_workflow
 from db.engine import create_engine, create_sessionmaker, session_scope
 from db.migrate import upgrade
 from definitions import workflow_ids
+from definitions.flow_runs import DateTriggersInput
 from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.messages import SendEmailInput
 from definitions.segment_runs import DueSegmentsInput
@@ -252,6 +253,46 @@ async def flow_cart_reminded(stack: Stack) -> WorkflowHandle:
     return await _cart_run(stack, "reminded", buy=False)
 
 
+async def flow_welcome_series(stack: Stack) -> WorkflowHandle:
+    """Welcome series: an email, a 2 s wait, a branch on having opened it
+    (not opened here), the second email."""
+    from tests.flows.support import active_flow, enrollments, wait_for
+
+    template_id = await _template_id(stack)
+    definition = {
+        "trigger": {"type": "event", "name": "Signed Up"},
+        "start": "welcome",
+        "nodes": [
+            {"id": "welcome", "type": "send_email", "template_id": template_id, "next": "pause"},
+            {"id": "pause", "type": "wait", "seconds": 2, "next": "check"},
+            {"id": "check", "type": "branch", "otherwise": "nudge",
+             "branches": [{"condition": {"type": "email", "action": "opened"}, "next": "thanks"}]},
+            {"id": "thanks", "type": "send_email", "template_id": template_id},
+            {"id": "nudge", "type": "send_email", "template_id": template_id},
+        ],
+        "settings": {"quiet_hours": {"start": "03:00", "end": "03:01"}},
+    }  # fmt: skip
+    flow_id = await active_flow(stack.sessionmaker, stack.workspace_id, definition, name="Welcome")
+    who = {"userId": "newcomer", "traits": {"email": "newcomer@example.com"}}
+    assert (await stack.tracking.post("/identify", json=who)).status_code == 200
+    event = {"userId": "newcomer", "event": "Signed Up"}
+    assert (await stack.tracking.post("/track", json=event)).status_code == 200
+    [row] = await wait_for(lambda: enrollments(stack.engine, flow_id))
+    handle = stack.client.get_workflow_handle(row["workflow_id"])
+    await asyncio.wait_for(handle.result(), timeout=60)
+    return handle
+
+
+async def flow_date_triggers(stack: Stack) -> WorkflowHandle:
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart("FlowDateTriggersWorkflow", DateTriggersInput(), id=workflow_ids.flow_date_triggers()),
+        stack.queue,
+    )
+    await handle.result()
+    return handle
+
+
 async def send_message_missing(stack: Stack) -> WorkflowHandle:
     # No such message row: the activity fails once, non-retryable, and so does the workflow.
     message_id = uuid.uuid4()
@@ -281,6 +322,8 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "SendMessageWorkflow-missing-message": send_message_missing,
     "FlowRunWorkflow-cart-bought": flow_cart_bought,
     "FlowRunWorkflow-cart-reminded": flow_cart_reminded,
+    "FlowRunWorkflow-welcome-series": flow_welcome_series,
+    "FlowDateTriggersWorkflow-nothing-due": flow_date_triggers,
 }
 
 
