@@ -181,19 +181,28 @@ def insert_from_select(name: str, source: Select[Any]) -> list[CTE]:
         pg_insert(events)
         .from_select(columns, source)
         .on_conflict_do_nothing()
-        .returning(events.c.id, events.c.workspace_id, events.c.profile_id, events.c.name)
+        .returning(
+            events.c.id,
+            events.c.workspace_id,
+            events.c.profile_id,
+            events.c.name,
+            events.c.occurred_at,
+            events.c.message_id,
+        )
         .cte(name)
     )
     announced = (
         insert(outbox)
         .from_select(
-            ["workspace_id", "consumer", "profile_id", "event_id", "event_name"],
+            ["workspace_id", "consumer", "profile_id", "event_id", "event_name", "occurred_at", "message_id"],
             select(
                 stored.c.workspace_id,
                 outbox_listeners.c.consumer,
                 stored.c.profile_id,
                 stored.c.id,
                 stored.c.name,
+                stored.c.occurred_at,
+                stored.c.message_id,
             )
             .select_from(stored)
             .join(

@@ -43,12 +43,16 @@ async def test_tracked_events_are_announced_once_and_only_when_listened(tracking
     assert sorted((name, pid) for name, pid, _ in rows) == sorted(
         [("Order Completed", ann), (SystemEvent.PAGE_VIEWED.value, ann), ("Order Completed", bob)]
     )
-    # Each row names a stored event of that profile.
+    # Each row names a stored event of that profile, by the event's key.
     async with engine.connect() as conn:
         for name, pid, event_id in rows:
             stored = await conn.execute(
-                text("SELECT name, profile_id FROM events WHERE workspace_id = :w AND id = :i"),
-                {"w": ws, "i": event_id},
+                text(
+                    "SELECT e.name, e.profile_id FROM events e JOIN outbox o ON o.event_id = e.id "
+                    "AND o.message_id = e.message_id AND o.occurred_at = e.occurred_at "
+                    "WHERE e.workspace_id = :w AND e.id = :i AND o.consumer = :c"
+                ),
+                {"w": ws, "i": event_id, "c": PROBE},
             )
             assert stored.one() == (name, pid)
 
@@ -101,6 +105,17 @@ async def test_segment_refresh_and_recheck_announce_entered_and_exited(tracking,
         )
         await conn.execute(text('UPDATE profiles SET traits = \'{"plan": "pro"}\' WHERE id = :p'), {"p": fay})
         assert await recheck_service.recheck(conn, ws, [dee, fay]) == (1, 1)
+    # Every row carries its event's key (consumers read the event by it).
+    async with engine.connect() as conn:
+        unkeyed = await conn.scalar(
+            text(
+                "SELECT count(*) FROM outbox o WHERE o.workspace_id = :w AND o.consumer = :c AND NOT EXISTS ("
+                " SELECT 1 FROM events e WHERE e.workspace_id = o.workspace_id"
+                " AND e.message_id = o.message_id AND e.occurred_at = o.occurred_at AND e.id = o.event_id)"
+            ),
+            {"w": ws, "c": PROBE},
+        )
+    assert unkeyed == 0
     later = [(n, p) for n, p, _ in (await announced(engine, ws, PROBE))[2:]]
     assert sorted(later) == sorted(
         [(SystemEvent.SEGMENT_EXITED.value, dee), (SystemEvent.SEGMENT_ENTERED.value, fay)]
