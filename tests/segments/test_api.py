@@ -216,12 +216,18 @@ async def test_check_one_profile_now(api, tracking):
 
 
 async def test_workspace_refresh_interval(api):
-    assert (await api.get("/api/v1/workspace/settings")).json() == {"segment_refresh_minutes": 5}
+    assert (await api.get("/api/v1/workspace/settings")).json() == {
+        "segment_refresh_minutes": 5,
+        "timezone": "UTC",
+    }
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
     assert (
         await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 0})
     ).status_code == 422
+    assert (await api.put("/api/v1/workspace/settings", json={"timezone": "Mars/Olympus"})).status_code == 422
+    r = await api.put("/api/v1/workspace/settings", json={"timezone": "Europe/Paris"})
+    assert r.status_code == 200 and r.json()["timezone"] == "Europe/Paris"
 
 
 async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
