@@ -4,7 +4,11 @@ The `messages` row makes it idempotent. A retried activity finds the row
 already `sent` (or `failed`, `suppressed`) and returns that outcome. If it
 finds `sending`, an earlier attempt stopped while a provider was being
 called — the provider may have accepted — so the message is marked
-`unknown` and not sent again: at most once, never twice.
+`unknown` and not sent again: at most once, never twice. When no provider
+was called (every one failed, open or rate-limited, or Redis — which holds
+breakers and rate limits — is unreachable) the message goes back to
+`queued` and the activity raises a retryable error, so Temporal tries
+again with backoff and the message goes out once Redis is back.
 
 Order: read the row (with its suppression and profile) → render →
 tracking links and unsubscribe headers → claim it (`queued` → `sending`,
@@ -32,7 +36,13 @@ from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
 from delivery.render import profile_context, render
-from delivery.router import NoProviderAvailable, PermanentFailure, ProviderConfig, ProviderRouter
+from delivery.router import (
+    LimitsUnavailable,
+    NoProviderAvailable,
+    PermanentFailure,
+    ProviderConfig,
+    ProviderRouter,
+)
 
 INTERRUPTED = (
     "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
@@ -201,7 +211,7 @@ class EmailSender:
                     only_from=("sending",),
                 )
                 return self._result(row, "failed", exc.reason)
-            except NoProviderAvailable as exc:
+            except (NoProviderAvailable, LimitsUnavailable) as exc:
                 # Nothing was accepted: back to the queue for the activity's retry.
                 await send_repo.set_status(
                     conn,
