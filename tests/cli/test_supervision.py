@@ -99,19 +99,21 @@ async def mp_beside(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-async def _eventually_ok(request, what: str, up: Up, timeout: float = 90) -> httpx.Response:
+async def _eventually_ok(
+    request, what: str, up: Up, timeout: float = 90, ok: int = 200, done=lambda r: True
+) -> httpx.Response:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         try:
             response = await request()
-            if response.status_code == 200:
+            if response.status_code == ok and done(response):
                 return response
-            last = response.status_code
+            last = (response.status_code, response.text[:300])
         except httpx.TransportError as exc:
             last = exc
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} never answered 200 (last: {last!r}); mp up said:\n{up.text()[-6000:]}")
+    raise AssertionError(f"{what} never answered {ok} (last: {last!r}); mp up said:\n{up.text()[-6000:]}")
 
 
 async def _wait_for_line(up: Up, needle: str, timeout: float = 60) -> None:
@@ -182,6 +184,37 @@ async def test_up_restarts_killed_children_and_is_found_from_a_second_terminal(u
             )
         assert "after-crash" in {p["external_id"] for p in listed.json()["data"]}
         pids.add(_children(up)["postgres"]["pid"])
+
+        # kill -9 Temporal, the worker and the API: a segment refresh (API ->
+        # Temporal -> worker -> PostgreSQL) works again once they are back.
+        children = _children(up)
+        for name in ("temporal", "worker", "api"):
+            os.kill(children[name]["pid"], signal.SIGKILL)
+        for name in ("temporal", "worker", "api"):
+            await _wait_for_line(up, f"mp up: {name} exited (code -9, killed by SIGKILL)")
+            await _wait_for_line(up, f"mp up: {name} restarted")
+        headers = {"Authorization": f"Bearer {keys['secret_key']}"}
+        async with httpx.AsyncClient(timeout=40, headers=headers) as client:
+            segment = await _eventually_ok(
+                lambda: client.post(
+                    up.url("PORT") + "/api/v1/segments",
+                    json={"name": "All", "definition": {"type": "trait", "path": "x", "op": "not_exists"}},
+                ),
+                "creating a segment after the API was killed",
+                up,
+                ok=201,
+            )
+            refreshed = await _eventually_ok(
+                lambda: client.post(
+                    up.url("PORT") + f"/api/v1/segments/{segment.json()['id']}/recalculate",
+                    params={"wait": 30},
+                ),
+                "a segment refresh after Temporal and the worker were killed",
+                up,
+                done=lambda r: r.json()["status"] == "completed",
+            )
+        assert refreshed.json()["member_count"] >= 1, refreshed.json()
+        pids |= {c["pid"] for c in _children(up).values()}
 
         # A second terminal: `mp keys create` finds the embedded PostgreSQL.
         created = await mp_beside(up_dir, "keys", "create", "--workspace", "second", "--json")
