@@ -245,3 +245,35 @@ async def test_up_restarts_killed_children_and_is_found_from_a_second_terminal(u
         f"mp: PostgreSQL at 127.0.0.1:{up.ports['MP_POSTGRES_PORT']} is not reachable: "
         "connection refused — is `./mp up` running?"
     )
+
+
+@pytest.mark.timeout(600)
+async def test_up_stops_everything_when_a_child_keeps_crashing(up_dir):  # noqa: F811
+    up = Up(up_dir)
+    try:
+        await up.wait_until_up()
+        pids = {c["pid"] for c in _children(up).values()}
+        for crash in range(1, 6):
+            tracking = _children(up)["tracking"]
+            assert tracking["state"] == "up", tracking
+            os.kill(tracking["pid"], signal.SIGKILL)
+            if crash < 5:
+                await _wait_for_line(up, f"restart {crash})")
+                deadline = time.monotonic() + 30
+                while _children(up)["tracking"]["restarts"] < crash:  # the state file follows
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+                pids.add(_children(up)["tracking"]["pid"])
+        code = await asyncio.to_thread(up.proc.wait, 90)
+    finally:
+        if up.proc.poll() is None:
+            await up.ctrl_c()
+    assert code == 1
+    assert "mp up: tracking exited (code -9, killed by SIGKILL) and crashed 5 times within 60s" in up.text()
+    assert "Stopped." in up.text()
+    for pid in pids:
+        assert not pid_alive(pid), f"pid {pid} still running after the crash loop"
+    for name, port in up.ports.items():
+        assert not port_open(port), f"{name} still listening on :{port}"
+    status = await mp_beside(up_dir, "status")
+    assert status.returncode == 1 and "not running" in status.stdout
