@@ -42,6 +42,9 @@ class DueSegmentsInput(BaseModel):
 
     limit: int = Field(500, ge=1, le=1000)
     concurrency: int = Field(20, ge=1, le=500, description="Refreshes running at once.")
+    pages_per_run: int = Field(
+        20, ge=1, description="Pages before continuing as new, if Temporal has not suggested it sooner."
+    )
     after: DueCursor | None = None
     as_of: datetime | None = Field(
         None, description="Due as of this time (the first page's), so a drain ends."

@@ -56,7 +56,8 @@ class SegmentRefreshDispatchWorkflow:
     """Run by a schedule every minute: refreshes every segment whose
     workspace interval has passed, a page at a time, at most
     `concurrency` refreshes at once, skipping those already running.
-    Continues as new between pages when the history grows long."""
+    Continues as new between pages every `pages_per_run` pages, or sooner
+    when Temporal suggests it, so the history stays short."""
 
     @workflow.run
     async def run(self, params: DueSegmentsInput) -> int:
@@ -64,7 +65,9 @@ class SegmentRefreshDispatchWorkflow:
             return await self._first_page_only(params)
         started = params.started
         page = params
+        pages = 0
         while True:
+            pages += 1
             due = await workflow.execute_activity(
                 "due_segments",
                 page,
@@ -76,7 +79,7 @@ class SegmentRefreshDispatchWorkflow:
             if due.next is None:
                 return started
             page = page.model_copy(update={"after": due.next, "as_of": due.as_of, "started": started})
-            if workflow.info().is_continue_as_new_suggested():
+            if pages >= page.pages_per_run or workflow.info().is_continue_as_new_suggested():
                 workflow.continue_as_new(page)
 
     async def _refresh_all(self, refs: list[SegmentRef], concurrency: int) -> int:

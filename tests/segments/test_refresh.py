@@ -176,15 +176,19 @@ async def test_dispatcher_drains_more_due_segments_than_one_page(
             after = (page[-1][2], page[-1][0])
     assert len(seen) == len(set(seen)) and {uuid.UUID(s) for s in created} <= set(seen)
 
-    started = await temporal_client.execute_workflow(
+    # 7 due segments (at least): 4 pages or more, 2 pages per run.
+    handle = await temporal_client.start_workflow(
         "SegmentRefreshDispatchWorkflow",
-        DueSegmentsInput(limit=2, concurrency=2),  # 7 due segments (at least): 4 pages or more
+        DueSegmentsInput(limit=2, concurrency=2, pages_per_run=2),
         id=f"test-dispatch-{uuid.uuid4()}",
         task_queue=settings.temporal_task_queue,
         result_type=int,
         execution_timeout=timedelta(minutes=2),
     )
+    started = await handle.result()  # follows the chain of runs
     assert started >= len(created)
+    first_run = await temporal_client.get_workflow_handle(handle.id, run_id=handle.result_run_id).describe()
+    assert first_run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
     for sid in created:  # the dispatcher waits for its refreshes: all done now
         segment = (await api.get(f"/api/v1/segments/{sid}")).json()
         assert segment["member_count"] == 1, segment
