@@ -20,7 +20,7 @@ def _email(n: int) -> OutgoingEmail:
 
 
 async def test_rate_limit_skip_during_probe_releases_the_probe(sendgrid, redis_client, settings):
-    cooldown, rate = 2.0, 2.0
+    cooldown, rate = 4.0, 2.0
     limits = ProviderLimits(
         redis_client,
         f"{settings.redis_prefix}limits-{uuid.uuid4().hex[:8]}:",
@@ -45,9 +45,9 @@ async def test_rate_limit_skip_during_probe_releases_the_probe(sendgrid, redis_c
             await router.send([provider], _email(0))
         assert await limits.state(provider.id) == "open"
         # Spend the bucket ahead (other workers' sends), so that when the
-        # cooldown ends the limit still says "not now": tokens reach 1 again
-        # 0.5 s after the cooldown.
-        for _ in range(5):
+        # cooldown ends the limit still says "not now": 1 - 10 + 2/s * 4.1 s
+        # = -0.8 tokens then; 1 token again 0.9 s later.
+        for _ in range(10):
             assert await limits.take_token(provider.id, rate, max_wait=100) is not None
         await asyncio.sleep(cooldown + 0.1)
 
@@ -60,7 +60,7 @@ async def test_rate_limit_skip_during_probe_releases_the_probe(sendgrid, redis_c
         # The probe was given back, not counted as a failure: once a token is
         # there (well within another cooldown) the next message probes and
         # closes the breaker.
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         delivered = await router.send([provider], _email(2))
         assert [a.outcome for a in delivered.attempts] == ["sent"]
         assert len(sendgrid.received) == 1
