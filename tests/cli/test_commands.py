@@ -50,7 +50,7 @@ def _env(settings) -> dict[str, str]:
 async def test_help_lists_every_command():
     result = await mp("--help")
     assert result.returncode == 0
-    for command in ("up", "api", "tracking", "worker", "db", "keys", "seed", "temporal"):
+    for command in ("up", "status", "api", "tracking", "worker", "db", "keys", "seed", "temporal"):
         assert command in result.stdout
     for group, sub in (("db", "upgrade"), ("keys", "create"), ("temporal", "setup")):
         assert sub in (await mp(group, "--help")).stdout
