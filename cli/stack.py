@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.settings import Settings
+from core.settings import Settings, get_settings
 
 STATE_FILE = "up.json"
 SECRET_FILE = "secret_key"
@@ -91,7 +91,8 @@ def stack_env(settings: Settings) -> dict[str, str]:
     if state is not None:
         for field, key in SERVICE_FIELDS.items():
             value = state.get("services", {}).get(key)
-            if value and field not in settings.model_fields_set:
+            given = field in settings.model_fields_set and getattr(settings, field)
+            if value and not given:  # empty counts as not given, as for `mp up`
                 env[key] = value
     secret = data_dir / SECRET_FILE
     if "secret_key" not in settings.model_fields_set and secret.exists():
@@ -105,8 +106,6 @@ def stack_env(settings: Settings) -> dict[str, str]:
 def use_stack() -> Settings:
     """Point this process (and what it starts) at the `mp up` stack of its
     data dir, and return the settings it then reads."""
-    from core.settings import get_settings
-
     env = stack_env(get_settings())
     if env:
         os.environ.update(env)
@@ -153,13 +152,18 @@ class ServiceUnreachable(Exception):
     """A service a command needs does not accept connections."""
 
 
-def _host_port(service: str, settings: Settings) -> tuple[str, int]:
+def _host_port(service: str, settings: Settings) -> tuple[str, int] | None:
+    # None: not a TCP address (a Unix socket); the command itself will say.
     if service == "PostgreSQL":
         parts = urlsplit(settings.asyncpg_dsn)
-        return parts.hostname or "127.0.0.1", parts.port or 5432
+        if not parts.hostname or "host=/" in parts.query:
+            return None
+        return parts.hostname, parts.port or 5432
     if service == "Redis":
         parts = urlsplit(settings.redis_url)
-        return parts.hostname or "127.0.0.1", parts.port or 6379
+        if parts.scheme == "unix" or not parts.hostname:
+            return None
+        return parts.hostname, parts.port or 6379
     host, _, port = settings.temporal_address.rpartition(":")
     return host or "127.0.0.1", int(port or 7233)
 
@@ -168,7 +172,10 @@ def require(settings: Settings, *services: str, timeout: float = 3.0) -> None:
     """Raise ServiceUnreachable naming the first of `services`
     ("PostgreSQL", "Redis", "Temporal") that does not accept a connection."""
     for service in services:
-        host, port = _host_port(service, settings)
+        address = _host_port(service, settings)
+        if address is None:
+            continue
+        host, port = address
         try:
             socket.create_connection((host, port), timeout=timeout).close()
         except OSError as exc:

@@ -155,3 +155,29 @@ async def test_missing_database_is_one_line(settings):
     result = await mp("keys", "create", "--workspace", "w", env={"DATABASE_URL": missing})
     assert result.returncode == 1
     assert result.stderr.strip() == 'mp: PostgreSQL failed: database "mp_no_such_database" does not exist'
+
+
+async def test_stack_file_is_used_unless_a_setting_is_given(settings, tmp_path):
+    # What `mp up` leaves in its data dir (cli/stack.py), here naming a
+    # PostgreSQL that is not running.
+    data_dir, closed = tmp_path / ".mp", free_port()
+    data_dir.mkdir()
+    (data_dir / "up.json").write_text(
+        json.dumps(
+            {
+                "pid": 0,
+                "stopped": True,
+                "services": {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{closed}/m"},
+            }
+        )
+    )
+    base = {k: v for k, v in _env(settings).items() if k != "DATABASE_URL"} | {"MP_DATA_DIR": str(data_dir)}
+    # An empty setting counts as not given (as for `mp up`).
+    from_stack = await mp("keys", "create", "--workspace", "stack", "--json", env=base | {"DATABASE_URL": ""})
+    assert from_stack.returncode == 1
+    assert f"PostgreSQL at 127.0.0.1:{closed} is not reachable" in from_stack.stderr
+    given = await mp(
+        "keys", "create", "--workspace", "stack", "--json", env=base | {"DATABASE_URL": settings.database_url}
+    )
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)["secret_key"].startswith("sk_")
