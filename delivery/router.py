@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,10 @@ class LimitsUnavailable(Exception):
         self.attempts = attempts
 
 
+class ClaimLost(Exception):
+    """Another attempt claimed the message first; this one called no provider."""
+
+
 class ProviderRouter:
     """Routes messages over providers; adapters (and their HTTP clients)
     are built once per provider version and reused."""
@@ -118,9 +122,18 @@ class ProviderRouter:
         self._adapters[provider.id] = (provider.version, adapter)
         return adapter
 
-    async def send(self, providers: Sequence[ProviderConfig], email: OutgoingEmail) -> Delivery:
-        """Deliver through the first provider that accepts."""
+    async def send(
+        self,
+        providers: Sequence[ProviderConfig],
+        email: OutgoingEmail,
+        claim: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Delivery:
+        """Deliver through the first provider that accepts. `claim` is
+        awaited once, just before the first provider call (after breaker and
+        rate-limit checks): False means another attempt owns the message,
+        and `ClaimLost` is raised without calling a provider."""
         attempts: list[Attempt] = []
+        claimed = claim is None
         for provider in sorted((p for p in providers if p.enabled), key=lambda p: (p.priority, p.name)):
             try:
                 state = await self._admit(provider, attempts)
@@ -128,6 +141,13 @@ class ProviderRouter:
                 raise LimitsUnavailable(f"Redis is unreachable: {exc}", attempts) from None
             if state is None:
                 continue
+            if not claimed:
+                assert claim is not None
+                claimed = await claim()
+                if not claimed:
+                    if state == "probe":
+                        await self._record(self._limits.release_probe(provider.id))
+                    raise ClaimLost(email.message_id)
             try:
                 provider_message_id = await self.adapter(provider).send(email)
             except ProviderError as exc:

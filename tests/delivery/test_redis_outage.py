@@ -26,8 +26,8 @@ def _redis(data_dir: Path, port: int) -> embedded.Child:
     return child
 
 
-async def _status(api, message_id) -> str:
-    return (await api.get(f"/api/v1/messages/{message_id}")).json()["status"]
+async def _message(api, message_id) -> dict:
+    return (await api.get(f"/api/v1/messages/{message_id}")).json()
 
 
 @pytest.mark.timeout(180)
@@ -80,7 +80,8 @@ async def test_send_during_redis_outage_goes_out_once_when_redis_returns(
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the send activity was not retried during the outage")
-            assert await _status(api, row["id"]) == "queued"
+            waiting = await _message(api, row["id"])
+            assert waiting["status"] == "queued" and "Redis is unreachable" in waiting["error"], waiting
             assert sendgrid.requests == 0, "a provider was called while Redis was down"
             assert "Redis is unreachable" in pending[0].last_failure.message
 
@@ -92,4 +93,5 @@ async def test_send_during_redis_outage_goes_out_once_when_redis_returns(
     assert result.status == "sent", result
     assert len(sendgrid.received) == 1 and sendgrid.requests == 1
     assert sendgrid.received[0]["personalizations"][0]["to"] == [{"email": "outage@example.com"}]
-    assert await _status(api, row["id"]) == "sent"
+    sent = await _message(api, row["id"])
+    assert sent["status"] == "sent" and sent["error"] is None, sent
