@@ -123,6 +123,26 @@ def _assert_unavailable(r: httpx.Response) -> None:
     assert int(r.headers["retry-after"]) > 0
 
 
+def _client_port(r: httpx.Response) -> int | None:
+    """The local port of the connection that carried `r`; None once the
+    server has closed it."""
+    try:
+        return r.extensions["network_stream"].get_extra_info("client_addr")[1]
+    except OSError:  # EBADF: the socket is gone
+        return None
+
+
+async def _kept_open(client: httpx.AsyncClient, path: str) -> list[httpx.Response]:
+    """Two requests in a row; asserts they arrived on one connection: the
+    server answered without closing it (an error escaping to uvicorn after
+    the response started makes it drop the connection)."""
+    first = await client.get(path)
+    port = _client_port(first)
+    second = await client.get(path)
+    assert port is not None and port == _client_port(second), "the server closed the connection"
+    return [first, second]
+
+
 async def _until_ok(call: Callable[[], Awaitable[httpx.Response]], ok: int, timeout: float = 30) -> None:
     """Retry `call` (as a client honouring Retry-After would, only faster)
     until it answers `ok`; every answer before that must be a 503."""
@@ -162,6 +182,8 @@ async def test_postgres_outage_is_503_on_both_apps_until_it_returns(stack: Stack
             await tracking.post("/track/batch", json={"batch": [{"userId": "u1", "event": "D"}]})
         )
         _assert_unavailable(await api.get("/api/v1/segments"))
+        for r in [*await _kept_open(api, "/api/v1/profiles"), *await _kept_open(tracking, click)]:
+            _assert_unavailable(r)
         # Tracking's FastAPI routes (engagement links) answer the same way.
         _assert_unavailable(await tracking.get(click))
     finally:
