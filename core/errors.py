@@ -129,7 +129,6 @@ _POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
     sqlalchemy.exc.TimeoutError,  # no pooled connection within pool_timeout
 )
 
@@ -152,9 +151,14 @@ def _service_down(exc: BaseException) -> str | None:
     """Which service `exc` itself says is unreachable, if any."""
     if isinstance(exc, _POSTGRES_OUTAGES):
         return "PostgreSQL"
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+    # asyncpg's InterfaceError also means misuse ("another operation is in
+    # progress"): only a closed connection or pool is an outage.
+    if type(exc) is asyncpg.InterfaceError and ("closed" in str(exc) or "closing" in str(exc)):
         return "PostgreSQL"
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+    # SQLAlchemy marks the errors it recognises as disconnects; its other
+    # OperationalError / InterfaceError are judged by the driver error they
+    # wrap (`orig` and its cause, walked by `as_outage`).
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return "PostgreSQL"
     if isinstance(exc, _REDIS_OUTAGES):
         return "Redis"

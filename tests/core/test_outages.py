@@ -286,6 +286,7 @@ def test_only_unreachable_services_count_as_outages():
         refused: "a backing service",
         asyncpg.CannotConnectNowError("the database system is starting up"): "PostgreSQL",
         asyncpg.TooManyConnectionsError("too many clients"): "PostgreSQL",
+        asyncpg.InterfaceError("connection is closed"): "PostgreSQL",
         sqlalchemy.exc.DBAPIError(
             "SELECT 1", {}, Exception("gone"), connection_invalidated=True
         ): "PostgreSQL",
@@ -301,6 +302,8 @@ def test_only_unreachable_services_count_as_outages():
         ValueError("bad"),
         FileNotFoundError(errno.ENOENT, "no such file"),
         asyncpg.UniqueViolationError("duplicate key"),
+        asyncpg.DataError("value out of int64 range"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")),
         RPCError("bad request", RPCStatusCode.INVALID_ARGUMENT, b""),
         _raised(KeyError("x"), None),
