@@ -143,14 +143,16 @@ async def _kept_open(client: httpx.AsyncClient, path: str) -> list[httpx.Respons
     return [first, second]
 
 
-async def _until_ok(call: Callable[[], Awaitable[httpx.Response]], ok: int, timeout: float = 30) -> None:
+async def _until_ok(
+    call: Callable[[], Awaitable[httpx.Response]], ok: int, timeout: float = 30
+) -> httpx.Response:
     """Retry `call` (as a client honouring Retry-After would, only faster)
     until it answers `ok`; every answer before that must be a 503."""
     deadline = time.monotonic() + timeout
     while True:
         r = await call()
         if r.status_code == ok:
-            return
+            return r
         _assert_unavailable(r)
         assert time.monotonic() < deadline, f"still {r.status_code} after {timeout}s: {r.text}"
         await asyncio.sleep(0.2)
@@ -232,17 +234,16 @@ async def test_redis_outage_keeps_tracking_and_the_api_serving(stack: Stack, app
 
 
 async def test_temporal_outage_is_503_for_workflow_starts_until_it_returns(stack: Stack, tmp_path):
-    """The API connected to Temporal, then Temporal went away: starting a
-    refresh or a send is 503 + Retry-After; everything else still serves;
-    once Temporal is back the same requests succeed without a restart."""
+    """Starting a refresh or a send is 503 + Retry-After while Temporal is
+    unreachable — before the API ever reached it, and after it went away —
+    and everything else still serves; once Temporal answers, the same
+    requests succeed without restarting the API."""
     from api.app import create_app as create_api
 
     port = free_port()
     temporal = temporal_child(tmp_path, port)
-    temporal.start()
+    settings = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
     try:
-        await asyncio.to_thread(embedded.wait_for_port, temporal, port, 90)
-        settings = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
         async with (
             serve(create_api(settings)) as url,
             httpx.AsyncClient(
@@ -251,14 +252,20 @@ async def test_temporal_outage_is_503_for_workflow_starts_until_it_returns(stack
         ):
             segment = (await api.post("/api/v1/segments", json={"name": "Pro", "definition": PRO})).json()
             recalculate = f"/api/v1/segments/{segment['id']}/recalculate"
-            await _until_ok(lambda: api.post(recalculate, params={"wait": 0}), 200, timeout=60)
             template = await api.post(
                 "/api/v1/templates",
                 json={"name": "T", "subject": "s", "html": "<p>h</p>", "from_email": "from@example.com"},
             )
             send = {"template_id": template.json()["id"], "email": "to@example.com", "idempotency_key": "k1"}
+            # Not started yet: the API has never reached Temporal.
+            _assert_unavailable(await api.post(recalculate, params={"wait": 0}))
+            _assert_unavailable(await api.post("/api/v1/messages", json=send))
 
-            await asyncio.to_thread(temporal.stop)
+            temporal.start()
+            await asyncio.to_thread(embedded.wait_for_port, temporal, port, 90)
+            await _until_ok(lambda: api.post(recalculate, params={"wait": 0}), 200, timeout=60)
+
+            await asyncio.to_thread(temporal.stop)  # gone after the API connected
             _assert_unavailable(await api.post(recalculate, params={"wait": 0}))
             _assert_unavailable(await api.post("/api/v1/messages", json=send))
             assert (await api.get(f"/api/v1/segments/{segment['id']}")).status_code == 200
@@ -266,7 +273,10 @@ async def test_temporal_outage_is_503_for_workflow_starts_until_it_returns(stack
             temporal.start()  # a fresh dev server on the same address
             await asyncio.to_thread(embedded.wait_for_port, temporal, port, 90)
             await _until_ok(lambda: api.post(recalculate, params={"wait": 0}), 200, timeout=60)
-            await _until_ok(lambda: api.post("/api/v1/messages", json=send), 202, timeout=60)
+            started = await _until_ok(lambda: api.post("/api/v1/messages", json=send), 202, timeout=60)
+            # The idempotency key still names one message.
+            again = await api.post("/api/v1/messages", json=send)
+            assert again.status_code == 202 and again.json()["id"] == started.json()["id"]
     finally:
         temporal.stop()
 
