@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from temporalio.client import WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -231,8 +232,8 @@ async def _send(request: Request, workspace_id: uuid.UUID, body: MessageCreate, 
     if wait:
         try:
             await asyncio.wait_for(handle.result(), timeout=wait)
-        except Exception:  # timed out or failed: the message's own status says what happened
-            pass
+        except (TimeoutError, WorkflowFailureError, RPCError):
+            pass  # timed out or failed: the message's own status, read below, says which
     async with services.sessionmaker() as fresh:
         return await service.get_message(fresh, workspace_id, row["id"])
 

@@ -26,7 +26,8 @@ DATABASE_NAME = "marketing"
 def _check_port_free(port: int, what: str, setting: str) -> None:
     if embedded.port_open(port):
         raise StartError(
-            f":{port} is already in use, so {what} cannot start there (set {setting}, or stop the other process)"
+            f":{port} is already in use, so {what} cannot start there "
+            f"(set {setting}, or stop the other process)"
         )
 
 
@@ -71,7 +72,8 @@ class Platform:
                 f"postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/{DATABASE_NAME}"
             )
             print(
-                f"  PostgreSQL: started on :{s.embedded_postgres_port} (data in {self.data_dir / 'postgres'})",
+                f"  PostgreSQL: started on :{s.embedded_postgres_port} "
+                f"(data in {self.data_dir / 'postgres'})",
                 flush=True,
             )
         if self._given("redis_url"):
@@ -100,7 +102,8 @@ class Platform:
             self.env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{s.embedded_temporal_port}"
             self.env.setdefault("TEMPORAL_UI_URL", f"http://localhost:{s.embedded_temporal_ui_port}")
             print(
-                f"  Temporal: dev server on :{s.embedded_temporal_port}, UI on :{s.embedded_temporal_ui_port}",
+                f"  Temporal: dev server on :{s.embedded_temporal_port}, "
+                f"UI on :{s.embedded_temporal_ui_port}",
                 flush=True,
             )
 
@@ -229,7 +232,9 @@ def run_up(settings: Settings) -> int:
     except StartError as exc:
         print(f"\nmp up: {exc}", file=sys.stderr, flush=True)
         code = 1
-    except Exception as exc:  # start-up failures: report, then clean up
+    # Any start-up failure must still stop the children started so far, so
+    # the guard is deliberately broad; the error is printed, not swallowed.
+    except Exception as exc:  # noqa: BLE001 - reported, then the stack is stopped
         print(f"\nmp up failed: {exc!r}", file=sys.stderr, flush=True)
         code = 1
     finally:
@@ -257,7 +262,8 @@ Marketing platform is up.
   Data and logs in {data_dir}.  Press Ctrl-C to stop.
 
 Try:
-  curl -X POST http://localhost:{settings.tracking_port}/track -H 'Authorization: Bearer {keys["public_key"]}' \\
+  curl -X POST http://localhost:{settings.tracking_port}/track \\
+       -H 'Authorization: Bearer {keys["public_key"]}' \\
        -H 'Content-Type: application/json' -d '{{"userId":"u1","event":"Signed Up"}}'
   curl http://localhost:{settings.port}/api/v1/profiles -H 'Authorization: Bearer {keys["secret_key"]}'
 """,

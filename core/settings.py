@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
     segment_dependencies_seconds: float = Field(
         5.0,
-        description="How long tracking trusts its list of what segments depend on (new segments wait this long).",
+        description=(
+            "How long tracking trusts its list of what segments depend on (new segments wait this long)."
+        ),
     )
     key_cache_seconds: float = Field(
         10.0, description="How long a process trusts a looked-up API key before re-checking it."

@@ -39,7 +39,8 @@ PROVIDER_COLUMNS = (
     providers.c.created_at,
     providers.c.updated_at,
 )
-MESSAGE_COLUMNS = tuple(c for c in messages.c if c.name not in ("links", "attempts", "data")) + (
+MESSAGE_COLUMNS = (
+    *(c for c in messages.c if c.name not in ("links", "attempts", "data")),
     messages.c.attempts,
 )
 

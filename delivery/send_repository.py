@@ -40,7 +40,8 @@ WITH updated AS (
     WHERE workspace_id = $1 AND id = $2
     RETURNING workspace_id, profile_id
 )
-INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
+INSERT INTO events
+    (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
 SELECT gen_random_uuid(), u.workspace_id, u.profile_id, 'system', 'Email Sent', $8::jsonb, $6, now(), $9
 FROM updated u WHERE u.profile_id IS NOT NULL
 ON CONFLICT DO NOTHING

@@ -105,7 +105,8 @@ _EVENTS_RECORDSET = """json_to_recordset({param}::text::json) AS t(
         i uuid, w uuid, p uuid, y text, n text, pr jsonb, c jsonb, o timestamptz, r timestamptz, m text)"""
 
 INSERT_EVENTS_SQL = f"""
-INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
+INSERT INTO events
+    (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
 SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
 FROM {_EVENTS_RECORDSET.format(param="$1")}
 ON CONFLICT DO NOTHING
@@ -119,7 +120,8 @@ RETURNING id
 # event on a profile that no longer exists.
 LOCK_AND_INSERT_SQL = f"""
 WITH v AS (
-    SELECT * FROM json_to_recordset($1::text::json) AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
+    SELECT * FROM json_to_recordset($1::text::json)
+        AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
 ),
 locked AS (
     UPDATE profiles p
@@ -132,7 +134,8 @@ locked AS (
 ),
 checked AS (SELECT count(*) = json_array_length($1::text::json) AS ok FROM locked),
 inserted AS (
-    INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
+    INSERT INTO events
+        (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
     SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
     FROM {_EVENTS_RECORDSET.format(param="$2")}
     WHERE (SELECT ok FROM checked)

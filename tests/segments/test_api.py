@@ -176,8 +176,10 @@ async def test_recalculate_runs_the_workflow_and_stores_members(
         rows = (
             await conn.execute(
                 text(
-                    "SELECT e.name, p.external_id, e.properties->>'segment_id' FROM events e JOIN profiles p ON p.id = e.profile_id "
-                    "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' ORDER BY e.occurred_at, p.external_id"
+                    "SELECT e.name, p.external_id, e.properties->>'segment_id' "
+                    "FROM events e JOIN profiles p ON p.id = e.profile_id "
+                    "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' "
+                    "ORDER BY e.occurred_at, p.external_id"
                 ),
                 {"ws": workspace.workspace_id},
             )
@@ -224,9 +226,12 @@ async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
     from tests.support.servers import free_port, serve
 
     app = create_app(settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"}))
-    async with serve(app) as url, httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
-    ) as client:
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
+        ) as client,
+    ):
         seg = (await client.post("/api/v1/segments", json={"name": "P", "definition": PRO})).json()
         r = await client.post(f"/api/v1/segments/{seg['id']}/recalculate")
         assert r.status_code == 503 and r.json()["error"] == "unavailable"
