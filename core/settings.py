@@ -52,7 +52,42 @@ class Settings(BaseSettings):
         description="gc.set_threshold for the tracking and worker processes ('' keeps Python's defaults).",
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
+    db_pool_min_size: int = Field(
+        2, description="Connections each asyncpg pool (tracking ingest, send path) keeps open when idle."
+    )
+    tracking_engine_pool_size: int = Field(
+        2, description="SQLAlchemy connections per tracking process for keys, links and webhooks."
+    )
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
+    worker_db_pool_size: int = Field(5, description="SQLAlchemy connections per worker process.")
+    email_send_pool_size: int = Field(
+        40, description="asyncpg connections per worker for the send path (three statements a message)."
+    )
+    email_send_cache_seconds: float = Field(
+        5.0, description="How long a worker trusts a workspace's providers and a template before re-reading."
+    )
+    db_command_timeout_seconds: float = Field(
+        60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
+    )
+    redis_socket_timeout_seconds: float = Field(
+        5.0, description="Longest wait for a Redis reply before the call fails."
+    )
+    redis_connect_timeout_seconds: float = Field(5.0, description="Longest wait to connect to Redis.")
+    temporal_connect_timeout_seconds: float = Field(
+        10.0, description="Longest wait to connect to Temporal before the API answers 503."
+    )
+    tracking_http_timeout_seconds: float = Field(
+        10.0, description="Timeout of tracking's outbound HTTP calls (SNS certificates and confirmations)."
+    )
+    segment_refresh_timeout_seconds: float = Field(
+        3600.0, description="Execution timeout of one segment refresh workflow."
+    )
+    partitions_run_timeout_seconds: float = Field(
+        7200.0, description="Execution timeout of each scheduled event-partitions run."
+    )
+    segment_dispatch_timeout_seconds: float = Field(
+        600.0, description="Execution timeout of each scheduled run that starts due segment refreshes."
+    )
     segment_dependencies_seconds: float = Field(
         5.0,
         description=(

@@ -29,7 +29,7 @@ async def start_refresh(
             id=workflow_id,
             task_queue=settings.temporal_task_queue,
             search_attributes=TypedSearchAttributes([SearchAttributePair(WORKSPACE_ID, str(workspace_id))]),
-            execution_timeout=timedelta(hours=1),
+            execution_timeout=timedelta(seconds=settings.segment_refresh_timeout_seconds),
         )
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(workflow_id, result_type=SegmentRefreshResult)
