@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from core.settings import get_settings
+from core.settings import get_settings, refuse_dev_secret
 
 app = typer.Typer(
     help="Marketing platform: tracking, profiles and automation on Temporal.",
@@ -57,6 +57,7 @@ def api() -> None:
     import uvicorn
 
     settings = get_settings()
+    refuse_dev_secret(settings, "api")
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
 
 
@@ -68,6 +69,7 @@ def tracking(
     import uvicorn
 
     settings = get_settings()
+    refuse_dev_secret(settings, "tracking")
     uvicorn.run(
         "tracking.app:create_app",
         factory=True,
@@ -86,8 +88,10 @@ def worker() -> None:
     """Run the Temporal worker (every workflow and activity)."""
     from worker.main import run_worker
 
+    settings = get_settings()
+    refuse_dev_secret(settings, "worker")
     _logging()
-    asyncio.run(run_worker(get_settings()))
+    asyncio.run(run_worker(settings))
     _exit(0)
 
 

@@ -11,6 +11,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Signs nothing safely: anyone who reads this file can forge tracking links.
+# Processes refuse it unless told otherwise (see `refuse_dev_secret`).
+DEV_SECRET_KEY = "dev-insecure-secret-change-me"
+
 
 class Settings(BaseSettings):
     """One settings object shared by the api, tracking and worker processes."""
@@ -99,8 +103,16 @@ class Settings(BaseSettings):
     )
 
     secret_key: str = Field(
-        "dev-insecure-secret-change-me",
-        description="Signs tracking links; `mp up` generates one into .mp/ when unset.",
+        DEV_SECRET_KEY,
+        description=(
+            "Signs tracking links; `mp up` generates one into .mp/ when unset. The api, tracking "
+            "and worker processes refuse the development default unless MP_ALLOW_DEV_SECRET=1."
+        ),
+    )
+    allow_dev_secret: bool = Field(
+        False,
+        alias="MP_ALLOW_DEV_SECRET",
+        description="Let processes start with the development SECRET_KEY (local experiments only).",
     )
     breaker_failure_threshold: int = Field(
         5, description="Provider failures (within the window) that open its breaker."
@@ -154,6 +166,22 @@ def to_asyncpg_dsn(url: str) -> str:
 def to_sqlalchemy_url(url: str) -> str:
     """Any PostgreSQL URL with SQLAlchemy's asyncpg driver named."""
     return "postgresql+asyncpg://" + to_asyncpg_dsn(url)[len("postgresql://") :]
+
+
+def refuse_dev_secret(settings: Settings, process: str) -> None:
+    """Stop a process (api, tracking, worker) that would sign links with the
+    development key: one line on stderr, exit status 1.
+
+    `mp up` passes its children a key it generated into the data dir, so
+    only a process started by hand (or by a deployment) without SECRET_KEY
+    gets here; MP_ALLOW_DEV_SECRET=1 lets it through on purpose.
+    """
+    if settings.secret_key == DEV_SECRET_KEY and not settings.allow_dev_secret:
+        raise SystemExit(
+            f"mp {process}: SECRET_KEY is the development default; set SECRET_KEY to a random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), start it with `mp up`, "
+            "or set MP_ALLOW_DEV_SECRET=1 for local use"
+        )
 
 
 @lru_cache

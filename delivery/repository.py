@@ -100,16 +100,6 @@ async def delete_row(conn: Conn, table: Any, workspace_id: uuid.UUID, row_id: uu
     return (await conn.execute(stmt)).rowcount
 
 
-async def name_taken(
-    conn: Conn, table: Any, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another row of the workspace has this name."""
-    stmt = select(table.c.id).where(table.c.workspace_id == workspace_id, table.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(table.c.id != exclude)
-    return (await conn.execute(stmt.limit(1))).first() is not None
-
-
 async def enabled_providers(conn: Conn, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
     """The workspace's enabled providers with their secrets (for sending only)."""
     stmt = select(*PROVIDER_COLUMNS).where(

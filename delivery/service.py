@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor
+from db.queries import name_taken
 from db.tables import providers, templates
 from delivery import repository as repo
 from delivery.render import check_syntax, profile_context, render
@@ -53,8 +54,8 @@ async def list_templates(
     rows = await repo.page(
         session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
-    data = [TemplateOut.model_validate(dict(r)) for r in rows[:limit]]
-    return TemplatePage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
+    data, next_cursor = cut_page(rows, limit, lambda r: TemplateOut.model_validate(dict(r)))
+    return TemplatePage(data=data, next_cursor=next_cursor)
 
 
 async def create_template(
@@ -62,7 +63,7 @@ async def create_template(
 ) -> TemplateOut:
     """Check the Jinja2 syntax and store."""
     check_syntax(subject=body.subject, html=body.html, text=body.text)
-    if await repo.name_taken(session, templates, workspace_id, body.name, None):
+    if await name_taken(session, templates, workspace_id, body.name):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
         row = await repo.insert_row(
@@ -91,9 +92,7 @@ async def update_template(
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
     check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
-    if "name" in values and await repo.name_taken(
-        session, templates, workspace_id, values["name"], template_id
-    ):
+    if "name" in values and await name_taken(session, templates, workspace_id, values["name"], template_id):
         raise Conflict(f"a template named {values['name']!r} exists")
     row = await repo.update_row(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values)
     return TemplateOut.model_validate(dict(row))
@@ -189,8 +188,8 @@ async def list_providers(
     rows = await repo.page(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
-    data = [provider_out(r, tracking_url) for r in rows[:limit]]
-    return ProviderPage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
+    data, next_cursor = cut_page(rows, limit, lambda r: provider_out(r, tracking_url))
+    return ProviderPage(data=data, next_cursor=next_cursor)
 
 
 async def create_provider(
@@ -198,7 +197,7 @@ async def create_provider(
 ) -> ProviderOut:
     """Store a provider; credentials go to a column the API never reads back."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
-    if await repo.name_taken(session, providers, workspace_id, body.name, None):
+    if await name_taken(session, providers, workspace_id, body.name):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
         "id": uuid7(),
@@ -245,9 +244,7 @@ async def update_provider(
             else:
                 secrets[key] = value
         values["secrets"] = secrets
-    if values.get("name") and await repo.name_taken(
-        session, providers, workspace_id, values["name"], provider_id
-    ):
+    if values.get("name") and await name_taken(session, providers, workspace_id, values["name"], provider_id):
         raise Conflict(f"a provider named {values['name']!r} exists")
     updated = await repo.update_row(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id, values
@@ -269,8 +266,10 @@ async def list_suppressions(
 ) -> SuppressionPage:
     """By email; the cursor is the last email of the previous page."""
     rows = await repo.suppression_page(session, workspace_id, cursor, limit + 1)
-    data = [SuppressionOut.model_validate(dict(r)) for r in rows[:limit]]
-    return SuppressionPage(data=data, next_cursor=data[-1].email if len(rows) > limit else None)
+    data, next_cursor = cut_page(
+        rows, limit, lambda r: SuppressionOut.model_validate(dict(r)), cursor_after=lambda s: s.email
+    )
+    return SuppressionPage(data=data, next_cursor=next_cursor)
 
 
 async def add_suppression(

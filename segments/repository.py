@@ -76,16 +76,6 @@ async def segment_refs(session: AsyncSession, workspace_id: uuid.UUID) -> dict[u
     return {r[0]: list(r[1]) for r in rows}
 
 
-async def name_taken(
-    session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another segment of the workspace has this name."""
-    stmt = select(segments.c.id).where(segments.c.workspace_id == workspace_id, segments.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(segments.c.id != exclude)
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
 async def insert_segment(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
     """Insert and return the row."""
     return (

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor, encode_cursor
+from db.queries import name_taken
+from db.tables import segments
 from definitions.segments import Condition, SegmentDefinition, dependencies
 from segments import repository as repo
 from segments.compiler import compile_members
@@ -93,7 +95,7 @@ async def create_segment(session: AsyncSession, workspace_id: uuid.UUID, data: S
     root = parse_definition(data.definition)
     segment_id = uuid7()
     await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
-    if await repo.name_taken(session, workspace_id, data.name, None):
+    if await name_taken(session, segments, workspace_id, data.name):
         raise Conflict(f"a segment named {data.name!r} exists")
     try:
         row = await repo.insert_segment(
@@ -116,8 +118,8 @@ async def list_segments(
 ) -> SegmentPage:
     """One page of segments, newest first."""
     rows = await repo.list_segments(session, workspace_id, after=decode_cursor(cursor), limit=limit + 1)
-    page = [SegmentOut.model_validate(dict(r)) for r in rows[:limit]]
-    return SegmentPage(data=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+    page, next_cursor = cut_page(rows, limit, lambda r: SegmentOut.model_validate(dict(r)))
+    return SegmentPage(data=page, next_cursor=next_cursor)
 
 
 async def get_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> SegmentOut:
@@ -137,7 +139,7 @@ async def update_segment(
         raise NotFound(f"no segment {segment_id} in this workspace")
     values: dict[str, Any] = {"updated_at": func.now()}
     if data.name is not None and data.name != row["name"]:
-        if await repo.name_taken(session, workspace_id, data.name, segment_id):
+        if await name_taken(session, segments, workspace_id, data.name, segment_id):
             raise Conflict(f"a segment named {data.name!r} exists")
         values["name"] = data.name
     if "description" in data.model_fields_set:
@@ -169,10 +171,13 @@ async def members(
     rows = await repo.members_page(
         session, workspace_id, segment_id, after=decode_cursor(cursor), limit=limit + 1
     )
-    page = [MemberOut.model_validate(dict(r)) for r in rows[:limit]]
-    return MemberPage(
-        data=page, next_cursor=encode_cursor(page[-1].profile_id) if len(rows) > limit else None
+    page, next_cursor = cut_page(
+        rows,
+        limit,
+        lambda r: MemberOut.model_validate(dict(r)),
+        cursor_after=lambda m: encode_cursor(m.profile_id),
     )
+    return MemberPage(data=page, next_cursor=next_cursor)
 
 
 async def estimate(
