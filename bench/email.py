@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database
+from bench.common import FAST_UVICORN, drop_database, fresh_database
 from core.runtime import tune_gc
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker, session_scope
@@ -109,13 +109,7 @@ async def main() -> None:
         "fake_provider:app",
         "--port",
         str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
+        *FAST_UVICORN,
         cwd=fake_dir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import time
@@ -36,7 +37,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database
+from bench.common import FAST_UVICORN, drop_database, fresh_database
 from bench.loadgen import LoadResult, run_load
 from core.settings import to_asyncpg_dsn
 from tests.support.servers import free_port
@@ -328,6 +329,7 @@ async def main() -> None:
         "TRACKING_PORT": str(tracking_port),
         "HOST": "127.0.0.1",
         "REDIS_PREFIX": f"mp_bench_{uuid.uuid4().hex[:6]}:",
+        "SECRET_KEY": secrets.token_urlsafe(32),  # `mp tracking` refuses the development key
     }
     procs = {
         "tracking": _spawn([sys.executable, "-m", "cli", "tracking"], env),
@@ -341,13 +343,7 @@ async def main() -> None:
                 str(bare_port),
                 "--host",
                 "127.0.0.1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *FAST_UVICORN,
             ],
             {},
         ),

@@ -102,20 +102,20 @@ async def test_process_with_the_dev_key_exits_with_one_line(process, settings, t
     assert out == b""
 
 
-async def test_api_starts_with_the_dev_key_when_allowed(settings, tmp_path):
-    env = process_env(settings, MP_ALLOW_DEV_SECRET="1")
-    proc = await start("api", env, tmp_path)
+@pytest.mark.parametrize(
+    ("process", "port_setting", "key_setting"),
+    [
+        ("api", "PORT", {"MP_ALLOW_DEV_SECRET": "1"}),  # the dev key, allowed on purpose
+        ("tracking", "TRACKING_PORT", {"SECRET_KEY": "a-real-key-" + uuid.uuid4().hex}),
+    ],
+)
+async def test_http_process_starts_with_a_real_or_allowed_key(
+    process, port_setting, key_setting, settings, tmp_path
+):
+    env = process_env(settings, **key_setting)
+    proc = await start(process, env, tmp_path)
     try:
-        assert await until_ready(proc, f"http://127.0.0.1:{env['PORT']}/openapi.json") == 200
-    finally:
-        await stop(proc)
-
-
-async def test_tracking_starts_with_a_real_key(settings, tmp_path):
-    env = process_env(settings, SECRET_KEY="a-real-key-" + uuid.uuid4().hex)
-    proc = await start("tracking", env, tmp_path)
-    try:
-        assert await until_ready(proc, f"http://127.0.0.1:{env['TRACKING_PORT']}/openapi.json") == 200
+        assert await until_ready(proc, f"http://127.0.0.1:{env[port_setting]}/openapi.json") == 200
     finally:
         await stop(proc)
 
