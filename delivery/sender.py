@@ -24,6 +24,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
+from db import queries
 from db.engine import create_asyncpg_pool
 from db.tables import templates
 from definitions.messages import SendEmailResult
@@ -123,7 +124,7 @@ class EmailSender:
     async def _template(self, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
         async def load() -> Any:
             async with self._engine.connect() as conn:
-                return await repo.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+                return await queries.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
 
         return await self._cached(("template", template_id), load)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
 from core.pagination import cut_page, decode_cursor
-from db.queries import name_taken
+from db import queries
 from db.tables import providers, templates
 from delivery import repository as repo
 from delivery.render import check_syntax, profile_context, render
@@ -41,7 +41,7 @@ from workflows.messages import message_workflow_id
 
 
 async def _template_row(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
-    row = await repo.get(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+    row = await queries.get(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
     if row is None:
         raise NotFound(f"no template {template_id} in this workspace")
     return row
@@ -51,7 +51,7 @@ async def list_templates(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> TemplatePage:
     """Newest first."""
-    rows = await repo.page(
+    rows = await queries.page(
         session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
     data, next_cursor = cut_page(rows, limit, lambda r: TemplateOut.model_validate(dict(r)))
@@ -63,10 +63,10 @@ async def create_template(
 ) -> TemplateOut:
     """Check the Jinja2 syntax and store."""
     check_syntax(subject=body.subject, html=body.html, text=body.text)
-    if await name_taken(session, templates, workspace_id, body.name):
+    if await queries.name_taken(session, templates, workspace_id, body.name):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
-        row = await repo.insert_row(
+        row = await queries.insert_row(
             session,
             templates,
             repo.TEMPLATE_COLUMNS,
@@ -92,15 +92,19 @@ async def update_template(
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
     check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
-    if "name" in values and await name_taken(session, templates, workspace_id, values["name"], template_id):
+    if "name" in values and await queries.name_taken(
+        session, templates, workspace_id, values["name"], template_id
+    ):
         raise Conflict(f"a template named {values['name']!r} exists")
-    row = await repo.update_row(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values)
+    row = await queries.update_row(
+        session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values
+    )
     return TemplateOut.model_validate(dict(row))
 
 
 async def delete_template(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID) -> None:
     """Delete (messages already sent keep their record)."""
-    if not await repo.delete_row(session, templates, workspace_id, template_id):
+    if not await queries.delete_row(session, templates, workspace_id, template_id):
         raise NotFound(f"no template {template_id} in this workspace")
 
 
@@ -185,7 +189,7 @@ async def list_providers(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int, tracking_url: str
 ) -> ProviderPage:
     """Newest first."""
-    rows = await repo.page(
+    rows = await queries.page(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
     data, next_cursor = cut_page(rows, limit, lambda r: provider_out(r, tracking_url))
@@ -197,7 +201,7 @@ async def create_provider(
 ) -> ProviderOut:
     """Store a provider; credentials go to a column the API never reads back."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
-    if await name_taken(session, providers, workspace_id, body.name):
+    if await queries.name_taken(session, providers, workspace_id, body.name):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
         "id": uuid7(),
@@ -205,12 +209,12 @@ async def create_provider(
         "secrets": body.credentials,
     }
     return provider_out(
-        await repo.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
+        await queries.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
     )
 
 
 async def _provider_row(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID) -> Any:
-    row = await repo.get(session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id)
+    row = await queries.get(session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id)
     if row is None:
         raise NotFound(f"no provider {provider_id} in this workspace")
     return row
@@ -244,9 +248,11 @@ async def update_provider(
             else:
                 secrets[key] = value
         values["secrets"] = secrets
-    if values.get("name") and await name_taken(session, providers, workspace_id, values["name"], provider_id):
+    if values.get("name") and await queries.name_taken(
+        session, providers, workspace_id, values["name"], provider_id
+    ):
         raise Conflict(f"a provider named {values['name']!r} exists")
-    updated = await repo.update_row(
+    updated = await queries.update_row(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id, values
     )
     return provider_out(updated, tracking_url)
@@ -254,7 +260,7 @@ async def update_provider(
 
 async def delete_provider(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID) -> None:
     """Delete a provider."""
-    if not await repo.delete_row(session, providers, workspace_id, provider_id):
+    if not await queries.delete_row(session, providers, workspace_id, provider_id):
         raise NotFound(f"no provider {provider_id} in this workspace")
 
 

@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
 from core.pagination import cut_page, decode_cursor, encode_cursor
-from db.queries import name_taken
+from db import queries
 from db.tables import segments
 from definitions.segments import Condition, SegmentDefinition, dependencies
 from segments import repository as repo
@@ -95,11 +94,13 @@ async def create_segment(session: AsyncSession, workspace_id: uuid.UUID, data: S
     root = parse_definition(data.definition)
     segment_id = uuid7()
     await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
-    if await name_taken(session, segments, workspace_id, data.name):
+    if await queries.name_taken(session, segments, workspace_id, data.name):
         raise Conflict(f"a segment named {data.name!r} exists")
     try:
-        row = await repo.insert_segment(
+        row = await queries.insert_row(
             session,
+            segments,
+            repo.SEGMENT_COLUMNS,
             {
                 "id": segment_id,
                 "workspace_id": workspace_id,
@@ -117,7 +118,9 @@ async def list_segments(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> SegmentPage:
     """One page of segments, newest first."""
-    rows = await repo.list_segments(session, workspace_id, after=decode_cursor(cursor), limit=limit + 1)
+    rows = await queries.page(
+        session, segments, repo.SEGMENT_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    )
     page, next_cursor = cut_page(rows, limit, lambda r: SegmentOut.model_validate(dict(r)))
     return SegmentPage(data=page, next_cursor=next_cursor)
 
@@ -137,9 +140,9 @@ async def update_segment(
     row = await repo.get_segment(session, workspace_id, segment_id, for_update=True)
     if row is None:
         raise NotFound(f"no segment {segment_id} in this workspace")
-    values: dict[str, Any] = {"updated_at": func.now()}
+    values: dict[str, Any] = {}  # updated_at is set by queries.update_row
     if data.name is not None and data.name != row["name"]:
-        if await name_taken(session, segments, workspace_id, data.name, segment_id):
+        if await queries.name_taken(session, segments, workspace_id, data.name, segment_id):
             raise Conflict(f"a segment named {data.name!r} exists")
         values["name"] = data.name
     if "description" in data.model_fields_set:
@@ -149,7 +152,11 @@ async def update_segment(
         await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
         values.update(_dependency_columns(root), version=row["version"] + 1, computed_at=None)
     return SegmentOut.model_validate(
-        dict(await repo.update_segment(session, workspace_id, segment_id, values))
+        dict(
+            await queries.update_row(
+                session, segments, repo.SEGMENT_COLUMNS, workspace_id, segment_id, values
+            )
+        )
     )
 
 
@@ -160,7 +167,7 @@ async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment
     users = await repo.referencing_segments(session, workspace_id, segment_id)
     if users:
         raise Conflict(f"segments {', '.join(sorted(users))} refer to this one; change them first")
-    await repo.delete_segment(session, workspace_id, segment_id)
+    await queries.delete_row(session, segments, workspace_id, segment_id)
 
 
 async def members(
