@@ -55,6 +55,8 @@ from pydantic import (
     model_validator,
 )
 
+from definitions.limits import UtcDatetime
+
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
 MAX_IN_VALUES = 1000
@@ -157,8 +159,8 @@ class Window(_Strict):
 
     last: Annotated[int, Field(ge=1, le=36500)] | None = None
     unit: Literal["days", "hours"] = "days"
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: UtcDatetime | None = Field(None, alias="from")
+    to: UtcDatetime | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -17,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from core.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from definitions.limits import MAX_JSON_DEPTH
 from tracking.items import MAX_EVENT_BYTES, IngestItem, check_event_size, to_item
 from tracking.schemas import CALL_TYPES, AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
@@ -85,7 +86,15 @@ def _validate(model: type[CallBase], data: Any, where: str) -> CallBase:
         raise ValidationFailed(errors) from None
 
 
-def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[IngestItem]:
+def may_nest_deeply(body: bytes) -> bool:
+    """Whether any value of the body could nest past MAX_JSON_DEPTH: not
+    when the whole body has fewer brackets than that. Two C-speed scans
+    (well under a microsecond for a typical call) spare the depth walk
+    for nearly every single call."""
+    return body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH
+
+
+def _batch_items(data: Any, workspace_id: Any, received: datetime, check_nesting: bool) -> list[IngestItem]:
     entries = data.get("batch") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValidationFailed([{"loc": "body.batch", "msg": "must be a list of calls"}])
@@ -107,10 +116,9 @@ def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[Inges
         if model is None:
             errors.append({"loc": f"{where}.type", "msg": f"unknown type {kind!r}; use {sorted(CALL_TYPES)}"})
             continue
-        if shared_context and "context" not in entry:
-            entry = {**entry, "context": shared_context}
+        call = {**entry, "context": shared_context} if shared_context and "context" not in entry else entry
         try:
-            items.append(to_item(_validate(model, entry, where), workspace_id, received, where))
+            items.append(to_item(_validate(model, call, where), workspace_id, received, where, check_nesting))
         except ValidationFailed as exc:
             errors.extend(exc.detail)
     if errors:
@@ -138,9 +146,10 @@ async def ingest(
         write_key = data.get("writeKey") if isinstance(data, dict) else None
         key = await keys.require(write_key if isinstance(write_key, str) else None, "public")
     received = datetime.now(UTC)
+    deep = may_nest_deeply(body)
     if endpoint.model is None:
-        items = _batch_items(data, key.workspace_id, received)
+        items = _batch_items(data, key.workspace_id, received, deep)
     else:
-        items = [to_item(_validate(endpoint.model, data, "body"), key.workspace_id, received)]
+        items = [to_item(_validate(endpoint.model, data, "body"), key.workspace_id, received, "body", deep)]
     result = await writer.write(items)
     return {"success": True, "accepted": result.stored, "duplicates": result.duplicates}

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from core.errors import PayloadTooLarge, ValidationFailed
 from core.ids import uuid7
+from definitions.limits import MAX_FUTURE_SKEW, MAX_JSON_DEPTH, Unstorable, check_depth
 from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -44,7 +45,14 @@ class IngestItem:
     profile_id: uuid.UUID | None = None
 
 
-def _json(value: Any, where: str) -> orjson.Fragment:
+def _json(value: Any, where: str, check_nesting: bool) -> orjson.Fragment:
+    if check_nesting:
+        # Deeper values would be stored and then fail every read (jsonb and
+        # orjson have nesting limits of their own).
+        try:
+            check_depth(value)
+        except Unstorable as exc:
+            raise ValidationFailed([{"loc": where, "msg": exc.msg}]) from None
     data = orjson.dumps(value)
     # PostgreSQL's jsonb cannot hold U+0000; refuse it here rather than
     # failing the whole group commit later.
@@ -53,19 +61,26 @@ def _json(value: Any, where: str) -> orjson.Fragment:
     return orjson.Fragment(data)
 
 
-def _utc(ts: datetime | None, received_at: datetime) -> datetime:
-    if ts is None:
-        return received_at
-    if ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)
+def _occurred_at(ts: datetime | None, received_at: datetime) -> datetime | None:
+    """When the event happened: its timestamp (already in UTC), or None
+    when there is none or it is more than MAX_FUTURE_SKEW ahead of receipt
+    (a wrong client clock: the event is kept at its receipt time)."""
+    if ts is None or ts - received_at > MAX_FUTURE_SKEW:
+        return None
     return ts
 
 
 def to_item(
-    call: CallBase, workspace_id: uuid.UUID, received_at: datetime, where: str = "body"
+    call: CallBase,
+    workspace_id: uuid.UUID,
+    received_at: datetime,
+    where: str = "body",
+    check_nesting: bool = True,
 ) -> IngestItem:
     """Flatten a validated call into an item; raises 4xx errors for calls
-    that are well-typed but unusable (no identity, no event name)."""
+    that are well-typed but unusable (no identity, no event name, JSON
+    nested past MAX_JSON_DEPTH). `check_nesting=False` skips the depth check
+    when the caller knows the body cannot nest that deep."""
     if isinstance(call, AliasCall):
         if not call.user_id or not call.previous_id:
             raise ValidationFailed([{"loc": where, "msg": "alias needs userId and previousId"}])
@@ -79,7 +94,7 @@ def to_item(
         if not call.event:
             raise ValidationFailed([{"loc": f"{where}.event", "msg": "event name is required"}])
         event_type, event_name = "track", call.event
-        properties = _json(call.properties, f"{where}.properties")
+        properties = _json(call.properties, f"{where}.properties", check_nesting)
     elif isinstance(call, PageCall):
         props = dict(call.properties)
         if call.name:
@@ -87,7 +102,7 @@ def to_item(
         if call.category:
             props.setdefault("category", call.category)
         event_type, event_name = "page", PAGE_EVENT
-        properties = _json(props, f"{where}.properties")
+        properties = _json(props, f"{where}.properties", check_nesting)
     elif isinstance(call, IdentifyCall):
         traits = dict(call.traits)
         if call.name:
@@ -95,9 +110,10 @@ def to_item(
         trait_email = traits.get("email")
         if email is None and isinstance(trait_email, str) and "@" in trait_email:
             email = trait_email.strip().lower()
-        _json(traits, f"{where}.traits")
+        _json(traits, f"{where}.traits", check_nesting)
 
-    context = _json(call.context, f"{where}.context") if call.context else None
+    context = _json(call.context, f"{where}.context", check_nesting) if call.context else None
+    occurred_at = _occurred_at(call.timestamp, received_at)
     return IngestItem(
         workspace_id=workspace_id,
         user_id=call.user_id,
@@ -109,16 +125,23 @@ def to_item(
         properties=properties,
         context=context,
         traits=traits,
-        occurred_at=_utc(call.timestamp, received_at),
+        occurred_at=occurred_at or received_at,
         received_at=received_at,
         message_id=call.message_id or str(uuid7()),
-        has_timestamp=call.timestamp is not None,
+        # A clamped timestamp counts as none, so retries of the call are
+        # pinned to its first receipt time (see the writer) and deduplicate.
+        has_timestamp=occurred_at is not None,
         has_message_id=call.message_id is not None,
     )
 
 
 def check_event_size(raw: Any, where: str) -> None:
     """Refuse one event over 32 KB (measured as compact JSON)."""
-    size = len(orjson.dumps(raw))
+    try:
+        size = len(orjson.dumps(raw))
+    except orjson.JSONEncodeError:  # nested past orjson's 254 levels
+        raise ValidationFailed(
+            [{"loc": where, "msg": f"nested deeper than {MAX_JSON_DEPTH} levels"}]
+        ) from None
     if size > MAX_EVENT_BYTES:
         raise PayloadTooLarge(f"{where} is {size} bytes; one event may be at most {MAX_EVENT_BYTES} bytes")

@@ -7,12 +7,19 @@ Both the Segment spec (`userId`, `anonymousId`, `messageId`, `timestamp`,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from core.validation import check_email
+from definitions.limits import UtcDatetime
 
 MAX_ID_LENGTH = 255
 
@@ -53,7 +60,8 @@ class CallBase(BaseModel):
     anonymous_id: Identifier = _alias("anonymousId", "anonymous_id")
     email: Name = None
     message_id: Identifier = _alias("messageId", "message_id")
-    timestamp: datetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
+    # Refused here, not by the writer: PostgreSQL would fail the whole group commit.
+    timestamp: UtcDatetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
     context: dict[str, Any] | None = None
 
     @field_validator("email")
