@@ -9,8 +9,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError
 
-from core.errors import AppError
+from core.errors import AppError, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = 400 if any(err.get("type") == "json_invalid" for err in exc.errors()) else 422
         code = "bad_request" if status == 400 else "validation_error"
         return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A unique or foreign key constraint caught what a service's own check
+        # missed because a concurrent request committed in between (e.g. two
+        # creates with one name): that is a conflict, not a server error.
+        log.info("constraint conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        error = Conflict("the change conflicts with data a concurrent request just stored; re-read and retry")
+        return JSONResponse(error.to_dict(), status_code=error.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -162,6 +162,8 @@ def check_offset(value: datetime) -> datetime:
     offset = value.utcoffset()
     if offset is None:
         return value.replace(tzinfo=UTC)
+    if not offset:  # the common case ("Z"): nothing to check or convert
+        return value
     if abs(offset) > MAX_UTC_OFFSET:
         raise ValueError("UTC offset must be within ±14:00")
     try:

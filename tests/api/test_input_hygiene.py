@@ -3,6 +3,8 @@ gets a 4xx with `{"error", "detail"}`, never a 500 or a dropped connection."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -88,7 +90,8 @@ async def test_bodies_over_the_limit_are_413(api):
         ("/api/v1/segments", b'{"name": "s\\u0000", "definition": {"type": "all", "conditions": []}}'),
         (
             "/api/v1/segments",
-            b'{"name": "s1", "definition": {"type": "trait", "path": "plan", "op": "eq", "value": "p\\u0000"}}',
+            b'{"name": "s1", "definition": '
+            b'{"type": "trait", "path": "plan", "op": "eq", "value": "p\\u0000"}}',
         ),
         (
             "/api/v1/segments",
@@ -103,11 +106,13 @@ async def test_bodies_over_the_limit_are_413(api):
         ),
         (
             "/api/v1/segments",
-            b'{"name": "s5", "definition": {"type": "event", "name": "E", "within": {"last": 99999999999999}}}',
+            b'{"name": "s5", "definition": '
+            b'{"type": "event", "name": "E", "within": {"last": 99999999999999}}}',
         ),
         (
             "/api/v1/segments/estimate",
-            b'{"definition": {"type": "event", "name": "E", "within": {"from": "2024-01-01T00:00:00+20:00"}}}',
+            b'{"definition": '
+            b'{"type": "event", "name": "E", "within": {"from": "2024-01-01T00:00:00+20:00"}}}',
         ),
         (
             "/api/v1/segments/estimate",
@@ -164,8 +169,7 @@ async def test_nul_in_a_path_segment_of_a_delete_is_4xx(api):
 
 async def _provider(api: httpx.AsyncClient) -> dict:
     r = await api.post(
-        "/api/v1/providers",
-        json={"name": "smtp-null", "kind": "smtp", "settings": {"host": "127.0.0.1", "port": 2525}},
+        "/api/v1/providers", json={"name": "ses-null", "kind": "ses", "settings": {"region": "us-east-1"}}
     )
     assert r.status_code == 201, r.text
     return r.json()
@@ -176,7 +180,7 @@ async def test_null_for_a_non_nullable_provider_field_is_422(api, field):
     provider = await _provider(api)
     r = await api.patch(f"/api/v1/providers/{provider['id']}", json={field: None})
     assert _assert_4xx(r, 422)["detail"][0]["loc"] == f"body.{field}"
-    assert (await api.get(f"/api/v1/providers/{provider['id']}")).json()["name"] == "smtp-null"
+    assert (await api.get(f"/api/v1/providers/{provider['id']}")).json()["name"] == "ses-null"
 
 
 async def test_rate_limit_null_on_a_provider_means_unlimited(api):
@@ -209,3 +213,15 @@ async def test_null_traits_on_a_profile_patch_is_422(api):
     r = await api.post("/api/v1/profiles", json={"external_id": "null-traits", "traits": {"a": 1}})
     r = await api.patch(f"/api/v1/profiles/{r.json()['id']}", json={"traits": None})
     assert _assert_4xx(r, 422)["detail"][0]["loc"] == "body.traits"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/providers", "/api/v1/templates", "/api/v1/segments"])
+async def test_concurrent_creates_with_one_name_are_409_not_500(api, path):
+    body = {
+        "/api/v1/providers": {"name": "same", "kind": "ses", "settings": {}},
+        "/api/v1/templates": {"name": "same", "subject": "s", "html": "h", "from_email": SENDER},
+        "/api/v1/segments": {"name": "same", "definition": {"type": "all", "conditions": []}},
+    }[path]
+    responses = await asyncio.gather(*(api.post(path, json=body) for _ in range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 11, [r.text for r in responses if r.status_code != 201]
