@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import AppError, Conflict
 
@@ -25,6 +26,16 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as `{"error": code, "detail": ...}`; never a bare 500 page."""
 
@@ -38,6 +49,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = 400 if any(err.get("type") == "json_invalid" for err in exc.errors()) else 422
         code = "bad_request" if status == 400 else "validation_error"
         return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing and framework errors (unknown path 404, 405, FastAPI's
+        # "error parsing the body") in the same shape as every other error.
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:

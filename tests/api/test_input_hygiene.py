@@ -225,3 +225,12 @@ async def test_concurrent_creates_with_one_name_are_409_not_500(api, path):
     responses = await asyncio.gather(*(api.post(path, json=body) for _ in range(12)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] + [409] * 11, [r.text for r in responses if r.status_code != 201]
+
+
+async def test_framework_errors_have_the_error_shape(api):
+    body = _assert_4xx(await api.get("/api/v1/no-such-thing"), 404)
+    assert body["error"] == "not_found"
+    body = _assert_4xx(await api.put("/api/v1/profiles"), 405)
+    assert body["error"] == "method_not_allowed"
+    body = _assert_4xx(await _post_raw(api, "/api/v1/profiles", b"\xff\xfe{"), 400)
+    assert body["error"] == "bad_request"
