@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from core.errors import PayloadTooLarge, ValidationFailed
 from core.ids import uuid7
-from definitions.limits import MAX_FUTURE_SKEW, MAX_JSON_DEPTH, Unstorable, check_depth
+from definitions.limits import MAX_FUTURE_SKEW, MAX_JSON_DEPTH, Unstorable, check_depth, check_offset
 from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -61,13 +61,24 @@ def _json(value: Any, where: str, check_nesting: bool) -> orjson.Fragment:
     return orjson.Fragment(data)
 
 
-def _occurred_at(ts: datetime | None, received_at: datetime) -> datetime | None:
-    """When the event happened: its timestamp (already in UTC), or None
-    when there is none or it is more than MAX_FUTURE_SKEW ahead of receipt
-    (a wrong client clock: the event is kept at its receipt time)."""
-    if ts is None or ts - received_at > MAX_FUTURE_SKEW:
+def _occurred_at(ts: datetime | None, received_at: datetime, where: str) -> datetime | None:
+    """When the event happened: its timestamp in UTC, or None when there is
+    none or it is more than MAX_FUTURE_SKEW ahead of receipt (a wrong client
+    clock: the event is kept at its receipt time). A UTC offset past ±14:00
+    or an instant outside years 1..9999 is a 422 here: PostgreSQL would
+    fail the whole group commit it shared with good calls."""
+    if ts is None:
         return None
-    return ts
+    # Checked here rather than by a pydantic validator (about 1 µs less per
+    # call), and only when the offset is not zero (nearly every SDK sends Z).
+    if ts.utcoffset():
+        try:
+            ts = check_offset(ts)
+        except ValueError as exc:
+            raise ValidationFailed([{"loc": f"{where}.timestamp", "msg": str(exc)}]) from None
+    elif ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return None if ts - received_at > MAX_FUTURE_SKEW else ts
 
 
 def to_item(
@@ -113,7 +124,7 @@ def to_item(
         _json(traits, f"{where}.traits", check_nesting)
 
     context = _json(call.context, f"{where}.context", check_nesting) if call.context else None
-    occurred_at = _occurred_at(call.timestamp, received_at)
+    occurred_at = None if call.timestamp is None else _occurred_at(call.timestamp, received_at, where)
     return IngestItem(
         workspace_id=workspace_id,
         user_id=call.user_id,
@@ -135,13 +146,24 @@ def to_item(
     )
 
 
-def check_event_size(raw: Any, where: str) -> None:
-    """Refuse one event over 32 KB (measured as compact JSON)."""
+def may_nest_deeply(data: bytes) -> bool:
+    """Whether any value in this JSON text could nest past MAX_JSON_DEPTH:
+    not when it has no more brackets than that. Two C-speed scans (about
+    0.2 µs for a typical event) spare the depth walk for nearly every call."""
+    return data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH
+
+
+def check_event_size(raw: Any, where: str) -> bool:
+    """Refuse one event over 32 KB (measured as compact JSON). Returns
+    whether the event may nest past MAX_JSON_DEPTH (see `may_nest_deeply`)."""
     try:
-        size = len(orjson.dumps(raw))
+        data = orjson.dumps(raw)
     except orjson.JSONEncodeError:  # nested past orjson's 254 levels
         raise ValidationFailed(
             [{"loc": where, "msg": f"nested deeper than {MAX_JSON_DEPTH} levels"}]
         ) from None
-    if size > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"{where} is {size} bytes; one event may be at most {MAX_EVENT_BYTES} bytes")
+    if len(data) > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(
+            f"{where} is {len(data)} bytes; one event may be at most {MAX_EVENT_BYTES} bytes"
+        )
+    return data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH  # may_nest_deeply, inlined

@@ -7,6 +7,7 @@ Both the Segment spec (`userId`, `anonymousId`, `messageId`, `timestamp`,
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -19,7 +20,6 @@ from pydantic import (
 )
 
 from core.validation import check_email
-from definitions.limits import UtcDatetime
 
 MAX_ID_LENGTH = 255
 
@@ -60,8 +60,9 @@ class CallBase(BaseModel):
     anonymous_id: Identifier = _alias("anonymousId", "anonymous_id")
     email: Name = None
     message_id: Identifier = _alias("messageId", "message_id")
-    # Refused here, not by the writer: PostgreSQL would fail the whole group commit.
-    timestamp: UtcDatetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
+    # Its UTC offset and range are checked when the call is flattened
+    # (tracking/items.py), before the writer.
+    timestamp: datetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
     context: dict[str, Any] | None = None
 
     @field_validator("email")
