@@ -25,6 +25,10 @@ class AppError(Exception):
         """The JSON body sent for this error."""
         return {"error": self.code, "detail": self.detail}
 
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers for this error (none by default)."""
+        return None
+
 
 class BadRequest(AppError):
     """The request could not be understood."""
@@ -80,3 +84,11 @@ class ServiceUnavailable(AppError):
 
     status_code = 503
     code = "unavailable"
+
+    def __init__(self, detail: Any = None, *, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After`, so clients back off instead of hammering a service that is down."""
+        return {"Retry-After": str(self.retry_after)}

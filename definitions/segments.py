@@ -55,6 +55,7 @@ from pydantic import (
     model_validator,
 )
 
+from definitions.events import email_event
 from definitions.limits import UtcDatetime
 
 MAX_DEPTH = 8
@@ -222,7 +223,7 @@ class EmailAction(StrEnum):
     @property
     def event_name(self) -> str:
         """The event this action is stored as, e.g. `Email Opened`."""
-        return f"Email {self.value.capitalize()}"
+        return email_event(self.value).value
 
 
 class EmailCondition(_Strict):

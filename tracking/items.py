@@ -15,11 +15,12 @@ import orjson
 
 from core.errors import PayloadTooLarge, ValidationFailed
 from core.ids import uuid7
+from definitions.events import SystemEvent
 from definitions.limits import MAX_FUTURE_SKEW, MAX_JSON_DEPTH, Unstorable, check_depth, check_offset
 from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
 MAX_EVENT_BYTES = 32 * 1024
-PAGE_EVENT = "Page Viewed"
+PAGE_EVENT = SystemEvent.PAGE_VIEWED.value
 
 
 @dataclass(slots=True)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
+from definitions import workflow_ids
 from definitions.segment_runs import DueSegmentsInput, SegmentRefreshResult
 from segments import repository as repo
-from segments.recheck import pending_key
 
 
 async def _wait_for(predicate, timeout: float = 15.0, interval: float = 0.2):
@@ -118,7 +118,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         )
         assert started >= 1
         # The run the API started is still the one running (not replaced or doubled).
-        running = await temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}").describe()
+        running = await temporal_client.get_workflow_handle(
+            workflow_ids.segment_refresh(busy["id"])
+        ).describe()
         assert (
             running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
         )
@@ -126,7 +128,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         async def runs_listed():  # visibility is eventually consistent
             return [
                 w
-                async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')
+                async for w in temporal_client.list_workflows(
+                    f'WorkflowId = "{workflow_ids.segment_refresh(busy["id"])}"'
+                )
             ]
 
         assert len(await _wait_for(runs_listed)) == 1, "a running refresh was started twice"
@@ -140,10 +144,64 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
     await _wait_for(both_refreshed, timeout=30)
     # The one run of Busy finishes once its lock is released.
     handle = temporal_client.get_workflow_handle(
-        f"segment-refresh:{busy['id']}", run_id=api_run.json()["run_id"], result_type=SegmentRefreshResult
+        workflow_ids.segment_refresh(busy["id"]),
+        run_id=api_run.json()["run_id"],
+        result_type=SegmentRefreshResult,
     )
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result.found and result.member_count == 1
+
+
+async def test_dispatcher_drains_more_due_segments_than_one_page(
+    api, tracking, worker, temporal_client, settings, engine, workspace
+):
+    await tracking.post("/identify", json={"userId": "page", "traits": {"plan": "pro"}})
+    created = [
+        (
+            await api.post(
+                "/api/v1/segments",
+                json={"name": f"Paged {n}", "definition": {"type": "trait", "path": "plan", "op": "exists"}},
+            )
+        ).json()["id"]
+        for n in range(7)
+    ]
+    # Half of them computed long ago, so the pages span both never-computed
+    # and stale segments (the cursor's two cases).
+    async with engine.begin() as conn:
+        for sid in created[::2]:
+            await repo.record_refresh(conn, uuid.UUID(sid), 0, datetime.now(UTC) - timedelta(days=1))
+
+    # Paging by hand: every due segment exactly once across pages of 2.
+    async with engine.connect() as conn:
+        now, after, seen = datetime.now(UTC), None, []
+        while True:
+            page = await repo.due_segments(conn, now, 2, after)
+            seen += [row[0] for row in page]
+            if len(page) < 2:
+                break
+            after = (page[-1][2], page[-1][0])
+    assert len(seen) == len(set(seen)) and {uuid.UUID(s) for s in created} <= set(seen)
+
+    # 7 due segments (at least): 4 pages or more, 2 pages per run.
+    handle = await temporal_client.start_workflow(
+        "SegmentRefreshDispatchWorkflow",
+        DueSegmentsInput(limit=2, concurrency=2, pages_per_run=2),
+        id=f"test-dispatch-{uuid.uuid4()}",
+        task_queue=settings.temporal_task_queue,
+        result_type=int,
+        execution_timeout=timedelta(minutes=2),
+    )
+    started = await handle.result()  # follows the chain of runs
+    assert started >= len(created)
+    first_run = await temporal_client.get_workflow_handle(handle.id, run_id=handle.result_run_id).describe()
+    assert first_run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    for sid in created:  # the dispatcher waits for its refreshes: all done now
+        segment = (await api.get(f"/api/v1/segments/{sid}")).json()
+        assert segment["member_count"] == 1, segment
+    async with engine.connect() as conn:
+        assert not {uuid.UUID(s) for s in created} & {
+            row[0] for row in await repo.due_segments(conn, now, 1000)
+        }
 
 
 async def test_due_segments_follow_the_workspace_interval(api, engine, workspace):
@@ -158,7 +216,7 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
 
     async def is_due() -> bool:
         async with engine.connect() as conn:
-            return sid in {s for s, _ in await repo.due_segments(conn, now, 100_000)}
+            return sid in {row[0] for row in await repo.due_segments(conn, now, 100_000)}
 
     assert await is_due()  # never computed
     async with engine.begin() as conn:
@@ -168,7 +226,7 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
     assert await is_due()
 
 
-async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, settings, workspace):
+async def test_recheck_outbox_is_drained(api, tracking, worker, engine, workspace):
     await tracking.post("/identify", json={"userId": "gus", "traits": {"plan": "pro"}})
     await api.post(
         "/api/v1/segments",
@@ -181,7 +239,11 @@ async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, set
         )
 
     async def drained():
-        return await redis_client.scard(pending_key(settings.redis_prefix, workspace.workspace_id)) == 0
+        async with engine.connect() as conn:
+            left = await conn.scalar(
+                text("SELECT count(*) FROM outbox WHERE workspace_id = :w"), {"w": workspace.workspace_id}
+            )
+        return left == 0
 
     await _wait_for(drained)
 
