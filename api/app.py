@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import email, profiles, segments, workspace
 from core.http import JSONResponse, install_error_handlers
+from core.request_limits import RequestLimits
 from core.settings import Settings, get_settings
 from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
+from definitions.limits import API_BODY_BYTES
 from workspaces.service import KeyAuthenticator
 
 
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
     install_error_handlers(app)
+    # Body size, URL and JSON hygiene before any route (core/request_limits.py).
+    app.add_middleware(RequestLimits, default_limit=API_BODY_BYTES, json_prefixes=("/api/",))
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(workspace.router)

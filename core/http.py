@@ -10,8 +10,10 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import OUTAGE_TYPES, AppError, ServiceUnavailable, as_outage
+from core.errors import OUTAGE_TYPES, AppError, Conflict, ServiceUnavailable, as_outage
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,16 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as `{"error": code, "detail": ...}`; never a bare 500 page."""
 
@@ -52,6 +64,24 @@ def install_error_handlers(app: FastAPI) -> None:
         status = 400 if any(err.get("type") == "json_invalid" for err in exc.errors()) else 422
         code = "bad_request" if status == 400 else "validation_error"
         return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing and framework errors (unknown path 404, 405, FastAPI's
+        # "error parsing the body") in the same shape as every other error.
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A unique or foreign key constraint caught what a service's own check
+        # missed because a concurrent request committed in between (e.g. two
+        # creates with one name): that is a conflict, not a server error.
+        log.info("constraint conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        error = Conflict("the change conflicts with data a concurrent request just stored; re-read and retry")
+        return JSONResponse(error.to_dict(), status_code=error.status_code)
 
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         outage = as_outage(exc)

@@ -56,6 +56,7 @@ from pydantic import (
 )
 
 from definitions.events import email_event
+from definitions.limits import UtcDatetime
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -160,8 +161,8 @@ class Window(_Strict):
 
     last: Annotated[int, Field(ge=1, le=36500)] | None = None
     unit: Literal["days", "hours"] = "days"
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: UtcDatetime | None = Field(None, alias="from")
+    to: UtcDatetime | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -56,6 +56,23 @@ SNS_SIGNED_FIELDS = {
 }
 
 
+# Every SNS envelope field is a string; anything else is refused up front
+# (a list as SigningCertURL used to reach the URL check and fail with a 500).
+SNS_STRING_FIELDS = (
+    "Type",
+    "MessageId",
+    "Message",
+    "Subject",
+    "Timestamp",
+    "TopicArn",
+    "Token",
+    "SubscribeURL",
+    "SigningCertURL",
+    "Signature",
+    "SignatureVersion",
+)
+
+
 class WebhookRejected(Exception):
     """The payload failed verification."""
 
@@ -91,7 +108,7 @@ class SNSVerifier:
                 response = await self._http.get(url)
                 response.raise_for_status()
                 cert = x509.load_pem_x509_certificate(response.content)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
                 raise WebhookRejected(f"could not load the signing certificate: {exc}") from None
             self._certs[url] = cert
         digest = hashes.SHA256() if str(message.get("SignatureVersion")) == "2" else hashes.SHA1()
@@ -153,6 +170,9 @@ class WebhookHandler:
             raise WebhookRejected("body is not JSON") from None
         if not isinstance(message, dict):
             raise WebhookRejected("body is not an SNS message")
+        wrong = [name for name in SNS_STRING_FIELDS if name in message and not isinstance(message[name], str)]
+        if wrong:
+            raise WebhookRejected(f"SNS fields must be strings: {', '.join(wrong)}")
         await self._sns.verify(message)
         kind = message["Type"]
         if kind == "SubscriptionConfirmation":
@@ -166,6 +186,8 @@ class WebhookHandler:
         try:
             event = orjson.loads(message["Message"])
         except (orjson.JSONDecodeError, KeyError):
+            return "ignored: not an SES event"
+        if not isinstance(event, dict):
             return "ignored: not an SES event"
         return await self._ses_event(event, f"ses:{message['MessageId']}", _when(message.get("Timestamp")))
 

@@ -16,6 +16,8 @@ import orjson
 
 from core.errors import AppError, PayloadTooLarge, as_outage
 from core.http import log_outage
+from core.request_limits import RequestLimits
+from definitions.limits import API_BODY_BYTES, WEBHOOK_BODY_BYTES
 from tracking.ingest import ENDPOINTS, ingest
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,14 @@ class TrackingFastPath:
     """Wraps the FastAPI app; answers tracking POSTs directly."""
 
     def __init__(self, app: Any) -> None:
-        self.app = app
+        # Every other route gets the URL and body-size hygiene; webhook
+        # handlers parse and vet their own JSON.
+        self.app = RequestLimits(
+            app,
+            default_limit=API_BODY_BYTES,
+            body_limits={"/webhooks/": WEBHOOK_BODY_BYTES},
+            json_prefixes=(),
+        )
         # FastAPI's state object, filled by the lifespan.
         self.state = app.state
 

@@ -251,8 +251,11 @@ class IdentityPlanner:
             root = _root(profile)
             assert root is not None
             item.profile_id = root.id
-            lo, hi = result.seen.get(root.id, (item.occurred_at, item.occurred_at))
-            result.seen[root.id] = (min(lo, item.occurred_at), max(hi, item.occurred_at))
+            # An event stamped ahead of its receipt (client clock skew) must
+            # not put first_seen / last_seen in the future.
+            at = item.occurred_at if item.occurred_at <= item.received_at else item.received_at
+            lo, hi = result.seen.get(root.id, (at, at))
+            result.seen[root.id] = (min(lo, at), max(hi, at))
         result.creations = [p for p in self._created if p.merged_into is None]
         for source, target in self._merges:
             result.locks[source.id] = source
