@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
         description="SNS signing certificates are only fetched from URLs matching this.",
     )
+    webhook_max_age_seconds: float = Field(
+        600.0,
+        description="Signed provider webhooks (SendGrid, SNS) further than this from now are refused.",
+    )
     aws_ses_region: str = Field("us-east-1", description="AWS region for SES.")
     aws_ses_endpoint_url: str | None = Field(None, description="SES endpoint override (tests).")
     sendgrid_api_key: str | None = Field(None, description="Default SendGrid API key.")

@@ -190,10 +190,15 @@ async def message_by_id(conn: Conn, message_id: uuid.UUID) -> RowMapping | None:
     return (await conn.execute(select(messages).where(messages.c.id == message_id))).mappings().first()
 
 
-async def message_by_provider_id(conn: Conn, kind: str, provider_message_id: str) -> RowMapping | None:
-    """The message a provider knows by its own id."""
+async def message_by_provider_id(
+    conn: Conn, workspace_id: uuid.UUID, kind: str, provider_message_id: str
+) -> RowMapping | None:
+    """The workspace's message a provider knows by its own id (a webhook
+    may only reach its own provider's workspace)."""
     stmt = select(messages).where(
-        messages.c.provider_kind == kind, messages.c.provider_message_id == provider_message_id
+        messages.c.workspace_id == workspace_id,
+        messages.c.provider_kind == kind,
+        messages.c.provider_message_id == provider_message_id,
     )
     return (await conn.execute(stmt.limit(1))).mappings().first()
 

@@ -74,7 +74,12 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
-            WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
+            WebhookHandler(
+                engine,
+                http,
+                SNSVerifier(http, settings.sns_cert_url_pattern),
+                max_age=settings.webhook_max_age_seconds,
+            ),
             http,
         )
         tune_gc(settings.gc_thresholds)
