@@ -31,7 +31,7 @@ from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
-from delivery.render import profile_context, render
+from delivery.render import RenderFailed, profile_context, render_async
 from delivery.router import NoProviderAvailable, PermanentFailure, ProviderConfig, ProviderRouter
 
 INTERRUPTED = (
@@ -182,7 +182,15 @@ class EmailSender:
                     "external_id": row["profile_external_id"],
                     "traits": row["profile_traits"],
                 }
-            outgoing, links = self._compose(row, template, profile)
+            try:
+                outgoing, links = await self._compose(row, template, profile)
+            except RenderFailed as exc:
+                # Permanent: the same template fails the same way on every retry.
+                error = f"the template could not be rendered: {exc}"[:1000]
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
+                )
+                return self._result(row, "failed", error)
             if not await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links):
                 # Another attempt claimed it between our read and now: report its state.
                 current = await send_repo.load(conn, workspace_id, message_id)
@@ -236,7 +244,7 @@ class EmailSender:
             provider_message_id=delivery.provider_message_id,
         )
 
-    def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
+    async def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
         message_id = row["id"]
         unsubscribe = unsubscribe_url(self._signer, self._tracking_url, message_id)
         data = dict(row["data"] or {})
@@ -246,7 +254,9 @@ class EmailSender:
             "data": data,
             "unsubscribe_url": unsubscribe,
         }
-        rendered = render(template["subject"], template["html"], template["text"], context)
+        rendered = await render_async(
+            template["subject"], template["html"], template["text"], context, strict=True
+        )
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
             message_id=message_id,

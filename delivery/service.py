@@ -14,7 +14,7 @@ from core.ids import uuid7
 from core.pagination import decode_cursor, encode_cursor
 from db.tables import providers, templates
 from delivery import repository as repo
-from delivery.render import check_syntax, profile_context, render
+from delivery.render import RenderBudgetExceeded, check_template, profile_context, render_async
 from delivery.schemas import (
     PROVIDER_FIELDS,
     MessageCreate,
@@ -60,8 +60,8 @@ async def list_templates(
 async def create_template(
     session: AsyncSession, workspace_id: uuid.UUID, body: TemplateCreate
 ) -> TemplateOut:
-    """Check the Jinja2 syntax and store."""
-    check_syntax(subject=body.subject, html=body.html, text=body.text)
+    """Check the template (compiles, no forbidden attributes, within the render budget) and store."""
+    await check_template(subject=body.subject, html=body.html, text=body.text)
     if await repo.name_taken(session, templates, workspace_id, body.name, None):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
@@ -90,7 +90,7 @@ async def update_template(
     for required in ("subject", "html", "from_email", "name"):
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
-    check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
+    await check_template(**{k: values.get(k) for k in ("subject", "html", "text")})
     if "name" in values and await repo.name_taken(
         session, templates, workspace_id, values["name"], template_id
     ):
@@ -122,7 +122,10 @@ async def preview(
         "data": body.data,
         "unsubscribe_url": "https://example.invalid/unsubscribe",
     }
-    rendered = render(template["subject"], template["html"], template["text"], context)
+    try:
+        rendered = await render_async(template["subject"], template["html"], template["text"], context)
+    except RenderBudgetExceeded as exc:
+        raise ValidationFailed([{"loc": "template", "msg": str(exc)}]) from None
     return PreviewOut(
         subject=rendered.subject, html=rendered.html, text=rendered.text, missing_variables=rendered.missing
     )
