@@ -51,6 +51,10 @@ def _tracking_url(request: Request) -> str:
     return request.app.state.services.settings.tracking_url
 
 
+def _allow_private_hosts(request: Request) -> bool:
+    return request.app.state.services.settings.allow_private_provider_hosts
+
+
 # -- templates ----------------------------------------------------------------------
 
 
@@ -139,8 +143,11 @@ async def create_provider(
 ) -> ProviderOut:
     """`kind`: ses, sendgrid, mixmax or smtp. Providers are tried by `priority`
     (lowest first) and fail over on provider errors. Route MixMax last: it
-    sends from a user mailbox at low volume."""
-    return await service.create_provider(session, workspace_id, body, _tracking_url(request))
+    sends from a user mailbox at low volume. Private, loopback and link-local
+    destinations are refused (422) unless ALLOW_PRIVATE_PROVIDER_HOSTS is set."""
+    return await service.create_provider(
+        session, workspace_id, body, _tracking_url(request), _allow_private_hosts(request)
+    )
 
 
 @providers_router.get("/{provider_id}", response_model=ProviderOut, summary="Get a provider")
@@ -160,7 +167,9 @@ async def update_provider(
     workspace_id: WorkspaceDep,
 ) -> ProviderOut:
     """Any subset; credentials merge (null removes one)."""
-    return await service.update_provider(session, workspace_id, provider_id, body, _tracking_url(request))
+    return await service.update_provider(
+        session, workspace_id, provider_id, body, _tracking_url(request), _allow_private_hosts(request)
+    )
 
 
 @providers_router.delete("/{provider_id}", status_code=204, summary="Delete a provider")

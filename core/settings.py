@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         600.0,
         description="Signed provider webhooks (SendGrid, SNS) further than this from now are refused.",
     )
+    allow_private_provider_hosts: bool = Field(
+        False,
+        description="Let providers point at loopback/private/link-local hosts (tests, a local SMTP server).",
+    )
     aws_ses_region: str = Field("us-east-1", description="AWS region for SES.")
     aws_ses_endpoint_url: str | None = Field(None, description="SES endpoint override (tests).")
     sendgrid_api_key: str | None = Field(None, description="Default SendGrid API key.")

@@ -14,6 +14,7 @@ from core.ids import uuid7
 from core.pagination import decode_cursor, encode_cursor
 from db.tables import providers, templates
 from delivery import repository as repo
+from delivery.destinations import check_provider_destinations
 from delivery.render import RenderBudgetExceeded, check_template, profile_context, render_async
 from delivery.schemas import (
     PROVIDER_FIELDS,
@@ -197,10 +198,16 @@ async def list_providers(
 
 
 async def create_provider(
-    session: AsyncSession, workspace_id: uuid.UUID, body: ProviderCreate, tracking_url: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    body: ProviderCreate,
+    tracking_url: str,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Store a provider; credentials go to a column the API never reads back."""
+    """Store a provider; credentials go to a column the API never reads back.
+    Its destination must be public unless `allow_private_hosts`."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
+    await check_provider_destinations(body.kind, body.settings, allow_private_hosts)
     if await repo.name_taken(session, providers, workspace_id, body.name, None):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
@@ -233,13 +240,16 @@ async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
     tracking_url: str,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Change fields; credentials merge (null removes)."""
+    """Change fields; credentials merge (null removes). A new destination
+    must be public unless `allow_private_hosts`."""
     row = await _provider_row(session, workspace_id, provider_id)
     values = body.model_dump(exclude_unset=True, exclude={"credentials"})
     settings = values.get("settings") if values.get("settings") is not None else {}
     credentials = body.credentials or {}
     _check_provider_fields(row["kind"], settings, credentials, creating=False)
+    await check_provider_destinations(row["kind"], settings, allow_private_hosts)
     if body.credentials is not None:
         secrets = dict(row["secrets"])
         for key, value in body.credentials.items():
