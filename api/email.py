@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 from api.deps import SessionDep, WorkspaceDep
 from core.errors import ServiceUnavailable
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.secret_box import SecretBox
 from definitions.messages import SendEmailInput
 from definitions.search_attributes import PROFILE_ID, WORKSPACE_ID
 from delivery import service
@@ -53,6 +54,10 @@ def _tracking_url(request: Request) -> str:
 
 def _allow_private_hosts(request: Request) -> bool:
     return request.app.state.services.settings.allow_private_provider_hosts
+
+
+def _secret_box(request: Request) -> SecretBox:
+    return SecretBox.from_settings(request.app.state.services.settings)
 
 
 # -- templates ----------------------------------------------------------------------
@@ -146,7 +151,12 @@ async def create_provider(
     sends from a user mailbox at low volume. Private, loopback and link-local
     destinations are refused (422) unless ALLOW_PRIVATE_PROVIDER_HOSTS is set."""
     return await service.create_provider(
-        session, workspace_id, body, _tracking_url(request), _allow_private_hosts(request)
+        session,
+        workspace_id,
+        body,
+        _tracking_url(request),
+        box=_secret_box(request),
+        allow_private_hosts=_allow_private_hosts(request),
     )
 
 
@@ -168,7 +178,13 @@ async def update_provider(
 ) -> ProviderOut:
     """Any subset; credentials merge (null removes one)."""
     return await service.update_provider(
-        session, workspace_id, provider_id, body, _tracking_url(request), _allow_private_hosts(request)
+        session,
+        workspace_id,
+        provider_id,
+        body,
+        _tracking_url(request),
+        box=_secret_box(request),
+        allow_private_hosts=_allow_private_hosts(request),
     )
 
 

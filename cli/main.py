@@ -132,6 +132,29 @@ def keys_create(
         typer.echo(f"secret key  {keys['secret_key']}   (management API, keep it secret)")
 
 
+@keys_app.command("rotate-secrets")
+def keys_rotate_secrets() -> None:
+    """Re-encrypt every provider credential with the first of SECRETS_KEYS
+    (and encrypt any plaintext left). Run it with the same SECRETS_KEYS and
+    SECRET_KEY as the apps, after putting a new key first; then the old key
+    can go. See the README's "Security" section."""
+    from core.secret_box import SecretBox
+    from db.engine import create_engine, create_sessionmaker, session_scope
+    from delivery.service import rotate_provider_secrets
+
+    settings = get_settings()
+
+    async def _run() -> int:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await rotate_provider_secrets(session, SecretBox.from_settings(settings))
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"providers re-encrypted: {asyncio.run(_run())}")
+
+
 @app.command()
 def seed(
     workspace: Annotated[str, typer.Option(help="Workspace to fill.")] = "demo",

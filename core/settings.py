@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         "dev-insecure-secret-change-me",
         description="Signs tracking links; `mp up` generates one into .mp/ when unset.",
     )
+    secrets_keys: str = Field(
+        "",
+        description="Comma-separated Fernet keys for provider credentials at rest: the first encrypts, "
+        "all decrypt; a key derived from SECRET_KEY is always tried last (and used when this is empty).",
+    )
     breaker_failure_threshold: int = Field(
         5, description="Provider failures (within the window) that open its breaker."
     )

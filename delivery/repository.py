@@ -123,6 +123,18 @@ async def provider_by_id(conn: Conn, provider_id: uuid.UUID) -> RowMapping | Non
     return (await conn.execute(stmt)).mappings().first()
 
 
+async def all_provider_secrets(conn: Conn) -> Sequence[RowMapping]:
+    """Every provider's id and stored secrets, locked (key rotation)."""
+    stmt = select(providers.c.id, providers.c.secrets).order_by(providers.c.id).with_for_update()
+    return (await conn.execute(stmt)).mappings().all()
+
+
+async def set_provider_secrets(conn: Conn, provider_id: uuid.UUID, secrets: dict[str, str]) -> None:
+    """Replace a provider's stored secrets without touching `updated_at`
+    (a rotation is not a configuration change)."""
+    await conn.execute(update(providers).where(providers.c.id == provider_id).values(secrets=secrets))
+
+
 # -- suppressions -----------------------------------------------------------
 
 

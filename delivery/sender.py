@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.secret_box import SecretBox
 from core.settings import Settings
 from db.engine import create_asyncpg_pool
 from db.tables import templates
@@ -47,8 +48,8 @@ class MessageMissing(Exception):
     """The message row does not exist."""
 
 
-def provider_config(row: Any) -> ProviderConfig:
-    """A provider row as the router takes it."""
+def provider_config(row: Any, box: SecretBox) -> ProviderConfig:
+    """A provider row as the router takes it, its secrets decrypted."""
     return ProviderConfig(
         id=row["id"],
         name=row["name"],
@@ -57,7 +58,7 @@ def provider_config(row: Any) -> ProviderConfig:
         rate_limit=row["rate_limit"],
         enabled=row["enabled"],
         settings=dict(row["settings"]),
-        secrets=dict(row["secrets"]),
+        secrets=box.decrypt_values(row["secrets"]),
         version=row["updated_at"].isoformat(),
     )
 
@@ -89,6 +90,7 @@ class EmailSender:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._signer = LinkSigner(settings.secret_key)
+        self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
@@ -116,7 +118,8 @@ class EmailSender:
     async def _providers(self, workspace_id: uuid.UUID) -> list[ProviderConfig]:
         async def load() -> list[ProviderConfig]:
             async with self._engine.connect() as conn:
-                return [provider_config(p) for p in await repo.enabled_providers(conn, workspace_id)]
+                rows = await repo.enabled_providers(conn, workspace_id)
+            return [provider_config(p, self._box) for p in rows]
 
         return await self._cached(("providers", workspace_id), load)
 

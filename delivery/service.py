@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
 from core.pagination import decode_cursor, encode_cursor
+from core.secret_box import SecretBox
 from db.tables import providers, templates
 from delivery import repository as repo
 from delivery.destinations import check_provider_destinations
@@ -202,10 +203,13 @@ async def create_provider(
     workspace_id: uuid.UUID,
     body: ProviderCreate,
     tracking_url: str,
+    *,
+    box: SecretBox,
     allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Store a provider; credentials go to a column the API never reads back.
-    Its destination must be public unless `allow_private_hosts`."""
+    """Store a provider; credentials are encrypted with `box` into a column
+    the API never reads back. Its destination must be public unless
+    `allow_private_hosts`."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
     await check_provider_destinations(body.kind, body.settings, allow_private_hosts)
     if await repo.name_taken(session, providers, workspace_id, body.name, None):
@@ -213,7 +217,7 @@ async def create_provider(
     values = body.model_dump(exclude={"credentials"}) | {
         "id": uuid7(),
         "workspace_id": workspace_id,
-        "secrets": body.credentials,
+        "secrets": box.encrypt_values(body.credentials),
     }
     return provider_out(
         await repo.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
@@ -240,6 +244,8 @@ async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
     tracking_url: str,
+    *,
+    box: SecretBox,
     allow_private_hosts: bool = False,
 ) -> ProviderOut:
     """Change fields; credentials merge (null removes). A new destination
@@ -256,7 +262,7 @@ async def update_provider(
             if value is None:
                 secrets.pop(key, None)
             else:
-                secrets[key] = value
+                secrets[key] = box.encrypt(value)
         values["secrets"] = secrets
     if values.get("name") and await repo.name_taken(
         session, providers, workspace_id, values["name"], provider_id
@@ -272,6 +278,16 @@ async def delete_provider(session: AsyncSession, workspace_id: uuid.UUID, provid
     """Delete a provider."""
     if not await repo.delete_row(session, providers, workspace_id, provider_id):
         raise NotFound(f"no provider {provider_id} in this workspace")
+
+
+async def rotate_provider_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every provider credential (every workspace) with the box's
+    first key, encrypting any plaintext left; returns providers rewritten."""
+    rows = await repo.all_provider_secrets(session)
+    for row in rows:
+        rotated = {name: box.rotate(value) for name, value in row["secrets"].items()}
+        await repo.set_provider_secrets(session, row["id"], rotated)
+    return len(rows)
 
 
 # -- suppressions ---------------------------------------------------------------
