@@ -25,6 +25,10 @@ class AppError(Exception):
         """The JSON body sent for this error."""
         return {"error": self.code, "detail": self.detail}
 
+    def headers(self) -> dict[str, str]:
+        """Extra response headers for this error."""
+        return {}
+
 
 class BadRequest(AppError):
     """The request could not be understood."""
@@ -73,6 +77,21 @@ class PayloadTooLarge(AppError):
 
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(AppError):
+    """Too many requests from this client; wait `Retry-After` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        """`Retry-After` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(AppError):

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
     )
 
+    auth_failures_per_second: float = Field(
+        20.0, description="Failed API key lookups allowed per client address per second (then 429)."
+    )
+    auth_failure_burst: int = Field(40, description="Failed API key lookups a client address may burst.")
+
     secret_key: str = Field(
         "dev-insecure-secret-change-me",
         description="Signs tracking links; `mp up` generates one into .mp/ when unset.",

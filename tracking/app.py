@@ -25,6 +25,7 @@ from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
 from tracking.segment_triggers import SegmentTriggers
 from tracking.writer import GroupCommitWriter
+from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
 
 
@@ -71,7 +72,16 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             engine,
             pool,
             redis,
-            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            KeyAuthenticator(
+                engine,
+                ttl=settings.key_cache_seconds,
+                limiter=AuthFailureLimiter(
+                    redis,
+                    settings.redis_prefix,
+                    settings.auth_failures_per_second,
+                    settings.auth_failure_burst,
+                ),
+            ),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
             WebhookHandler(

@@ -22,16 +22,17 @@ log = logging.getLogger(__name__)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-async def _send_json(send: Any, status: int, payload: Any) -> None:
+async def _send_json(send: Any, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
     body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend((name.lower().encode(), value.encode()) for name, value in extra.items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Any, exc: AppError) -> None:
+    await _send_json(send, exc.status_code, exc.to_dict(), exc.headers())
 
 
 async def _read_body(scope: dict, receive: Any, limit: int) -> bytes:
@@ -78,9 +79,12 @@ class TrackingFastPath:
                     break
             body = await _read_body(scope, receive, endpoint.max_bytes)
             services = self.state.services
-            payload = await ingest(services.keys, services.writer, endpoint, authorization, body)
+            client = scope.get("client")
+            payload = await ingest(
+                services.keys, services.writer, endpoint, authorization, body, client[0] if client else None
+            )
         except AppError as exc:
-            await _send_json(send, exc.status_code, exc.to_dict())
+            await _send_error(send, exc)
             return
         except Exception:
             log.exception("tracking call failed on %s", scope["path"])
