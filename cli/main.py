@@ -138,11 +138,18 @@ def keys_rotate_secrets() -> None:
     (and encrypt any plaintext left). Run it with the same SECRETS_KEYS and
     SECRET_KEY as the apps, after putting a new key first; then the old key
     can go. See the README's "Security" section."""
-    from core.secret_box import SecretBox
+    from core.secret_box import SecretBox, SecretUnreadable
     from db.engine import create_engine, create_sessionmaker, session_scope
     from delivery.service import rotate_provider_secrets
 
     settings = get_settings()
+    # Keys `mp up` generated into its data dir, when the environment gives none.
+    stack = {
+        field: (settings.data_dir / field).read_text().strip()
+        for field in ("secret_key", "secrets_keys")
+        if field not in settings.model_fields_set and (settings.data_dir / field).exists()
+    }
+    settings = settings.model_copy(update=stack)
 
     async def _run() -> int:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -152,7 +159,12 @@ def keys_rotate_secrets() -> None:
         finally:
             await engine.dispose()
 
-    typer.echo(f"providers re-encrypted: {asyncio.run(_run())}")
+    try:
+        rotated = asyncio.run(_run())
+    except SecretUnreadable as exc:
+        typer.echo(f"mp: {exc}; nothing was changed", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"providers re-encrypted: {rotated}")
 
 
 @app.command()
