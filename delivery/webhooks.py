@@ -4,7 +4,8 @@
   SignatureVersion 1, SHA256 for 2) by a certificate at `SigningCertURL`,
   which is only fetched from hosts matching `SNS_CERT_URL_PATTERN`
   (AWS's own by default). Subscription confirmations are confirmed by
-  fetching their `SubscribeURL` (same host rule).
+  fetching their `SubscribeURL` (same host rule). With the provider's
+  `sns_topic_arn` setting, only messages of that topic are accepted.
 - SendGrid's Event Webhook signs `timestamp + body` with ECDSA (P-256,
   SHA256); the public key is the provider's `webhook_public_key` setting.
 
@@ -189,6 +190,10 @@ class WebhookHandler:
             raise WebhookRejected("body is not an SNS message")
         await self._sns.verify(message)
         check_fresh(_parse_time(message.get("Timestamp")), self._max_age)
+        # Any AWS account can have SNS sign a message; the topic says whose it is.
+        topic = provider["settings"].get("sns_topic_arn")
+        if topic and message.get("TopicArn") != topic:
+            raise WebhookRejected("the message is from another SNS topic than the provider's sns_topic_arn")
         kind = message["Type"]
         if kind == "SubscriptionConfirmation":
             url = message.get("SubscribeURL", "")

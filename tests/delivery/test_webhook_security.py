@@ -189,6 +189,17 @@ async def test_ses_webhook_isolation_and_freshness(
             stale = notification({"messageId": target["provider_message_id"]}, now - dt.timedelta(days=30))
             r = await client.post(own, content=stale)
             assert r.status_code == 401 and "timestamp" in r.json()["detail"], r.text
+            # Bound to its own topic, the victim's webhook refuses a message of another.
+            patched = await victim.patch(
+                f"/api/v1/providers/{victim_provider['id']}",
+                json={
+                    "settings": ses_settings["settings"] | {"sns_topic_arn": "arn:aws:sns:us-east-1:2:mine"}
+                },
+            )
+            assert patched.status_code == 200, patched.text
+            foreign = notification({"messageId": target["provider_message_id"]}, now)
+            r = await client.post(own, content=foreign)
+            assert r.status_code == 401 and "topic" in r.json()["detail"], r.text
         sns.release()
         shown = (await victim.get(f"/api/v1/messages/{target['id']}")).json()
         assert shown["status"] == "sent"
