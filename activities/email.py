@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.guards import heartbeating
 from definitions.messages import SendEmailInput, SendEmailResult
 from delivery.sender import EmailSender, MessageMissing, RetryLater
 
@@ -21,22 +22,17 @@ class EmailActivities:
     @activity.defn(name="send_email")
     async def send_email(self, params: SendEmailInput) -> SendEmailResult:
         """Send one message row; idempotent across retries (see delivery/sender.py)."""
-        beat = asyncio.create_task(self._heartbeat(params.heartbeat_seconds / 3))
         try:
-            return await self._sender.send(params.workspace_id, params.message_id)
+            async with heartbeating(params.heartbeat_seconds / 3):
+                return await self._sender.send(params.workspace_id, params.message_id)
         except MessageMissing as exc:
             raise ApplicationError(str(exc), type="MessageMissing", non_retryable=True) from None
         except RetryLater as exc:
             raise ApplicationError(
                 f"no provider could take the message: {exc}", type="NoProviderAvailable"
             ) from None
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
 
-    @staticmethod
-    async def _heartbeat(every: float) -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
+
+def build(sender: EmailSender) -> list[Callable[..., Any]]:
+    """The email activities around the worker's one sender."""
+    return [EmailActivities(sender).send_email]

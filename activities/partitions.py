@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.guards import heartbeating
 from db import partitions as repo
 from definitions.maintenance import EnsurePartitionsInput, EnsurePartitionsResult
 
@@ -39,13 +42,20 @@ class PartitionActivities:
                 conn, add_months(today, -12 * STRAY_YEARS_BACK), add_months(today, 12 * STRAY_YEARS_AHEAD)
             )
         created: list[str] = []
-        for month in sorted(set(wanted) | set(stray)):
-            async with self._engine.begin() as conn:
-                name = await repo.ensure_month(conn, month)
-            if name:
-                created.append(name)
-            activity.heartbeat(month.isoformat())
+        # Moving a month of early rows out of the default partition can take
+        # longer than the heartbeat timeout: keep beating while it runs.
+        async with heartbeating(every=20):
+            for month in sorted(set(wanted) | set(stray)):
+                async with self._engine.begin() as conn:
+                    name = await repo.ensure_month(conn, month)
+                if name:
+                    created.append(name)
         async with self._engine.connect() as conn:
             existing = len(await repo.list_month_partitions(conn))
         moved = [f"events_{m:%Y_%m}" for m in stray if f"events_{m:%Y_%m}" in created]
         return EnsurePartitionsResult(created=created, existing=existing, moved_from_default=moved)
+
+
+def build(engine: AsyncEngine) -> list[Callable[..., Any]]:
+    """The maintenance activities, bound to the worker's engine."""
+    return [PartitionActivities(engine).ensure_event_partitions]

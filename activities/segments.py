@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.guards import heartbeating, permanent_errors
 from definitions.segment_runs import (
     DueSegments,
     DueSegmentsInput,
@@ -24,20 +26,19 @@ from segments import service
 
 
 class SegmentActivities:
-    """Built once in the worker with the shared engine and Redis client."""
+    """Built once in the worker with the shared engine."""
 
-    def __init__(self, engine: AsyncEngine, redis: aioredis.Redis, redis_prefix: str) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._redis = redis
-        self._prefix = redis_prefix
 
     @activity.defn(name="refresh_segment")
     async def refresh_segment(self, params: SegmentRefreshInput) -> SegmentRefreshResult:
         """Recompute one segment in one transaction (idempotent: a retry
         after a commit finds nothing left to change)."""
         started = time.perf_counter()
-        async with self._engine.begin() as conn:
-            counts = await service.refresh(conn, params.workspace_id, params.segment_id)
+        async with heartbeating(), self._engine.begin() as conn:
+            with permanent_errors():  # an invalid stored definition fails at once
+                counts = await service.refresh(conn, params.workspace_id, params.segment_id)
         if counts is None:
             return SegmentRefreshResult(segment_id=params.segment_id, found=False)
         members, entered, exited = counts
@@ -58,17 +59,17 @@ class SegmentActivities:
 
     @activity.defn(name="recheck_profiles")
     async def recheck_profiles(self, params: RecheckInput) -> RecheckResult:
-        """Re-check a batch of the profiles tracking queued for this workspace.
-        Popped ids that fail to apply are re-queued."""
-        ids, remaining = await recheck_service.pop_profiles(
-            self._redis, self._prefix, params.workspace_id, params.batch_size
-        )
-        if not ids:
-            return RecheckResult(profiles=0, entered=0, exited=0, remaining=remaining)
-        try:
-            async with self._engine.begin() as conn:
-                entered, exited = await recheck_service.recheck(conn, params.workspace_id, ids)
-        except BaseException:
-            await recheck_service.queue_profiles(self._redis, self._prefix, {params.workspace_id: set(ids)})
-            raise
-        return RecheckResult(profiles=len(ids), entered=entered, exited=exited, remaining=remaining)
+        """Re-check the given profiles of a workspace in one transaction
+        (idempotent: a retry after a commit finds nothing left to change)."""
+        if not params.profile_ids:
+            return RecheckResult(profiles=0, entered=0, exited=0)
+        async with heartbeating(), self._engine.begin() as conn:
+            with permanent_errors():
+                entered, exited = await recheck_service.recheck(conn, params.workspace_id, params.profile_ids)
+        return RecheckResult(profiles=len(params.profile_ids), entered=entered, exited=exited)
+
+
+def build(engine: AsyncEngine) -> list[Callable[..., Any]]:
+    """The segment activities, bound to clients built once in the worker."""
+    segments = SegmentActivities(engine)
+    return [segments.refresh_segment, segments.due_segments, segments.recheck_profiles]

@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
 from core.errors import ServiceUnavailable
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from core.secret_box import SecretBox
+from core.temporal import WorkflowStart, start_workflow
+from definitions import workflow_ids
 from definitions.messages import SendEmailInput
 from definitions.search_attributes import PROFILE_ID, WORKSPACE_ID
 from delivery import service
@@ -37,7 +39,7 @@ from delivery.schemas import (
     TemplateUpdate,
     TestSendRequest,
 )
-from workflows.messages import SendMessageWorkflow, message_workflow_id
+from workflows.messages import SendMessageWorkflow
 
 templates_router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 providers_router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
@@ -232,32 +234,24 @@ async def _send(request: Request, workspace_id: uuid.UUID, body: MessageCreate, 
     # Committed before the workflow starts, so the activity always finds the row.
     async with services.sessionmaker() as session, session.begin():
         row, _ = await service.create_message(session, workspace_id, body)
+    start = WorkflowStart(
+        SendMessageWorkflow.run,
+        SendEmailInput(workspace_id=workspace_id, message_id=row["id"]),
+        id=workflow_ids.message(row["id"]),
+        search_attributes={WORKSPACE_ID: workspace_id, PROFILE_ID: row["profile_id"]},
+    )
     try:
-        handle = await client.start_workflow(
-            SendMessageWorkflow.run,
-            SendEmailInput(workspace_id=workspace_id, message_id=row["id"]),
-            id=message_workflow_id(row["id"]),
-            task_queue=services.settings.temporal_task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(WORKSPACE_ID, str(workspace_id)),
-                    SearchAttributePair(PROFILE_ID, str(row["profile_id"])),
-                ]
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle(message_workflow_id(row["id"]))
-    except RPCError as exc:
+        handle = await start_workflow(client, start, services.settings.temporal_task_queue)
+    except ServiceUnavailable as exc:
         # The message is stored (queued); repeating the request with the same
         # idempotency_key starts its workflow without creating another.
         raise ServiceUnavailable(
-            f"could not start the send on Temporal: {exc}; retry with the same idempotency_key"
+            f"could not start the send on Temporal: {exc.detail}; retry with the same idempotency_key"
         ) from None
     if wait:
-        try:
+        # Timed out, failed or Temporal gone: the message's own status says what happened.
+        with contextlib.suppress(TimeoutError, WorkflowFailureError, RPCError):
             await asyncio.wait_for(handle.result(), timeout=wait)
-        except Exception:  # timed out or failed: the message's own status says what happened
-            pass
     async with services.sessionmaker() as fresh:
         return await service.get_message(fresh, workspace_id, row["id"])
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import drop_database, fresh_database
 from core.runtime import tune_gc
+from core.secret_box import SecretBox
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker, session_scope
 from delivery import service
@@ -151,6 +152,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
 
         async def make_messages(count: int, tag: str) -> list[uuid.UUID]:
@@ -211,6 +214,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
         failover_ids = await make_messages(args.messages, "failover")
         failover = await _run(args.concurrency, failover_ids, full_send)

@@ -93,13 +93,23 @@ class Bodies:
         return ('{"batch":[' + ",".join(self._event() for _ in range(BATCH_SIZE)) + "]}").encode(), BATCH_SIZE
 
 
-async def _keys(database_url: str) -> tuple[uuid.UUID, str]:
+async def _keys(database_url: str, listen: bool) -> tuple[uuid.UUID, str]:
     from db.engine import create_engine, create_sessionmaker, session_scope
     from workspaces.service import create_workspace_keys
 
     engine = create_engine(database_url, pool_size=1)
     async with session_scope(create_sessionmaker(engine)) as session:
         keys = await create_workspace_keys(session, "bench")
+        if listen:
+            # A segment that reads the benchmark's event: every stored event
+            # is announced to a consumer (an outbox row in the same statement).
+            from segments import service as segments
+            from segments.schemas import SegmentCreate
+
+            definition = {"type": "event", "name": "Product Viewed"}
+            await segments.create_segment(
+                session, keys.workspace_id, SegmentCreate(name="Viewers", definition=definition)
+            )
     await engine.dispose()
     return keys.workspace_id, keys.public_key
 
@@ -314,6 +324,11 @@ async def main() -> None:
     )
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     parser.add_argument(
+        "--listen",
+        action="store_true",
+        help="a segment reads the benchmark's event, so every event is announced in the outbox",
+    )
+    parser.add_argument(
         "--profile",
         metavar="FILE",
         help="record the tracking server with py-spy during /track (.json: speedscope, else svg)",
@@ -322,7 +337,7 @@ async def main() -> None:
 
     print("preparing database...", flush=True)
     database_url = await fresh_database(args.server, "mp_bench_tracking")
-    workspace_id, key = await _keys(database_url)
+    workspace_id, key = await _keys(database_url, args.listen)
     tracking_port, bare_port = free_port(), free_port()
     env = {
         "DATABASE_URL": database_url,

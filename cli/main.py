@@ -87,7 +87,12 @@ def worker() -> None:
     from worker.main import run_worker
 
     _logging()
-    asyncio.run(run_worker(get_settings()))
+    try:
+        asyncio.run(run_worker(get_settings()))
+    except Exception:
+        # Leave through _exit on failure too: a crash in teardown would hide the real error.
+        logging.getLogger("worker").exception("worker failed")
+        _exit(1)
     _exit(0)
 
 

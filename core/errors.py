@@ -25,9 +25,9 @@ class AppError(Exception):
         """The JSON body sent for this error."""
         return {"error": self.code, "detail": self.detail}
 
-    def headers(self) -> dict[str, str]:
-        """Extra response headers for this error."""
-        return {}
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers for this error (none by default)."""
+        return None
 
 
 class BadRequest(AppError):
@@ -89,7 +89,7 @@ class TooManyRequests(AppError):
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> dict[str, str] | None:
         """`Retry-After` in whole seconds."""
         return {"Retry-After": str(self.retry_after)}
 
@@ -99,3 +99,11 @@ class ServiceUnavailable(AppError):
 
     status_code = 503
     code = "unavailable"
+
+    def __init__(self, detail: Any = None, *, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After`, so clients back off instead of hammering a service that is down."""
+        return {"Retry-After": str(self.retry_after)}

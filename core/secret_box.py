@@ -16,7 +16,7 @@ Rotation: put the new key first (`SECRETS_KEYS=new,old`), restart, run
 `mp keys rotate-secrets` (re-encrypts every value with the new key), then
 drop the old key. A value without the prefix is a plaintext left from
 before encryption: it is read as is and encrypted by the next rotation
-(migration 0005 encrypts them all).
+(migration 0006 encrypts them all).
 """
 
 from __future__ import annotations

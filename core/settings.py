@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", description="Temporal namespace.")
     temporal_task_queue: str = Field("marketing", description="Task queue the worker polls.")
     temporal_ui_url: str = Field("http://localhost:8233", description="Temporal web UI, for links.")
+    worker_shutdown_seconds: float = Field(
+        30.0,
+        description="On SIGTERM, how long in-flight activities may finish before the worker cancels them.",
+    )
 
     partitions_months_ahead: int = Field(3, description="Monthly event partitions kept ahead.")
 
@@ -53,9 +57,15 @@ class Settings(BaseSettings):
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
-    segment_dependencies_seconds: float = Field(
-        5.0,
-        description="How long tracking trusts its list of what segments depend on (new segments wait this long).",
+    outbox_batch_size: int = Field(500, description="Outbox rows one dispatcher pass claims.")
+    outbox_lease_seconds: float = Field(
+        60.0, description="How long a claimed outbox row waits before the sweep takes it again."
+    )
+    outbox_poll_seconds: float = Field(
+        0.2, description="How often an idle dispatcher looks for new outbox rows."
+    )
+    outbox_dispatch_concurrency: int = Field(
+        32, description="Signal-with-start calls one dispatcher has in flight at once."
     )
     key_cache_seconds: float = Field(
         10.0, description="How long a process trusts a looked-up API key before re-checking it."

@@ -7,7 +7,14 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from core.settings import to_asyncpg_dsn, to_sqlalchemy_url
 
@@ -76,3 +83,16 @@ async def _reset_only_if_dirty(conn: asyncpg.Connection) -> None:
     # transaction (a cancelled task) needs care, and is simply dropped.
     if conn.is_in_transaction():
         conn.terminate()
+
+
+async def driver_connection(conn: AsyncConnection | AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a SQLAlchemy connection or session, in
+    the same transaction: modules that speak raw asyncpg (the event
+    writer) join the caller's transaction through it."""
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction() and conn.in_transaction():
+        # SQLAlchemy opens its BEGIN with the first statement: send one.
+        await conn.execute(text("SELECT 1"))
+    return raw

@@ -8,6 +8,7 @@ Every table carries `workspace_id` and every query filters on it.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -210,5 +211,113 @@ messages = Table(
     _ts("delivered_at", nullable=True),
     _ts("opened_at", nullable=True),
     _ts("clicked_at", nullable=True),
+    Column("flow_id", UUID(as_uuid=True), nullable=True),
+    Column("flow_version", Integer, nullable=True),
+    Column("flow_node", Text, nullable=True),
+    Column("enrollment_id", UUID(as_uuid=True), nullable=True),
+    # Flow and campaign sends (not transactional ones): the frequency cap counts them.
+    Column("marketing", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
+)
+
+# What some consumer listens for, per workspace: an event name, a top-level
+# trait key, or merges ('merge', '*'). Kept by the consumers' own services
+# (segments today, flows next); the event writer joins against it.
+outbox_listeners = Table(
+    "outbox_listeners",
+    metadata,
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("consumer", Text, primary_key=True),
+)
+
+# Deliveries not yet handed to Temporal, written in the same statement as
+# the events (or profile changes) they announce; see events/.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("consumer", Text, nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("event_name", Text, nullable=True),
+    # The event's idempotency key: consumers read the event by its index.
+    _ts("occurred_at", nullable=True),
+    Column("message_id", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("claimed_until", nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Index("outbox_unclaimed_idx", "id", postgresql_where=text("claimed_until IS NULL")),
+    Index("outbox_claimed_idx", "claimed_until", postgresql_where=text("claimed_until IS NOT NULL")),
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("status", Text, nullable=False, server_default=text("'draft'")),  # draft|active|paused|archived
+    Column("version", Integer, nullable=False, server_default=text("1")),  # the version new enrollments take
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "name", name="flows_workspace_name_key"),
+)
+
+# Immutable: an edit of a flow that has run adds a version.
+flow_versions = Table(
+    "flow_versions",
+    metadata,
+    Column("flow_id", UUID(as_uuid=True), ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("definition", JSONB, nullable=False),
+    _ts("created_at", nullable=False, server_default=func.now()),
+)
+
+flow_enrollments = Table(
+    "flow_enrollments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("flow_id", UUID(as_uuid=True), ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("enrollment_key", Text, nullable=False, server_default=text("''")),
+    Column("workflow_id", Text, nullable=False),
+    Column(
+        "status", Text, nullable=False, server_default=text("'running'")
+    ),  # running|completed|exited|converted|failed
+    Column("current_node", Text, nullable=True),
+    Column("trigger_event_id", UUID(as_uuid=True), nullable=True),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("entered_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    _ts("completed_at", nullable=True),
+    _ts("converted_at", nullable=True),
+)
+
+flow_steps = Table(
+    "flow_steps",
+    metadata,
+    Column(
+        "enrollment_id",
+        UUID(as_uuid=True),
+        ForeignKey("flow_enrollments.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("flow_id", UUID(as_uuid=True), nullable=False),
+    Column("node_id", Text, nullable=False),
+    Column("edge", Text, nullable=True),
+    Column("outcome", Text, nullable=True),
+    _ts("entered_at", nullable=False, server_default=func.now()),
+    _ts("left_at", nullable=True),
 )

@@ -20,3 +20,15 @@ class EnsurePartitionsResult(BaseModel):
         default_factory=list,
         description="Months whose early-arriving rows were moved out of the default partition.",
     )
+
+
+class OutboxSweepInput(BaseModel):
+    """Re-dispatch outbox rows whose lease ran out, at most `max_batches` batches."""
+
+    max_batches: int = Field(100, ge=1, le=10_000)
+
+
+class OutboxSweepResult(BaseModel):
+    """Rows the sweep took again."""
+
+    redispatched: int

@@ -6,7 +6,9 @@ external cluster. Budget: 10 Keyword slots on SQL visibility.
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from collections.abc import Mapping
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 WORKSPACE_ID = SearchAttributeKey.for_keyword("WorkspaceId")
 PROFILE_ID = SearchAttributeKey.for_keyword("ProfileId")
@@ -16,3 +18,13 @@ FLOW_STEP = SearchAttributeKey.for_keyword("FlowStep")
 
 ALL = (WORKSPACE_ID, PROFILE_ID, FLOW_ID, CAMPAIGN_ID, FLOW_STEP)
 NAMES = tuple(key.name for key in ALL)
+
+
+def typed(values: Mapping[SearchAttributeKey[str], object | None]) -> TypedSearchAttributes:
+    """Search attributes from `{key: value}`; values become strings, None is left out.
+
+    The one place a start (client- or workflow-side) turns ids into search attributes.
+    """
+    return TypedSearchAttributes(
+        [SearchAttributePair(key, str(value)) for key, value in values.items() if value is not None]
+    )

@@ -45,16 +45,25 @@ class DueSegments(BaseModel):
 
 
 class RecheckInput(BaseModel):
-    """Re-evaluate profiles queued by tracking for one workspace."""
+    """Re-evaluate profiles of one workspace: the workflow's start argument
+    (profiles still pending when it continued as new) and each activity's."""
 
     workspace_id: uuid.UUID
+    profile_ids: list[uuid.UUID] = Field(default_factory=list, max_length=5000)
     batch_size: int = Field(500, ge=1, le=2000)
 
 
+class ProfilesChanged(BaseModel):
+    """Signal from the outbox dispatcher: these events (or profile changes,
+    by change id) touched these profiles; parallel lists."""
+
+    event_ids: list[uuid.UUID]
+    profile_ids: list[uuid.UUID]
+
+
 class RecheckResult(BaseModel):
-    """What one batch of re-checks changed, and how many profiles still wait."""
+    """What one batch of re-checks changed."""
 
     profiles: int
     entered: int
     exited: int
-    remaining: int

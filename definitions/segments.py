@@ -55,6 +55,8 @@ from pydantic import (
     model_validator,
 )
 
+from definitions.events import email_event
+
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
 MAX_IN_VALUES = 1000
@@ -220,7 +222,7 @@ class EmailAction(StrEnum):
     @property
     def event_name(self) -> str:
         """The event this action is stored as, e.g. `Email Opened`."""
-        return f"Email {self.value.capitalize()}"
+        return email_event(self.value).value
 
 
 class EmailCondition(_Strict):

@@ -13,17 +13,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.ids import uuid7
+from definitions.events import email_event, email_event_key
 from delivery import repository as repo
 from delivery.links import KIND_CLICK, KIND_OPEN, KIND_UNSUBSCRIBE, LinkSigner
 
-# provider-neutral kinds → (event name, message column stamped first, status, statuses it may replace)
-_KINDS: dict[str, tuple[str, str | None, str | None, tuple[str, ...]]] = {
-    "delivered": ("Email Delivered", "delivered_at", "delivered", ("sent", "sending", "unknown")),
-    "bounced": ("Email Bounced", None, "bounced", ("sent", "sending", "delivered", "unknown")),
-    "complained": ("Email Complained", None, "complained", ("sent", "delivered", "unknown")),
-    "opened": ("Email Opened", "opened_at", None, ()),
-    "clicked": ("Email Clicked", "clicked_at", None, ()),
-    "unsubscribed": ("Email Unsubscribed", None, None, ()),
+# provider-neutral kinds → (message column stamped first, status, statuses it may replace);
+# each is stored as the event definitions.events.email_event(kind).
+_KINDS: dict[str, tuple[str | None, str | None, tuple[str, ...]]] = {
+    "delivered": ("delivered_at", "delivered", ("sent", "sending", "unknown")),
+    "bounced": (None, "bounced", ("sent", "sending", "delivered", "unknown")),
+    "complained": (None, "complained", ("sent", "delivered", "unknown")),
+    "opened": ("opened_at", None, ()),
+    "clicked": ("clicked_at", None, ()),
+    "unsubscribed": (None, None, ()),
 }
 
 
@@ -32,14 +35,16 @@ async def record(
     message: Any,
     kind: str,
     occurred_at: datetime,
-    event_key: str,
+    source: str | None,
     properties: dict[str, Any] | None = None,
     *,
     suppress_reason: str | None = None,
 ) -> bool:
     """Apply one engagement or delivery event to a message; False when this
-    event (by key) was already recorded."""
-    name, column, status, replaces = _KINDS[kind]
+    event was already recorded. `source` tells repeated events of a kind
+    apart (a provider's event id, one click); None records the kind once."""
+    column, status, replaces = _KINDS[kind]
+    name = email_event(kind).value
     props = {
         "message_id": str(message["id"]),
         "campaign_id": message["campaign_id"],
@@ -48,7 +53,13 @@ async def record(
     }
     if message["profile_id"] is not None:
         fresh = await repo.write_event(
-            conn, message["workspace_id"], message["profile_id"], name, props, occurred_at, event_key
+            conn,
+            message["workspace_id"],
+            message["profile_id"],
+            name,
+            props,
+            occurred_at,
+            email_event_key(message["id"], kind, source),
         )
         if not fresh:
             return False
@@ -95,7 +106,7 @@ class LinkEvents:
             if message is None:
                 return False
             now = datetime.now(UTC)
-            await record(conn, message, "opened", now, f"email:{message['id']}:open:{uuid.uuid4()}")
+            await record(conn, message, "opened", now, f"link:{uuid7()}")
         return True
 
     async def click(self, token: str) -> str | None:
@@ -110,9 +121,7 @@ class LinkEvents:
                 return None
             url = links[verified.index]
             now = datetime.now(UTC)
-            await record(
-                conn, message, "clicked", now, f"email:{message['id']}:click:{uuid.uuid4()}", {"url": url}
-            )
+            await record(conn, message, "clicked", now, f"link:{uuid7()}", {"url": url})
         return url
 
     async def message_for_unsubscribe(self, token: str) -> Any | None:
@@ -134,7 +143,7 @@ class LinkEvents:
                 message,
                 "unsubscribed",
                 datetime.now(UTC),
-                f"email:{message['id']}:unsubscribed",
+                None,
                 {"method": method},
                 suppress_reason="unsubscribed",
             )

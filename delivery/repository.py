@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, literal, select, update
+from sqlalchemy import RowMapping, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from db.engine import driver_connection
 from db.tables import events, messages, profiles, providers, suppressions, templates
+from definitions.events import EMAIL_EVENT_PREFIX
+from events import writer as event_writer
+from events.writer import EventRow
 
 Conn = AsyncSession | AsyncConnection
 
@@ -247,7 +251,7 @@ async def message_events(
         .where(
             events.c.workspace_id == workspace_id,
             events.c.profile_id == profile_id,
-            events.c.name.like("Email %"),
+            events.c.name.startswith(EMAIL_EVENT_PREFIX),
             events.c.properties["message_id"].astext == str(message_id),
         )
         .order_by(events.c.occurred_at)
@@ -286,29 +290,26 @@ async def write_event(
     occurred_at: datetime,
     message_id: str,
 ) -> bool:
-    """Write an `Email …` event once: `message_id` is its key whatever the
-    time (the table's own key includes `occurred_at`, which a repeated
-    unsubscribe or webhook may not share). Returns False if it existed."""
-    await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(message_id))))
-    exists = select(events.c.id).where(
-        events.c.workspace_id == workspace_id, events.c.message_id == message_id
+    """Write an `Email …` event once per key (events/writer.py `write_once`).
+    Returns False if it existed."""
+    row = EventRow(
+        workspace_id=workspace_id,
+        profile_id=profile_id,
+        name=name,
+        properties=properties,
+        occurred_at=occurred_at,
+        message_id=message_id,
+        received_at=datetime.now(UTC),
     )
-    if (await conn.execute(exists.limit(1))).first() is not None:
-        return False
-    stmt = (
-        pg_insert(events)
-        .values(
-            id=uuid.uuid4(),
-            workspace_id=workspace_id,
-            profile_id=profile_id,
-            type="system",
-            name=name,
-            properties=properties,
-            occurred_at=occurred_at,
-            received_at=func.now(),
-            message_id=message_id,
-        )
-        .on_conflict_do_nothing()
-        .returning(literal(1))
+    return await event_writer.write_once(await driver_connection(conn), row)
+
+
+async def link_to_flow(
+    conn: Conn, workspace_id: uuid.UUID, message_id: uuid.UUID, values: dict[str, Any]
+) -> None:
+    """Record which flow, version, node and enrollment a message belongs to."""
+    await conn.execute(
+        update(messages)
+        .where(messages.c.workspace_id == workspace_id, messages.c.id == message_id)
+        .values(**values)
     )
-    return (await conn.execute(stmt)).first() is not None

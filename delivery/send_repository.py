@@ -10,6 +10,10 @@ from typing import Any
 
 import asyncpg
 
+from core.ids import uuid7
+from definitions.events import EventType, SystemEvent, email_event_key
+from events import writer as event_writer
+
 LOAD_SQL = """
 SELECT m.id, m.workspace_id, m.status, m.email::text AS email, m.profile_id, m.template_id, m.campaign_id,
        m.data, m.error, m.provider_kind, m.provider_message_id,
@@ -32,18 +36,23 @@ UPDATE messages SET status = $3, error = $4, attempts = COALESCE($5::jsonb, atte
 WHERE workspace_id = $1 AND id = $2 AND status = ANY($6::text[])
 """
 
-SENT_SQL = """
+# The delivery, its `Email Sent` event and that event's outbox rows in one
+# statement (events/writer.py builds the event CTEs).
+_SENT_EVENT = f"""SELECT $10::uuid, u.workspace_id, u.profile_id, '{EventType.SYSTEM}', '{SystemEvent.EMAIL_SENT}',
+       $8::jsonb, NULL::jsonb, $6, now(), $9
+FROM updated u WHERE u.profile_id IS NOT NULL"""
+
+SENT_SQL = f"""
 WITH updated AS (
     UPDATE messages
     SET status = 'sent', error = NULL, provider_id = $3, provider_kind = $4, provider_message_id = $5,
         sent_at = $6, attempts = $7::jsonb, updated_at = now()
     WHERE workspace_id = $1 AND id = $2
     RETURNING workspace_id, profile_id
-)
-INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
-SELECT gen_random_uuid(), u.workspace_id, u.profile_id, 'system', 'Email Sent', $8::jsonb, $6, now(), $9
-FROM updated u WHERE u.profile_id IS NOT NULL
-ON CONFLICT DO NOTHING
+),
+{event_writer.insert_cte("inserted", _SENT_EVENT)},
+{event_writer.outbox_cte("announced", "inserted")}
+SELECT count(*) FROM inserted
 """
 
 
@@ -88,7 +97,7 @@ async def sent(
     event_properties: dict[str, Any],
 ) -> None:
     """Record the delivery and its `Email Sent` event in one statement."""
-    await conn.execute(
+    await conn.fetchval(
         SENT_SQL,
         workspace_id,
         message_id,
@@ -98,5 +107,6 @@ async def sent(
         sent_at,
         attempts,
         event_properties,
-        f"email:{message_id}:sent",
+        email_event_key(message_id, "sent"),
+        uuid7(),
     )

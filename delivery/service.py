@@ -14,6 +14,7 @@ from core.ids import uuid7
 from core.pagination import decode_cursor, encode_cursor
 from core.secret_box import SecretBox
 from db.tables import providers, templates
+from definitions import workflow_ids
 from delivery import repository as repo
 from delivery.destinations import check_provider_destinations
 from delivery.render import RenderBudgetExceeded, check_template, profile_context, render_async
@@ -36,7 +37,6 @@ from delivery.schemas import (
     TemplatePage,
     TemplateUpdate,
 )
-from workflows.messages import message_workflow_id
 
 # -- templates ------------------------------------------------------------------
 
@@ -351,6 +351,33 @@ async def create_message(
     )
 
 
+async def link_message_to_flow(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    version: int,
+    node_id: str,
+    enrollment_id: uuid.UUID,
+    *,
+    marketing: bool,
+) -> None:
+    """Tie a flow's message to its flow, version, node and enrollment (stats,
+    audits); `marketing` messages count toward frequency caps."""
+    await repo.link_to_flow(
+        session,
+        workspace_id,
+        message_id,
+        {
+            "flow_id": flow_id,
+            "flow_version": version,
+            "flow_node": node_id,
+            "enrollment_id": enrollment_id,
+            "marketing": marketing,
+        },
+    )
+
+
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
     """A message with its events."""
     row = await repo.message(session, workspace_id, message_id)
@@ -379,6 +406,6 @@ def message_out(row: Any, found: list[MessageEvent] | None = None) -> MessageOut
         delivered_at=row["delivered_at"],
         opened_at=row["opened_at"],
         clicked_at=row["clicked_at"],
-        workflow_id=message_workflow_id(row["id"]),
+        workflow_id=workflow_ids.message(row["id"]),
         events=found or [],
     )

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.ids import uuid7
+from db.engine import driver_connection
 from db.tables import events, profile_aliases, profiles, segment_memberships
+from definitions.events import SystemEvent, profile_event_key
+from events import writer as event_writer
+from events.writer import EventRow, ProfileChange
 
 PROFILE_COLUMNS = (
     profiles.c.id,
@@ -153,3 +159,36 @@ async def delete_profile(session: AsyncSession, workspace_id: uuid.UUID, profile
         delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
     )
     return result.rowcount
+
+
+async def write_profile_updated(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    trait_keys: Sequence[str],
+    identity: Sequence[str],
+) -> None:
+    """Record an API change as a `Profile Updated` event (top-level trait
+    keys set or removed, identity fields changed) and announce its trait
+    keys to their listeners, through the event writer."""
+    now = datetime.now(UTC)
+    change_id = uuid7()
+    row = EventRow(
+        workspace_id=workspace_id,
+        profile_id=profile_id,
+        name=SystemEvent.PROFILE_UPDATED.value,
+        properties={"traits": list(trait_keys), "identity": list(identity), "source": "api"},
+        occurred_at=now,
+        message_id=profile_event_key(profile_id, change_id),
+        id=change_id,
+    )
+    change = ProfileChange(workspace_id, profile_id, trait_keys=trait_keys, id=change_id)
+    await event_writer.write(await driver_connection(session), [row], [change])
+
+
+async def announce_traits(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, trait_keys: Sequence[str]
+) -> None:
+    """Announce the traits a new profile starts with to their listeners."""
+    change = ProfileChange(workspace_id, profile_id, trait_keys=trait_keys)
+    await event_writer.write(await driver_connection(session), [], [change])

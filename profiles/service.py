@@ -108,6 +108,8 @@ async def create_profile(session: AsyncSession, workspace_id: uuid.UUID, data: P
         )
     except IntegrityError:
         raise Conflict("a profile with this email or external_id was just created") from None
+    if data.traits:
+        await repo.announce_traits(session, workspace_id, row["id"], sorted(data.traits))
     return ProfileOut.model_validate(dict(row))
 
 
@@ -151,6 +153,10 @@ async def update_profile(
         updated = await repo.update_profile(session, workspace_id, profile_id, values)
     except IntegrityError:
         raise Conflict("another profile just took this email or external_id") from None
+    trait_keys = sorted(data.traits or ())
+    identity = sorted(fields & {"email", "external_id"})
+    if trait_keys or identity:
+        await repo.write_profile_updated(session, workspace_id, profile_id, trait_keys, identity)
     return ProfileOut.model_validate(dict(updated))
 
 

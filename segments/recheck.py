@@ -1,11 +1,13 @@
 """Re-check a few profiles against every segment of their workspace, right
-after tracking saw them do something a segment depends on.
+after they did something a segment depends on.
 
-Tracking queues the profile ids in Redis (`queue_profiles`); the worker's
-`recheck_profiles` activity pops a batch, evaluates each profile with the
-in-memory evaluator, and applies the difference to stored memberships with
-`Segment Entered` / `Segment Exited` events — the same effect as a full
-refresh, for those profiles only.
+The event writer announces such events and trait changes in the outbox;
+the dispatcher signals the workspace's `SegmentRecheckWorkflow` with the
+profile ids, and its `recheck_profiles` activity evaluates each profile with
+the in-memory evaluator and applies the difference to stored memberships
+with `Segment Entered` / `Segment Exited` events — the same effect as a full
+refresh, for those profiles only. Re-checking a profile twice changes
+nothing the second time.
 """
 
 from __future__ import annotations
@@ -14,49 +16,12 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from definitions.segments import matches
 from segments import repository as repo
 from segments.facts import load_facts
 from segments.service import parse_definition
-
-DIRTY_KEY = "seg:dirty"
-
-
-def pending_key(prefix: str, workspace_id: uuid.UUID | str) -> str:
-    """The Redis set of a workspace's profiles waiting for a re-check."""
-    return f"{prefix}seg:pending:{workspace_id}"
-
-
-async def queue_profiles(
-    redis: aioredis.Redis, prefix: str, by_workspace: dict[uuid.UUID, set[uuid.UUID]]
-) -> None:
-    """Queue profiles for a re-check and mark their workspaces dirty."""
-    if not by_workspace:
-        return
-    pipe = redis.pipeline(transaction=False)
-    for workspace_id, profile_ids in by_workspace.items():
-        pipe.sadd(pending_key(prefix, workspace_id), *(str(p) for p in profile_ids))
-        pipe.sadd(prefix + DIRTY_KEY, str(workspace_id))
-    await pipe.execute()
-
-
-async def pop_dirty_workspaces(redis: aioredis.Redis, prefix: str, count: int = 100) -> list[uuid.UUID]:
-    """Workspaces with queued profiles (each returned once per marking)."""
-    members = await redis.spop(prefix + DIRTY_KEY, count)
-    return [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members or []]
-
-
-async def pop_profiles(
-    redis: aioredis.Redis, prefix: str, workspace_id: uuid.UUID, count: int
-) -> tuple[list[uuid.UUID], int]:
-    """Up to `count` queued profiles of a workspace, and how many remain."""
-    key = pending_key(prefix, workspace_id)
-    members = await redis.spop(key, count) or []
-    remaining = await redis.scard(key)
-    return [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members], remaining
 
 
 def _in_dependency_order(rows: Iterable) -> list:
@@ -94,7 +59,7 @@ async def recheck(
     # Current memberships in every segment (refs included), as a fact per profile.
     current = {(sid, pid) for pid, sid in await repo.load_memberships(conn, ids, list(roots))}
     entered_total = exited_total = 0
-    changes: list[tuple[str, uuid.UUID, str, uuid.UUID]] = []
+    changes: list[tuple[bool, uuid.UUID, str, uuid.UUID]] = []
     for row in rows:
         sid = row["id"]
         add, remove = [], []
@@ -108,8 +73,8 @@ async def recheck(
                 facts[pid].segment_ids.discard(sid)
         added = await repo.add_memberships(conn, add, workspace_id, now)
         removed = await repo.remove_memberships(conn, remove)
-        changes += [("Segment Entered", s, row["name"], p) for s, p in added]
-        changes += [("Segment Exited", s, row["name"], p) for s, p in removed]
+        changes += [(True, s, row["name"], p) for s, p in added]
+        changes += [(False, s, row["name"], p) for s, p in removed]
         entered_total += len(added)
         exited_total += len(removed)
     await repo.write_membership_events(conn, workspace_id, changes, now)

@@ -17,8 +17,8 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -27,7 +27,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from db.engine import driver_connection
 from db.tables import events, profiles, segment_memberships, segments, workspaces
+from definitions.events import (
+    MERGE_LISTENER_NAME,
+    Consumer,
+    EventType,
+    ListenerKind,
+    SystemEvent,
+    segment_event_key,
+    segment_event_key_prefix,
+)
+from events import writer as event_writer
+from events.writer import EventRow
 
 SEGMENT_COLUMNS = (
     segments.c.id,
@@ -174,22 +186,24 @@ async def lock_segment(conn: AsyncSession | AsyncConnection, segment_id: uuid.UU
 def _membership_event(
     source: Any,
     workspace_id: uuid.UUID,
-    name: str,
     segment_id: uuid.UUID,
     segment_name: str,
     now: datetime,
-    tag: str,
+    entered: bool,
 ) -> Select[Any]:
-    message = func.concat(
-        f"segment:{segment_id}:{tag}:", source.c.profile_id, f":{int(now.timestamp() * 1000)}"
-    )
+    """`Segment Entered` / `Segment Exited` rows for the profiles of `source`,
+    in events/writer.py's column order, keyed by definitions/events.py."""
+    name = SystemEvent.SEGMENT_ENTERED if entered else SystemEvent.SEGMENT_EXITED
+    stamp = int(now.timestamp() * 1000)
+    message = func.concat(segment_event_key_prefix(segment_id, entered), source.c.profile_id, f":{stamp}")
     return select(
-        func.gen_random_uuid(),
+        func.mp_uuid7(),
         literal(workspace_id),
         source.c.profile_id,
-        literal("system"),
-        literal(name),
+        literal(EventType.SYSTEM.value),
+        literal(name.value),
         func.jsonb_build_object("segment_id", str(segment_id), "segment_name", segment_name),
+        null(),
         literal(now),
         literal(now),
         message,
@@ -227,41 +241,21 @@ async def apply_refresh(
         .returning(m.c.profile_id)
         .cte("entered")
     )
-    columns = [
-        "id",
-        "workspace_id",
-        "profile_id",
-        "type",
-        "name",
-        "properties",
-        "occurred_at",
-        "received_at",
-        "message_id",
-    ]
     still_there = exists(select(1).where(profiles.c.id == exited.c.profile_id))
-    wrote_in = (
-        insert(events)
-        .from_select(
-            columns,
-            _membership_event(entered, workspace_id, "Segment Entered", segment_id, segment_name, now, "in"),
-        )
-        .cte("wrote_in")
-    )
-    wrote_out = (
-        insert(events)
-        .from_select(
-            columns,
-            _membership_event(
-                exited, workspace_id, "Segment Exited", segment_id, segment_name, now, "out"
-            ).where(still_there),
-        )
-        .cte("wrote_out")
-    )
+    wrote = [
+        *event_writer.insert_from_select(
+            "wrote_in", _membership_event(entered, workspace_id, segment_id, segment_name, now, True)
+        ),
+        *event_writer.insert_from_select(
+            "wrote_out",
+            _membership_event(exited, workspace_id, segment_id, segment_name, now, False).where(still_there),
+        ),
+    ]
     stmt = select(
         select(func.count()).select_from(new).scalar_subquery(),
         select(func.count()).select_from(entered).scalar_subquery(),
         select(func.count()).select_from(exited).scalar_subquery(),
-    ).add_cte(wrote_in, wrote_out)
+    ).add_cte(*wrote)
     row = (await conn.execute(stmt)).one()
     return row[0], row[1], row[2]
 
@@ -398,27 +392,57 @@ async def remove_memberships(
 async def write_membership_events(
     conn: AsyncConnection,
     workspace_id: uuid.UUID,
-    changes: Sequence[tuple[str, uuid.UUID, str, uuid.UUID]],
+    changes: Sequence[tuple[bool, uuid.UUID, str, uuid.UUID]],
     now: datetime,
 ) -> None:
-    """Write `Segment Entered` / `Segment Exited` events: (event, segment id, segment name, profile id)."""
+    """Write `Segment Entered` / `Segment Exited` events through the event
+    writer: (entered?, segment id, segment name, profile id)."""
     if not changes:
         return
     stamp = int(now.timestamp() * 1000)
-    await conn.execute(
-        insert(events),
-        [
-            {
-                "id": uuid.uuid4(),
-                "workspace_id": workspace_id,
-                "profile_id": pid,
-                "type": "system",
-                "name": name,
-                "properties": {"segment_id": str(sid), "segment_name": sname},
-                "occurred_at": now,
-                "received_at": now,
-                "message_id": f"segment:{sid}:{'in' if name.endswith('Entered') else 'out'}:{pid}:{stamp}",
-            }
-            for name, sid, sname, pid in changes
-        ],
+    rows = [
+        EventRow(
+            workspace_id=workspace_id,
+            profile_id=pid,
+            name=(SystemEvent.SEGMENT_ENTERED if entered else SystemEvent.SEGMENT_EXITED).value,
+            properties={"segment_id": str(sid), "segment_name": sname},
+            occurred_at=now,
+            message_id=segment_event_key(sid, pid, entered, stamp),
+        )
+        for entered, sid, sname, pid in changes
+    ]
+    await event_writer.write(await driver_connection(conn), rows)
+
+
+async def sync_listeners(session: AsyncSession | AsyncConnection, workspace_id: uuid.UUID) -> None:
+    """Make the outbox listen for what the workspace's segments read: their
+    event names and trait keys, and merges (a merged profile is re-checked)."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('listeners:segments:' || :w))"), {"w": str(workspace_id)}
+    )
+    await session.execute(
+        text("DELETE FROM outbox_listeners WHERE workspace_id = :w AND consumer = :c"),
+        {"w": workspace_id, "c": Consumer.SEGMENTS.value},
+    )
+    await session.execute(
+        text(
+            """
+            INSERT INTO outbox_listeners (workspace_id, kind, name, consumer)
+            SELECT DISTINCT s.workspace_id, :event, unnest(s.event_names), :c
+            FROM segments s WHERE s.workspace_id = :w
+            UNION
+            SELECT DISTINCT s.workspace_id, :trait, unnest(s.trait_keys), :c
+            FROM segments s WHERE s.workspace_id = :w
+            UNION
+            SELECT DISTINCT s.workspace_id, :merge, :any, :c FROM segments s WHERE s.workspace_id = :w
+            """
+        ),
+        {
+            "w": workspace_id,
+            "c": Consumer.SEGMENTS.value,
+            "event": ListenerKind.EVENT.value,
+            "trait": ListenerKind.TRAIT.value,
+            "merge": ListenerKind.MERGE.value,
+            "any": MERGE_LISTENER_NAME,
+        },
     )

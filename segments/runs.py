@@ -6,33 +6,31 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from core.settings import Settings
+from core.temporal import WorkflowStart, start_workflow
+from definitions import workflow_ids
 from definitions.search_attributes import WORKSPACE_ID
 from definitions.segment_runs import SegmentRefreshInput, SegmentRefreshResult
 from segments.schemas import RefreshOut
-from workflows.segments import SegmentRefreshWorkflow, refresh_workflow_id
+from workflows.segments import SegmentRefreshWorkflow
 
 
 async def start_refresh(
     client: Client, settings: Settings, workspace_id: uuid.UUID, segment_id: uuid.UUID
 ) -> WorkflowHandle:
-    """Start the segment's refresh, or join the one already running."""
-    workflow_id = refresh_workflow_id(segment_id)
-    try:
-        return await client.start_workflow(
-            SegmentRefreshWorkflow.run,
-            SegmentRefreshInput(segment_id=segment_id, workspace_id=workspace_id),
-            id=workflow_id,
-            task_queue=settings.temporal_task_queue,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(WORKSPACE_ID, str(workspace_id))]),
-            execution_timeout=timedelta(hours=1),
-        )
-    except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=SegmentRefreshResult)
+    """Start the segment's refresh, or join the one already running
+    (ServiceUnavailable when Temporal is down)."""
+    start = WorkflowStart(
+        SegmentRefreshWorkflow.run,
+        SegmentRefreshInput(segment_id=segment_id, workspace_id=workspace_id),
+        id=workflow_ids.segment_refresh(segment_id),
+        search_attributes={WORKSPACE_ID: workspace_id},
+        execution_timeout=timedelta(hours=1),
+        result_type=SegmentRefreshResult,
+    )
+    return await start_workflow(client, start, settings.temporal_task_queue)
 
 
 async def refresh_outcome(handle: WorkflowHandle, settings: Settings, wait_seconds: float) -> RefreshOut:
@@ -40,6 +38,9 @@ async def refresh_outcome(handle: WorkflowHandle, settings: Settings, wait_secon
     ui = f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{handle.id}"
     try:
         result: SegmentRefreshResult = await asyncio.wait_for(handle.result(), timeout=wait_seconds)
+    except WorkflowFailureError:
+        # A permanent failure (e.g. an invalid stored definition): shown, not retried.
+        return RefreshOut(workflow_id=handle.id, run_id=handle.result_run_id, status="failed", temporal_ui=ui)
     except TimeoutError:
         description = await handle.describe()
         status = (

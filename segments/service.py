@@ -108,6 +108,7 @@ async def create_segment(session: AsyncSession, workspace_id: uuid.UUID, data: S
         )
     except IntegrityError:
         raise Conflict(f"a segment named {data.name!r} exists") from None
+    await repo.sync_listeners(session, workspace_id)
     return SegmentOut.model_validate(dict(row))
 
 
@@ -146,9 +147,10 @@ async def update_segment(
         root = parse_definition(data.definition)
         await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
         values.update(_dependency_columns(root), version=row["version"] + 1, computed_at=None)
-    return SegmentOut.model_validate(
-        dict(await repo.update_segment(session, workspace_id, segment_id, values))
-    )
+    updated = await repo.update_segment(session, workspace_id, segment_id, values)
+    if data.definition is not None:
+        await repo.sync_listeners(session, workspace_id)
+    return SegmentOut.model_validate(dict(updated))
 
 
 async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> None:
@@ -159,6 +161,7 @@ async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment
     if users:
         raise Conflict(f"segments {', '.join(sorted(users))} refer to this one; change them first")
     await repo.delete_segment(session, workspace_id, segment_id)
+    await repo.sync_listeners(session, workspace_id)
 
 
 async def members(

@@ -56,7 +56,6 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         temporal_address=temporal_address,
         temporal_task_queue=f"test-{run}",
         key_cache_seconds=0.5,
-        segment_dependencies_seconds=0.3,
         breaker_failure_threshold=3,
         breaker_cooldown_seconds=1.5,
         sns_cert_url_pattern=r"^http://127\.0\.0\.1:[0-9]+/",
@@ -68,6 +67,8 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,
         tracking_commit_spill_events=0,
+        # Teardown does not wait long for activities a test left hanging.
+        worker_shutdown_seconds=5,
     )
     client = aioredis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(f"{prefix}*")]
@@ -151,24 +152,26 @@ async def redis_client(settings: Settings):
 
 
 @pytest.fixture(scope="session")
-async def worker(temporal_client, settings: Settings, engine, redis_client):
-    """The platform's worker (and its re-check dispatcher), polling this
-    run's task queue in-process."""
-    from temporalio.worker import Worker
+async def dispatcher(temporal_client, settings: Settings, engine):
+    """The worker's outbox dispatcher (not running; the worker fixture runs it)."""
+    from worker.registry import build_dispatcher
 
-    from worker.main import WORKFLOWS, build_activities
-    from worker.recheck_dispatcher import run_recheck_dispatcher
+    return build_dispatcher(engine, temporal_client, settings)
+
+
+@pytest.fixture(scope="session")
+async def worker(temporal_client, settings: Settings, engine, redis_client, dispatcher):
+    """The platform's worker and its background loops (the outbox
+    dispatcher), polling this run's task queue in-process, registered
+    exactly as `mp worker` registers."""
+    from worker.main import WorkerClients, background_loops, build_worker
+    from worker.registry import build_activities
 
     stop = asyncio.Event()
-    async with Worker(
-        temporal_client,
-        task_queue=settings.temporal_task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(engine, redis_client, settings),
-    ) as running:
-        dispatcher = asyncio.create_task(
-            run_recheck_dispatcher(temporal_client, redis_client, settings, stop)
-        )
+    clients = WorkerClients(temporal_client, engine, redis_client, settings, dispatcher)
+    activities = build_activities(engine, redis_client, settings, dispatcher)
+    async with build_worker(temporal_client, settings, activities) as running:
+        loops = [asyncio.create_task(loop) for loop in background_loops(clients, stop)]
         yield running
         stop.set()
-        await dispatcher
+        await asyncio.gather(*loops)

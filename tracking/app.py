@@ -23,7 +23,6 @@ from delivery.webhooks import SNSVerifier, WebhookHandler
 from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
-from tracking.segment_triggers import SegmentTriggers
 from tracking.writer import GroupCommitWriter
 from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
@@ -55,9 +54,6 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
         )
         redis = create_redis(settings)
-        triggers = SegmentTriggers(
-            pool, redis, settings.redis_prefix, ttl=settings.segment_dependencies_seconds
-        )
         writer = GroupCommitWriter(
             pool,
             redis,
@@ -65,7 +61,6 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             max_events=settings.tracking_commit_max_events,
             concurrency=settings.tracking_commit_concurrency,
             spill_events=settings.tracking_commit_spill_events,
-            on_committed=triggers.committed,
         )
         http = httpx.AsyncClient(timeout=10)
         app.state.services = TrackingServices(
@@ -97,7 +92,6 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             yield
         finally:
             await writer.close()
-            await triggers.close()
             await http.aclose()
             await pool.close()
             await redis.aclose()

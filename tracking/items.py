@@ -15,10 +15,11 @@ import orjson
 
 from core.errors import PayloadTooLarge, ValidationFailed
 from core.ids import uuid7
+from definitions.events import SystemEvent
 from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
 MAX_EVENT_BYTES = 32 * 1024
-PAGE_EVENT = "Page Viewed"
+PAGE_EVENT = SystemEvent.PAGE_VIEWED.value
 
 
 @dataclass(slots=True)

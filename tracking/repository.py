@@ -18,6 +18,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from definitions.events import Consumer
+from definitions.flow_runs import EXIT_ANNOUNCEMENT
+from events import writer as event_writer
+from events.writer import ProfileChange
 from tracking.identity import PlannedProfile
 from tracking.items import IngestItem
 
@@ -71,6 +75,24 @@ MOVE_EVENTS_SQL = "UPDATE events SET profile_id = $3 WHERE workspace_id = $1 AND
 MOVE_ALIASES_SQL = "UPDATE profile_aliases SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
 # The merged profile leaves its segments; the target is re-checked.
 DROP_MEMBERSHIPS_SQL = "DELETE FROM segment_memberships WHERE workspace_id = $1 AND profile_id = $2"
+# Flow enrollments follow the surviving profile. Rule for a collision (both
+# run the same flow with the same enrollment key): the survivor's enrollment
+# goes on, the merged one exits (announced, so its run stops at once).
+EXIT_COLLIDING_ENROLLMENTS_SQL = f"""
+WITH collide AS (
+    UPDATE flow_enrollments s SET status = 'exited', completed_at = now(), updated_at = now()
+    WHERE s.workspace_id = $1 AND s.profile_id = $2 AND s.status = 'running'
+      AND EXISTS (SELECT 1 FROM flow_enrollments t
+                  WHERE t.flow_id = s.flow_id AND t.profile_id = $3 AND t.enrollment_key = s.enrollment_key
+                    AND t.status = 'running')
+    RETURNING s.id
+)
+INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
+SELECT $1, '{Consumer.FLOWS}', $3, id, '{EXIT_ANNOUNCEMENT}' FROM collide
+"""
+MOVE_ENROLLMENTS_SQL = (
+    "UPDATE flow_enrollments SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
+)
 ABSORB_PROFILE_SQL = """
 WITH source AS (
     DELETE FROM profiles WHERE workspace_id = $1 AND id = $2 RETURNING traits, first_seen, last_seen
@@ -101,22 +123,17 @@ FROM json_to_recordset($1::text::json) AS v(id uuid, s boolean, email citext, ex
 WHERE p.id = v.id
 """
 
-_EVENTS_RECORDSET = """json_to_recordset({param}::text::json) AS t(
-        i uuid, w uuid, p uuid, y text, n text, pr jsonb, c jsonb, o timestamptz, r timestamptz, m text)"""
-
-INSERT_EVENTS_SQL = f"""
-INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
-SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
-FROM {_EVENTS_RECORDSET.format(param="$1")}
-ON CONFLICT DO NOTHING
-RETURNING id
-"""
+# Events (and the outbox rows their listeners need) and profile changes
+# (trait keys set, merges) in one statement: events/writer.py.
+INSERT_EVENTS_SQL = event_writer.WRITE_SQL
 
 # The common case in one autocommitted statement: lock the known profiles
 # (recording when they were seen), check each still holds the email / user
 # id the plan relied on, and only then insert the events. Locks last until
 # the statement commits, so a concurrent merge or erasure cannot strand an
 # event on a profile that no longer exists.
+_CHECKED_EVENTS = event_writer.SELECT_FROM_RECORDSET.format(param="$2") + " WHERE (SELECT ok FROM checked)"
+
 LOCK_AND_INSERT_SQL = f"""
 WITH v AS (
     SELECT * FROM json_to_recordset($1::text::json) AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
@@ -131,14 +148,8 @@ locked AS (
     RETURNING p.id
 ),
 checked AS (SELECT count(*) = json_array_length($1::text::json) AS ok FROM locked),
-inserted AS (
-    INSERT INTO events (id, workspace_id, profile_id, type, name, properties, context, occurred_at, received_at, message_id)
-    SELECT t.i, t.w, t.p, t.y, t.n, t.pr, t.c, t.o, t.r, t.m
-    FROM {_EVENTS_RECORDSET.format(param="$2")}
-    WHERE (SELECT ok FROM checked)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
+{event_writer.insert_cte("inserted", _CHECKED_EVENTS)},
+{event_writer.outbox_cte("announced", "inserted")}
 SELECT (SELECT ok FROM checked), ARRAY(SELECT id FROM inserted)
 """
 
@@ -206,6 +217,8 @@ async def merge_profile(
     await conn.execute(MOVE_EVENTS_SQL, ws, source, target)
     await conn.execute(MOVE_ALIASES_SQL, ws, source, target)
     await conn.execute(DROP_MEMBERSHIPS_SQL, ws, source)
+    await conn.execute(EXIT_COLLIDING_ENROLLMENTS_SQL, ws, source, target)
+    await conn.execute(MOVE_ENROLLMENTS_SQL, ws, source, target)
     await conn.execute(ABSORB_PROFILE_SQL, ws, source, target)
 
 
@@ -260,12 +273,15 @@ def _events_json(items: Sequence[IngestItem]) -> str:
     )
 
 
-async def insert_events(conn: asyncpg.Connection, items: Sequence[IngestItem]) -> set[uuid.UUID]:
-    """Insert the events of the items; returns the ids actually stored
-    (a duplicate messageId is skipped)."""
-    if not any(i.event_name is not None for i in items):
+async def insert_events(
+    conn: asyncpg.Connection, items: Sequence[IngestItem], changes: Sequence[ProfileChange] = ()
+) -> set[uuid.UUID]:
+    """Insert the events of the items and announce them and the profile
+    changes to their listeners; returns the ids actually stored (a
+    duplicate messageId is skipped)."""
+    if not changes and not any(i.event_name is not None for i in items):
         return set()
-    rows = await conn.fetch(INSERT_EVENTS_SQL, _events_json(items))
+    rows = await conn.fetch(INSERT_EVENTS_SQL, _events_json(items), _json(c.as_json() for c in changes))
     return {r[0] for r in rows}
 
 

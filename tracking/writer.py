@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +27,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core.errors import ServiceUnavailable
+from events.writer import ProfileChange
 from tracking import repository as repo
 from tracking.identity import IdentityCache, IdentityPlan, IdentityPlanner
 from tracking.items import IngestItem
@@ -43,6 +44,20 @@ MAX_ATTEMPTS = 6
 MESSAGE_PIN_SECONDS = 7 * 24 * 3600
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def _profile_changes(plan: IdentityPlan) -> list[ProfileChange]:
+    """Trait keys set by identify calls and merges, for the outbox: a
+    segment that reads a trait (or any merged profile) re-checks them."""
+    changes = {
+        p.id: ProfileChange(p.workspace_id, p.id, trait_keys=sorted(p.traits))
+        for p in (*plan.creations, *plan.updates)
+        if p.traits
+    }
+    for ws, _source, target in plan.merges:
+        change = changes.setdefault(target, ProfileChange(ws, target))
+        change.merged = True
+    return list(changes.values())
 
 
 class _StalePlan(Exception):
@@ -75,7 +90,6 @@ class GroupCommitWriter:
         max_events: int = 5000,
         concurrency: int = 2,
         spill_events: int = 300,
-        on_committed: Callable[[Sequence[IngestItem]], None] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -90,7 +104,6 @@ class GroupCommitWriter:
         ]
         self._closed = False
         self._cache = IdentityCache()
-        self._on_committed = on_committed
         self.groups_committed = 0
         self.requests_committed = 0
         self.commit_seconds = 0.0
@@ -176,8 +189,6 @@ class GroupCommitWriter:
             ok = sum(1 for i in events if i.event_id in stored)
             if not pending.future.done():
                 pending.future.set_result(WriteResult(stored=ok, duplicates=len(events) - ok))
-        if self._on_committed is not None:
-            self._on_committed(items)
 
     async def _store_with_retries(self, items: list[IngestItem]) -> set:
         await self._pin_untimed_messages(items)
@@ -248,7 +259,7 @@ class GroupCommitWriter:
             await repo.merge_profile(conn, ws, source, target)
         await repo.update_profiles(conn, plan.updates, plan.creations)
         await repo.upsert_aliases(conn, plan.aliases)
-        return await repo.insert_events(conn, items)
+        return await repo.insert_events(conn, items, _profile_changes(plan))
 
     async def _pin_untimed_messages(self, items: list[IngestItem]) -> None:
         """A retried call with a messageId but no timestamp must land on the

@@ -1,78 +1,71 @@
-"""The worker process: every workflow and activity of the platform, and
-the dispatcher that wakes segment re-checks."""
+"""The worker process: every workflow and activity of the platform (from
+`worker.registry`) and its background loops (the outbox dispatcher that
+hands announced events to workflows), in one task group.
+
+Shutdown is graceful: on SIGINT/SIGTERM the worker stops polling, lets
+in-flight activities finish for up to `worker_shutdown_seconds` (then
+cancels them; Temporal retries them elsewhere), stops the loops, and only
+then closes its clients.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.email import EmailActivities
-from activities.partitions import PartitionActivities
-from activities.segments import SegmentActivities
 from core.clients import connect_temporal, create_redis
 from core.runtime import tune_gc
 from core.settings import Settings
 from db.engine import create_engine
-from delivery.limits import BreakerPolicy, ProviderLimits
-from delivery.router import ProviderRouter
 from delivery.sender import EmailSender
-from worker.recheck_dispatcher import run_recheck_dispatcher
-
-# Imported here, before any worker starts, so sandbox validation never
-# races a first import (Python 3.11 import-lock issue).
-from workflows.maintenance import EventPartitionsWorkflow
-from workflows.messages import SendMessageWorkflow
-from workflows.segments import SegmentRecheckWorkflow, SegmentRefreshDispatchWorkflow, SegmentRefreshWorkflow
+from events.dispatcher import OutboxDispatcher
+from worker.registry import WORKFLOWS, build_activities, build_dispatcher, build_router
 
 log = logging.getLogger(__name__)
 
-WORKFLOWS = [
-    EventPartitionsWorkflow,
-    SegmentRefreshWorkflow,
-    SegmentRefreshDispatchWorkflow,
-    SegmentRecheckWorkflow,
-    SendMessageWorkflow,
-]
+
+@dataclass(frozen=True)
+class WorkerClients:
+    """The clients a background loop may need, built once per process."""
+
+    temporal: Client
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    settings: Settings
+    dispatcher: OutboxDispatcher
 
 
-def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
-    """The provider router with breakers and buckets in Redis."""
-    policy = BreakerPolicy(
-        failure_threshold=settings.breaker_failure_threshold,
-        window_seconds=settings.breaker_window_seconds,
-        cooldown_seconds=settings.breaker_cooldown_seconds,
-    )
-    limits = ProviderLimits(redis, settings.redis_prefix, policy)
-    return ProviderRouter(
-        limits,
-        max_rate_wait=settings.email_rate_wait_seconds,
-        allow_private_hosts=settings.allow_private_provider_hosts,
-    )
-
-
-def build_activities(
-    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, sender: EmailSender | None = None
-) -> list:
-    """Activity callables, bound to clients built once."""
-    partitions = PartitionActivities(engine)
-    segments = SegmentActivities(engine, redis, settings.redis_prefix)
-    email = EmailActivities(sender or EmailSender(engine, build_router(redis, settings), settings))
+def background_loops(clients: WorkerClients, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+    """The loops that run beside the worker until `stop` is set; adding one is one line."""
     return [
-        email.send_email,
-        partitions.ensure_event_partitions,
-        segments.refresh_segment,
-        segments.due_segments,
-        segments.recheck_profiles,
+        clients.dispatcher.run(stop, clients.settings.outbox_poll_seconds),
     ]
 
 
+def build_worker(client: Client, settings: Settings, activities: list[Any]) -> Worker:
+    """The Temporal worker polling the platform's task queue."""
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
+    )
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Poll the task queue until `stop` is set (or SIGINT / SIGTERM)."""
+    """Poll the task queue until `stop` is set (or SIGINT / SIGTERM), then shut down gracefully."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # `mp worker` runs on POSIX, in the main thread
@@ -82,19 +75,34 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
-    worker = Worker(
-        client,
-        task_queue=settings.temporal_task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(engine, redis, settings, sender=sender),
-    )
+    http = httpx.AsyncClient(timeout=10)  # flow webhooks
+    dispatcher = build_dispatcher(engine, client, settings)
+    activities = build_activities(engine, redis, settings, dispatcher, sender=sender, http=http)
+    worker = build_worker(client, settings, activities)
+    clients = WorkerClients(client, engine, redis, settings, dispatcher)
     tune_gc(settings.gc_thresholds)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
+
+    async def shutdown_on_stop() -> None:
+        await stop.wait()
+        log.info(
+            "worker stopping: letting in-flight activities finish (%ss at most)",
+            settings.worker_shutdown_seconds,
+        )
+        await worker.shutdown()  # stops polling, waits for activities, then `worker.run()` returns
+
     try:
-        async with worker:
-            await run_recheck_dispatcher(client, redis, settings, stop)
+        # A loop or the worker failing cancels the rest and propagates.
+        async with asyncio.TaskGroup() as group:
+            group.create_task(worker.run(), name="temporal-worker")
+            group.create_task(shutdown_on_stop(), name="worker-shutdown")
+            for background in background_loops(clients, stop):
+                group.create_task(background)
     finally:
+        stop.set()
         await sender.close()
         await router.close()
+        await http.aclose()
         await engine.dispose()
         await redis.aclose()
+        log.info("worker stopped")

@@ -26,16 +26,17 @@ from temporalio.client import (
 )
 
 from core.settings import Settings
-from definitions import search_attributes
-from definitions.maintenance import EnsurePartitionsInput
+from definitions import search_attributes, workflow_ids
+from definitions.flow_runs import DateTriggersInput
+from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
 
 log = logging.getLogger(__name__)
 
-EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
-EVENT_PARTITIONS_WORKFLOW_ID = "maintenance:event-partitions"
-SEGMENT_REFRESH_SCHEDULE = "segments-refresh-dispatch"
-SEGMENT_REFRESH_WORKFLOW_ID = "segments:refresh-dispatch"
+EVENT_PARTITIONS_SCHEDULE = workflow_ids.EVENT_PARTITIONS_SCHEDULE
+SEGMENT_REFRESH_SCHEDULE = workflow_ids.SEGMENT_REFRESH_DISPATCH_SCHEDULE
+OUTBOX_SWEEP_SCHEDULE = workflow_ids.OUTBOX_SWEEP_SCHEDULE
+FLOW_DATE_TRIGGERS_SCHEDULE = workflow_ids.FLOW_DATE_TRIGGERS_SCHEDULE
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -69,7 +70,7 @@ def _partitions_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             "EventPartitionsWorkflow",
             EnsurePartitionsInput(months_ahead=settings.partitions_months_ahead),
-            id=EVENT_PARTITIONS_WORKFLOW_ID,
+            id=workflow_ids.event_partitions(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(hours=2),
         ),
@@ -86,7 +87,7 @@ def _segments_schedule(settings: Settings) -> Schedule:
         action=ScheduleActionStartWorkflow(
             "SegmentRefreshDispatchWorkflow",
             DueSegmentsInput(limit=500),
-            id=SEGMENT_REFRESH_WORKFLOW_ID,
+            id=workflow_ids.segment_refresh_dispatch(),
             task_queue=settings.temporal_task_queue,
             execution_timeout=timedelta(minutes=10),
         ),
@@ -96,11 +97,43 @@ def _segments_schedule(settings: Settings) -> Schedule:
     )
 
 
+def _outbox_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "OutboxSweepWorkflow",
+            OutboxSweepInput(),
+            id=workflow_ids.outbox_sweep(),
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Re-dispatches outbox rows whose dispatcher died or that Temporal refused."),
+    )
+
+
+def _date_triggers_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "FlowDateTriggersWorkflow",
+            DateTriggersInput(),
+            id=workflow_ids.flow_date_triggers(),
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=30),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Enrolls people whose date trait makes a date-triggered flow due."),
+    )
+
+
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every schedule the platform runs, by id."""
     return {
         EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
         SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
+        OUTBOX_SWEEP_SCHEDULE: _outbox_schedule(settings),
+        FLOW_DATE_TRIGGERS_SCHEDULE: _date_triggers_schedule(settings),
     }
 
 

@@ -12,11 +12,6 @@ with workflow.unsafe.imports_passed_through():
     from definitions.messages import SendEmailInput, SendEmailResult
 
 
-def message_workflow_id(message_id: object) -> str:
-    """The workflow of one message."""
-    return f"message:{message_id}"
-
-
 @workflow.defn(name="SendMessageWorkflow")
 class SendMessageWorkflow:
     """Runs `send_email` until a provider takes the message (retrying with
@@ -38,3 +33,6 @@ class SendMessageWorkflow:
                 non_retryable_error_types=["MessageMissing"],
             ),
         )
+
+
+WORKFLOWS = [SendMessageWorkflow]

@@ -7,14 +7,16 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from definitions import search_attributes, workflow_ids
     from definitions.search_attributes import WORKSPACE_ID
     from definitions.segment_runs import (
         DueSegments,
         DueSegmentsInput,
+        ProfilesChanged,
         RecheckInput,
         RecheckResult,
         SegmentRef,
@@ -22,14 +24,14 @@ with workflow.unsafe.imports_passed_through():
         SegmentRefreshResult,
     )
 
+# Transient failures (database restarts, lock timeouts) retry with backoff;
+# permanent ones (an invalid stored definition) are raised non-retryable by
+# the activities and fail on the first attempt.
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=8
 )
-
-
-def refresh_workflow_id(segment_id: object) -> str:
-    """One id per segment, so a running refresh is never started twice."""
-    return f"segment-refresh:{segment_id}"
+# The activities heartbeat every few seconds while their SQL runs.
+_HEARTBEAT = timedelta(seconds=30)
 
 
 @workflow.defn(name="SegmentRefreshWorkflow")
@@ -44,6 +46,7 @@ class SegmentRefreshWorkflow:
             params,
             result_type=SegmentRefreshResult,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=_HEARTBEAT,
             retry_policy=_RETRY,
         )
 
@@ -68,11 +71,9 @@ class SegmentRefreshDispatchWorkflow:
                 await workflow.start_child_workflow(
                     SegmentRefreshWorkflow.run,
                     SegmentRefreshInput(segment_id=ref.segment_id, workspace_id=ref.workspace_id),
-                    id=refresh_workflow_id(ref.segment_id),
+                    id=workflow_ids.segment_refresh(ref.segment_id),
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=TypedSearchAttributes(
-                        [SearchAttributePair(WORKSPACE_ID, str(ref.workspace_id))]
-                    ),
+                    search_attributes=search_attributes.typed({WORKSPACE_ID: ref.workspace_id}),
                 )
             except WorkflowAlreadyStartedError:
                 return False  # still running from an earlier dispatch or a manual recalculation
@@ -82,38 +83,69 @@ class SegmentRefreshDispatchWorkflow:
         return sum(started)
 
 
+RECHECK_SIGNAL = "profiles_changed"
+# Event ids remembered to drop redeliveries; older ones are forgotten (a
+# re-check is idempotent, so a very late duplicate only costs a re-check).
+_SEEN_EVENTS = 20_000
+_CARRY_MAX = 5000  # RecheckInput.profile_ids' limit
+
+
 @workflow.defn(name="SegmentRecheckWorkflow")
 class SegmentRecheckWorkflow:
-    """One per workspace while tracking queues profiles: re-checks them in
-    batches, sleeps until woken by the dispatcher, ends after idling."""
+    """One per workspace while the outbox announces profile changes that
+    segments read: re-checks the profiles in batches, drops event ids it has
+    seen, ends after idling, continues as new when its history grows."""
 
     def __init__(self) -> None:
-        self._woken = False
+        self._pending: dict[str, None] = {}  # profile ids, in arrival order
+        self._seen: dict[str, None] = {}
 
-    @workflow.signal
-    def wake(self) -> None:
-        """More profiles were queued."""
-        self._woken = True
+    @workflow.signal(name=RECHECK_SIGNAL)
+    def profiles_changed(self, batch: ProfilesChanged) -> None:
+        """Events (by id) touched these profiles."""
+        for event_id, profile_id in zip(batch.event_ids, batch.profile_ids, strict=True):
+            key = str(event_id)
+            if key in self._seen:
+                continue
+            self._seen[key] = None
+            self._pending[str(profile_id)] = None
+        while len(self._seen) > _SEEN_EVENTS:
+            del self._seen[next(iter(self._seen))]
 
     @workflow.run
     async def run(self, params: RecheckInput) -> int:
+        for profile_id in params.profile_ids:
+            self._pending[str(profile_id)] = None
         checked = 0
-        for _ in range(500):
-            self._woken = False
+        while True:
+            try:
+                await workflow.wait_condition(lambda: bool(self._pending), timeout=timedelta(minutes=10))
+            except TimeoutError:
+                return checked
+            batch = list(self._pending)[: params.batch_size]
+            for profile_id in batch:
+                del self._pending[profile_id]
             result = await workflow.execute_activity(
                 "recheck_profiles",
-                params,
+                RecheckInput(
+                    workspace_id=params.workspace_id, profile_ids=batch, batch_size=params.batch_size
+                ),
                 result_type=RecheckResult,
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=_HEARTBEAT,
                 retry_policy=_RETRY,
             )
             checked += result.profiles
-            if workflow.info().is_continue_as_new_suggested():
-                break
-            if result.remaining:
-                continue
-            try:
-                await workflow.wait_condition(lambda: self._woken, timeout=timedelta(minutes=10))
-            except TimeoutError:
-                return checked
-        workflow.continue_as_new(params)
+            # Continue as new with what is pending, once that fits the input.
+            if workflow.info().is_continue_as_new_suggested() and len(self._pending) <= _CARRY_MAX:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    RecheckInput(
+                        workspace_id=params.workspace_id,
+                        profile_ids=list(self._pending),
+                        batch_size=params.batch_size,
+                    )
+                )
+
+
+WORKFLOWS = [SegmentRefreshWorkflow, SegmentRefreshDispatchWorkflow, SegmentRecheckWorkflow]

@@ -1,5 +1,5 @@
 """Provider credentials are encrypted at rest, still used for sending, and
-survive a key rotation; migration 0005 encrypts plaintext rows."""
+survive a key rotation; migration 0006 encrypts plaintext rows."""
 
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ async def test_migration_encrypts_plaintext_rows(api, sendgrid, engine, sessionm
     provider = await add_sendgrid(api, sendgrid, name="legacy")
     cfg = alembic_config(settings.database_url)
     cfg.attributes["settings"] = settings
-    await asyncio.to_thread(command.downgrade, cfg, "0005_provider_secrets-1")
+    await asyncio.to_thread(command.downgrade, cfg, "0006-1")
     try:
-        # Before 0005 the column held plaintext.
+        # Before 0006 the column held plaintext.
         assert (await _stored(engine, provider["id"])) == {"api_key": sendgrid.token}
         async with session_scope(sessionmaker) as session:
             await repo.set_provider_secrets(session, uuid.UUID(provider["id"]), {"api_key": "SG.plain"})

@@ -12,8 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from temporalio.worker import Worker
-
+from definitions import workflow_ids
 from definitions.messages import SendEmailInput, SendEmailResult
 from delivery import service
 from delivery.schemas import MessageCreate
@@ -58,9 +57,10 @@ async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
 
 
 async def test_worker_killed_mid_send_does_not_send_twice(
-    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace
+    api, sendgrid, settings, temporal_client, engine, redis_client, sessionmaker, workspace, dispatcher
 ):
-    from worker.main import WORKFLOWS, build_activities
+    from worker.main import build_worker
+    from worker.registry import build_activities
 
     await add_sendgrid(api, sendgrid)
     template = await make_template(api)
@@ -93,7 +93,7 @@ async def test_worker_killed_mid_send_does_not_send_twice(
     handle = await temporal_client.start_workflow(
         "SendMessageWorkflow",
         SendEmailInput(workspace_id=workspace.workspace_id, message_id=row["id"], heartbeat_seconds=2),
-        id=f"message:{row['id']}",
+        id=workflow_ids.message(row["id"]),
         task_queue=queue,
         result_type=SendEmailResult,
     )
@@ -109,11 +109,10 @@ async def test_worker_killed_mid_send_does_not_send_twice(
         if doomed.poll() is None:
             doomed.kill()
     sendgrid.mode = "ok"
-    async with Worker(
+    async with build_worker(
         temporal_client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(engine, redis_client, settings),
+        settings.model_copy(update={"temporal_task_queue": queue}),
+        build_activities(engine, redis_client, settings, dispatcher),
     ):
         result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "unknown", result

@@ -191,7 +191,12 @@ async def test_recalculate_runs_the_workflow_and_stores_members(
 
     # The runs are found in Temporal by workspace (visibility catches up eventually).
     for _ in range(50):
-        found = [w async for w in temporal_client.list_workflows(f'WorkspaceId = "{workspace.workspace_id}"')]
+        found = [
+            w
+            async for w in temporal_client.list_workflows(
+                f'WorkspaceId = "{workspace.workspace_id}" AND WorkflowType = "SegmentRefreshWorkflow"'
+            )
+        ]
         if len(found) >= 2:
             break
         await asyncio.sleep(0.2)
@@ -211,12 +216,18 @@ async def test_check_one_profile_now(api, tracking):
 
 
 async def test_workspace_refresh_interval(api):
-    assert (await api.get("/api/v1/workspace/settings")).json() == {"segment_refresh_minutes": 5}
+    assert (await api.get("/api/v1/workspace/settings")).json() == {
+        "segment_refresh_minutes": 5,
+        "timezone": "UTC",
+    }
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
     assert (
         await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 0})
     ).status_code == 422
+    assert (await api.put("/api/v1/workspace/settings", json={"timezone": "Mars/Olympus"})).status_code == 422
+    r = await api.put("/api/v1/workspace/settings", json={"timezone": "Europe/Paris"})
+    assert r.status_code == 200 and r.json()["timezone"] == "Europe/Paris"
 
 
 async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
@@ -224,9 +235,12 @@ async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
     from tests.support.servers import free_port, serve
 
     app = create_app(settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"}))
-    async with serve(app) as url, httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
-    ) as client:
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
+        ) as client,
+    ):
         seg = (await client.post("/api/v1/segments", json={"name": "P", "definition": PRO})).json()
         r = await client.post(f"/api/v1/segments/{seg['id']}/recalculate")
         assert r.status_code == 503 and r.json()["error"] == "unavailable"

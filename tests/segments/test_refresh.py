@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from temporalio.client import WorkflowExecutionStatus
 
+from definitions import workflow_ids
 from definitions.segment_runs import DueSegmentsInput, SegmentRefreshResult
 from segments import repository as repo
-from segments.recheck import pending_key
 
 
 async def _wait_for(predicate, timeout: float = 15.0, interval: float = 0.2):
@@ -118,7 +118,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         )
         assert started >= 1
         # The run the API started is still the one running (not replaced or doubled).
-        running = await temporal_client.get_workflow_handle(f"segment-refresh:{busy['id']}").describe()
+        running = await temporal_client.get_workflow_handle(
+            workflow_ids.segment_refresh(busy["id"])
+        ).describe()
         assert (
             running.run_id == api_run.json()["run_id"] and running.status == WorkflowExecutionStatus.RUNNING
         )
@@ -126,7 +128,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
         async def runs_listed():  # visibility is eventually consistent
             return [
                 w
-                async for w in temporal_client.list_workflows(f'WorkflowId = "segment-refresh:{busy["id"]}"')
+                async for w in temporal_client.list_workflows(
+                    f'WorkflowId = "{workflow_ids.segment_refresh(busy["id"])}"'
+                )
             ]
 
         assert len(await _wait_for(runs_listed)) == 1, "a running refresh was started twice"
@@ -140,7 +144,9 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
     await _wait_for(both_refreshed, timeout=30)
     # The one run of Busy finishes once its lock is released.
     handle = temporal_client.get_workflow_handle(
-        f"segment-refresh:{busy['id']}", run_id=api_run.json()["run_id"], result_type=SegmentRefreshResult
+        workflow_ids.segment_refresh(busy["id"]),
+        run_id=api_run.json()["run_id"],
+        result_type=SegmentRefreshResult,
     )
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result.found and result.member_count == 1
@@ -168,7 +174,7 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
     assert await is_due()
 
 
-async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, settings, workspace):
+async def test_recheck_outbox_is_drained(api, tracking, worker, engine, workspace):
     await tracking.post("/identify", json={"userId": "gus", "traits": {"plan": "pro"}})
     await api.post(
         "/api/v1/segments",
@@ -181,7 +187,11 @@ async def test_recheck_queue_is_drained(api, tracking, worker, redis_client, set
         )
 
     async def drained():
-        return await redis_client.scard(pending_key(settings.redis_prefix, workspace.workspace_id)) == 0
+        async with engine.connect() as conn:
+            left = await conn.scalar(
+                text("SELECT count(*) FROM outbox WHERE workspace_id = :w"), {"w": workspace.workspace_id}
+            )
+        return left == 0
 
     await _wait_for(drained)
 

@@ -19,10 +19,12 @@ from starlette.routing import Route
 
 @dataclass
 class FakeHTTPProvider:
-    """One fake provider. `mode`: ok | 429 | 500 | 400 | hang | accept-then-hang."""
+    """One fake provider. `mode`: ok | slow | 429 | 500 | 400 | hang | accept-then-hang
+    (`slow` holds each request `delay` seconds, then accepts it)."""
 
     token: str = "secret-token"
     mode: str = "ok"
+    delay: float = 2.0
     received: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
     requests: int = 0
@@ -51,7 +53,9 @@ class FakeHTTPProvider:
         mode = self.mode
         if mode == "hang":
             return await self._hang()
-        if mode in ("ok", "accept-then-hang"):
+        if mode == "slow":
+            await asyncio.sleep(self.delay)
+        if mode in ("ok", "slow", "accept-then-hang"):
             self.received.append(await request.json())
             self.received_at.append(time.monotonic())
             if mode == "accept-then-hang":

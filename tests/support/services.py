@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,9 +110,29 @@ def temporal_server() -> Iterator[str]:
         child.start()
         try:
             embedded.wait_for_port(child, port, 90)
+            _wait_until_healthy(f"127.0.0.1:{port}", 90)
             yield f"127.0.0.1:{port}"
         finally:
             child.stop()
+
+
+def _wait_until_healthy(address: str, timeout: float) -> None:
+    """The frontend listens before it serves ("Frontend is not healthy
+    yet" on a loaded machine): connect until a client gets through."""
+    from temporalio.client import Client
+
+    async def _probe() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await Client.connect(address)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    asyncio.run(_probe())
 
 
 async def create_database(server_url: str, prefix: str = "mp_test") -> str:

@@ -77,7 +77,12 @@ async def test_rows_in_the_default_partition_move_to_their_month(
 
 async def test_schedule_runs_the_workflow(temporal_client, worker, settings: Settings, engine):
     created = await setup.ensure_schedules(temporal_client, settings)
-    assert set(created) == {setup.EVENT_PARTITIONS_SCHEDULE, setup.SEGMENT_REFRESH_SCHEDULE}
+    assert set(created) == {
+        setup.EVENT_PARTITIONS_SCHEDULE,
+        setup.SEGMENT_REFRESH_SCHEDULE,
+        setup.OUTBOX_SWEEP_SCHEDULE,
+        setup.FLOW_DATE_TRIGGERS_SCHEDULE,
+    }
     # A second call updates in place.
     assert await setup.ensure_schedules(temporal_client, settings) == []
     description = await temporal_client.get_schedule_handle(setup.EVENT_PARTITIONS_SCHEDULE).describe()

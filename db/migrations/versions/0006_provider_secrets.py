@@ -6,8 +6,8 @@ The key is the one the apps use: the Settings passed to `db.migrate.upgrade`
 environment. Values already encrypted are left as they are. Downgrade
 decrypts them back to plaintext.
 
-Revision ID: 0005_provider_secrets
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-26
 """
 
@@ -19,8 +19,8 @@ from alembic import context, op
 from core.secret_box import PREFIX, SecretBox
 from core.settings import get_settings
 
-revision = "0005_provider_secrets"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
