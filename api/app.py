@@ -57,7 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Marketing Platform — management API",
-        description="Secret-key API (`Authorization: Bearer sk_...`) for profiles, segments, email, campaigns and flows.",
+        description=(
+            "Secret-key API (`Authorization: Bearer sk_...`) for profiles, segments, email, "
+            "campaigns and flows."
+        ),
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONResponse,

@@ -107,10 +107,9 @@ def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[Inges
         if model is None:
             errors.append({"loc": f"{where}.type", "msg": f"unknown type {kind!r}; use {sorted(CALL_TYPES)}"})
             continue
-        if shared_context and "context" not in entry:
-            entry = {**entry, "context": shared_context}
+        call = {**entry, "context": shared_context} if shared_context and "context" not in entry else entry
         try:
-            items.append(to_item(_validate(model, entry, where), workspace_id, received, where))
+            items.append(to_item(_validate(model, call, where), workspace_id, received, where))
         except ValidationFailed as exc:
             errors.extend(exc.detail)
     if errors:

@@ -67,7 +67,7 @@ async def test_a_slow_preview_does_not_block_the_event_loop(api, api_app):
             await asyncio.sleep(0.05)
     r = preview.result()
     assert r.status_code == 422 and "took over" in r.json()["detail"][0]["msg"], r.text
-    assert worst < 0.5, f"/health waited {worst:.2f} s while a template rendered"
+    assert worst < 1.0, f"/health waited {worst:.2f} s while a template rendered"
     small = await api.post(
         f"/api/v1/templates/{template['id']}/preview", json={"email": "a@example.com", "data": {"n": 3}}
     )
