@@ -22,8 +22,11 @@ ENROLLMENT_NAMESPACE = uuid.UUID("6f1c0f1e-2d59-4c55-9b2a-6a1f3f8e7a10")
 TRIGGER_SIGNAL = "trigger"  # the start signal: the event that enrolled the person
 EVENT_SIGNAL = "event"  # an event the run listens for (waits, goal, exit events)
 EXIT_SIGNAL = "exit"  # the API, an archive or a merge asks the run to leave
+RESUME_SIGNAL = "resume"  # the flow was activated again after a pause
 # Outbox `event_name` of an exit request (event_id: the enrollment id).
 EXIT_ANNOUNCEMENT = "$exit"
+# Outbox `event_name` of a resume after a pause (event_id: the enrollment id).
+RESUME_ANNOUNCEMENT = "$resume"
 # Outbox `event_name` of a date-trait trigger that is due (event_id: the
 # enrollment id, message_id: the flow id, occurred_at: the date it is for).
 DATE_ANNOUNCEMENT = "$date"
@@ -51,7 +54,7 @@ class FlowEvent(BaseModel):
 
 
 class ExitRequest(BaseModel):
-    """The `exit` signal."""
+    """The `exit` (and `resume`) signal's argument."""
 
     reason: str = "exited"
 

@@ -4,12 +4,19 @@ The `messages` row makes it idempotent. A retried activity finds the row
 already `sent` (or `failed`, `suppressed`) and returns that outcome. If it
 finds `sending`, an earlier attempt stopped while a provider was being
 called — the provider may have accepted — so the message is marked
-`unknown` and not sent again: at most once, never twice.
+`unknown` and not sent again: at most once, never twice. When no provider
+was called (every one failed, open or rate-limited, or Redis — which holds
+breakers and rate limits — is unreachable) the message goes back to
+`queued` and the activity raises a retryable error, so Temporal tries
+again with backoff and the message goes out once Redis is back.
 
 Order: read the row (with its suppression and profile) → render →
-tracking links and unsubscribe headers → claim it (`queued` → `sending`,
-one conditional update) → router → record the outcome and `Email Sent`
-(one statement).
+tracking links and unsubscribe headers → router: breaker and rate limit,
+then claim the message (`queued` → `sending`, one conditional update) just
+before the first provider call → record the outcome and `Email Sent` (one
+statement). Waiting for Redis or a rate-limit token happens while the
+message is still `queued`, so an attempt that stops there is retried, not
+marked `unknown`.
 """
 
 from __future__ import annotations
@@ -33,7 +40,14 @@ from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
 from delivery.render import RenderFailed, profile_context, render_async
-from delivery.router import NoProviderAvailable, PermanentFailure, ProviderConfig, ProviderRouter
+from delivery.router import (
+    ClaimLost,
+    LimitsUnavailable,
+    NoProviderAvailable,
+    PermanentFailure,
+    ProviderConfig,
+    ProviderRouter,
+)
 
 INTERRUPTED = (
     "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
@@ -194,13 +208,19 @@ class EmailSender:
                     conn, workspace_id, message_id, "failed", error, only_from=("queued",)
                 )
                 return self._result(row, "failed", error)
-            if not await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links):
+            claimed = False
+
+            async def claim() -> bool:
+                nonlocal claimed
+                claimed = await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links)
+                return claimed
+
+            try:
+                delivery = await self._router.send(providers, outgoing, claim)
+            except ClaimLost:
                 # Another attempt claimed it between our read and now: report its state.
                 current = await send_repo.load(conn, workspace_id, message_id)
                 return self._result(current)
-
-            try:
-                delivery = await self._router.send(providers, outgoing)
             except PermanentFailure as exc:
                 await send_repo.set_status(
                     conn,
@@ -212,8 +232,9 @@ class EmailSender:
                     only_from=("sending",),
                 )
                 return self._result(row, "failed", exc.reason)
-            except NoProviderAvailable as exc:
-                # Nothing was accepted: back to the queue for the activity's retry.
+            except (NoProviderAvailable, LimitsUnavailable) as exc:
+                # Nothing was accepted: (back) to the queue for the activity's
+                # retry, with why; a row another attempt claimed is left alone.
                 await send_repo.set_status(
                     conn,
                     workspace_id,
@@ -221,7 +242,7 @@ class EmailSender:
                     "queued",
                     str(exc)[:1000],
                     attempts=_attempts(exc.attempts),
-                    only_from=("sending",),
+                    only_from=("sending",) if claimed else ("queued",),
                 )
                 raise RetryLater(str(exc)) from None
             await send_repo.sent(

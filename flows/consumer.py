@@ -29,6 +29,8 @@ from definitions.flow_runs import (
     EVENT_SIGNAL,
     EXIT_ANNOUNCEMENT,
     EXIT_SIGNAL,
+    RESUME_ANNOUNCEMENT,
+    RESUME_SIGNAL,
     TRIGGER_SIGNAL,
     ExitRequest,
     FlowEvent,
@@ -44,6 +46,8 @@ from events.outbox import OutboxRow
 from flows import runs_repository as repo
 
 WORKFLOW = "FlowRunWorkflow"
+# Outbox notices to running enrollments → the signal each becomes.
+_NOTICES = {EXIT_ANNOUNCEMENT: EXIT_SIGNAL, RESUME_ANNOUNCEMENT: RESUME_SIGNAL}
 
 
 class GraphCache:
@@ -142,10 +146,10 @@ class FlowConsumer:
         self._graphs = GraphCache()
 
     async def __call__(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
-        exits = [r for r in rows if r.event_name == EXIT_ANNOUNCEMENT]
+        notices = [r for r in rows if r.event_name in _NOTICES]
         dates = [r for r in rows if r.event_name == DATE_ANNOUNCEMENT]
-        rows = [r for r in rows if r.event_name not in (EXIT_ANNOUNCEMENT, DATE_ANNOUNCEMENT)]
-        deliveries = await self._exits(exits) + await self._dates(dates)
+        rows = [r for r in rows if r.event_name not in _NOTICES and r.event_name != DATE_ANNOUNCEMENT]
+        deliveries = await self._notices(notices) + await self._dates(dates)
         if not rows:
             return deliveries
         now = datetime.now(UTC)
@@ -239,7 +243,8 @@ class FlowConsumer:
             )
         return deliveries
 
-    async def _exits(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
+    async def _notices(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
+        """`$exit` and `$resume` rows: signal the enrollment's run."""
         if not rows:
             return []
         async with self._engine.connect() as conn:
@@ -250,7 +255,7 @@ class FlowConsumer:
             workflow_ids = {r[0]: r[1] for r in found}
         return [
             Delivery(
-                WORKFLOW, workflow_ids[r.event_id], None, EXIT_SIGNAL, ExitRequest(reason="exited"), [r.id]
+                WORKFLOW, workflow_ids[r.event_id], None, _NOTICES[r.event_name or ""], ExitRequest(), [r.id]
             )
             for r in rows
             if r.event_id in workflow_ids

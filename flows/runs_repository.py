@@ -415,3 +415,34 @@ async def announce_dates(
         },
     )
     return result.rowcount
+
+
+async def running_at_nodes(
+    conn: AsyncConnection, workspace_id: uuid.UUID, flow_id: uuid.UUID
+) -> Sequence[RowMapping]:
+    """Running enrollments of a flow with where they stand and their version's definition."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT e.id, e.version, e.current_node, v.definition
+            FROM flow_enrollments e JOIN flow_versions v ON v.flow_id = e.flow_id AND v.version = e.version
+            WHERE e.workspace_id = :w AND e.flow_id = :f AND e.status = 'running'
+            """
+        ),
+        {"w": workspace_id, "f": flow_id},
+    )
+    return result.mappings().all()
+
+
+async def announce(
+    conn: AsyncConnection, workspace_id: uuid.UUID, enrollment_ids: Sequence[uuid.UUID], name: str
+) -> None:
+    """Outbox rows telling running enrollments something (`$exit`, `$resume`)."""
+    await conn.execute(
+        text(
+            "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
+            "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
+            "WHERE workspace_id = :w AND id = ANY(:ids) AND status = 'running'"
+        ),
+        {"c": Consumer.FLOWS.value, "n": name, "w": workspace_id, "ids": list(enrollment_ids)},
+    )

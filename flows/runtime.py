@@ -22,8 +22,8 @@ from core.ids import uuid7
 from core.settings import Settings
 from core.temporal import WorkflowStart, start_or_join
 from definitions.events import Consumer, SystemEvent
-from definitions.flow_runs import EXIT_ANNOUNCEMENT
-from definitions.flows import EventTrigger, FlowGraph, SegmentTrigger, listened_events
+from definitions.flow_runs import EXIT_ANNOUNCEMENT, RESUME_ANNOUNCEMENT
+from definitions.flows import EventTrigger, FlowGraph, SegmentTrigger, SendEmailNode, listened_events
 from flows import runs_repository as repo
 from flows.consumer import reentry_allows, start_delivery
 
@@ -67,10 +67,29 @@ async def flow_changed(session: AsyncSession, workspace_id: uuid.UUID, flow_id: 
         names |= listened_events(graph)
         if takes_new:
             names |= trigger_names(graph)
-    if await repo.flow_status(conn, workspace_id, flow_id) == "archived":
+    status = await repo.flow_status(conn, workspace_id, flow_id)
+    if status == "archived":
         running = await repo.running_of_flow(conn, workspace_id, flow_id)
         await request_exits(session, workspace_id, [r["id"] for r in running])
+    elif status == "active":
+        await _announce_resumes(session, workspace_id, flow_id)
     await repo.sync_listeners(conn, workspace_id, names, Consumer.FLOWS.value)
+
+
+async def _announce_resumes(session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID) -> None:
+    """Running enrollments standing at a send (held there by a pause) are
+    told the flow runs again."""
+    conn = await session.connection()
+    held: list[uuid.UUID] = []
+    graphs: dict[int, set[str]] = {}
+    for row in await repo.running_at_nodes(conn, workspace_id, flow_id):
+        if row["version"] not in graphs:
+            graph = FlowGraph.model_validate(row["definition"])
+            graphs[row["version"]] = {n.id for n in graph.nodes if isinstance(n, SendEmailNode)}
+        if row["current_node"] in graphs[row["version"]]:
+            held.append(row["id"])
+    if held:
+        await repo.announce(conn, workspace_id, held, RESUME_ANNOUNCEMENT)
 
 
 async def request_exits(
@@ -80,14 +99,7 @@ async def request_exits(
     if not enrollment_ids:
         return
     conn = await session.connection()
-    await conn.execute(
-        text(
-            "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
-            "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
-            "WHERE workspace_id = :w AND id = ANY(:ids) AND status = 'running'"
-        ),
-        {"c": Consumer.FLOWS.value, "n": EXIT_ANNOUNCEMENT, "w": workspace_id, "ids": enrollment_ids},
-    )
+    await repo.announce(conn, workspace_id, enrollment_ids, EXIT_ANNOUNCEMENT)
     await repo.mark_exited(conn, workspace_id, enrollment_ids)
 
 

@@ -269,11 +269,18 @@ async def record_refresh(
     )
 
 
-async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Segments never computed, or older than their workspace's interval."""
+async def due_segments(
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime | None, uuid.UUID] | None = None,
+) -> list[tuple[uuid.UUID, uuid.UUID, datetime | None]]:
+    """(id, workspace_id, computed_at) of segments never computed, or older
+    than their workspace's interval at `now`: never-computed first, then
+    oldest first, in pages that start after the (computed_at, id) `after`."""
     minutes = func.coalesce(workspaces.c.settings["segment_refresh_minutes"].astext.cast(Integer), 5)
     stmt = (
-        select(segments.c.id, segments.c.workspace_id)
+        select(segments.c.id, segments.c.workspace_id, segments.c.computed_at)
         .join(workspaces, workspaces.c.id == segments.c.workspace_id)
         .where(
             or_(
@@ -281,10 +288,26 @@ async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list
                 segments.c.computed_at + func.make_interval(0, 0, 0, 0, 0, minutes) <= now,
             )
         )
-        .order_by(segments.c.computed_at.asc().nulls_first())
+        .order_by(segments.c.computed_at.asc().nulls_first(), segments.c.id.asc())
         .limit(limit)
     )
-    return [(r[0], r[1]) for r in await conn.execute(stmt)]
+    if after is not None:
+        computed_at, segment_id = after
+        if computed_at is None:  # still among the never-computed, then every computed one
+            stmt = stmt.where(
+                or_(
+                    and_(segments.c.computed_at.is_(None), segments.c.id > segment_id),
+                    segments.c.computed_at.is_not(None),
+                )
+            )
+        else:
+            stmt = stmt.where(
+                or_(
+                    segments.c.computed_at > computed_at,
+                    and_(segments.c.computed_at == computed_at, segments.c.id > segment_id),
+                )
+            )
+    return [(r[0], r[1], r[2]) for r in await conn.execute(stmt)]
 
 
 # -- single-profile facts ---------------------------------------------------

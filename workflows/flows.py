@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.flow_runs import (
         EVENT_SIGNAL,
         EXIT_SIGNAL,
+        RESUME_SIGNAL,
         TRIGGER_SIGNAL,
         BeginInput,
         BeginResult,
@@ -100,6 +101,7 @@ class FlowRunWorkflow:
         self._stop: str | None = None
         self._converted = False
         self._node: str | None = None
+        self._resumes = 0
         resume = params.resume
         self._entered_at = resume.entered_at if resume else workflow.now()
         self._buffer: list[FlowEvent] = list(resume.buffered) if resume else []
@@ -143,6 +145,11 @@ class FlowRunWorkflow:
     def exit(self, request: ExitRequest) -> None:
         """Leave now (the API, an archive, a merge)."""
         self._stop = self._stop or "exited"
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    def resume(self, request: ExitRequest) -> None:
+        """The flow was activated again: a send held by the pause may go."""
+        self._resumes += 1
 
     @workflow.query(name="state")
     def state(self) -> dict[str, Any]:
@@ -258,6 +265,20 @@ class FlowRunWorkflow:
             start_to_close_timeout=_SHORT,
             retry_policy=_RETRY,
         )
+
+    async def _held(self) -> None:
+        """The flow is paused: wait for a `resume` signal (sent when it is
+        activated again) or look again after a while, whichever is first;
+        an exit still ends the run at once."""
+        resumes = self._resumes
+        try:
+            await workflow.wait_condition(
+                lambda: self._stop is not None or self._resumes != resumes, timeout=_PAUSED_RECHECK
+            )
+        except TimeoutError:
+            return
+        if self._stop is not None:
+            raise _Stopped
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake (and stop) on an exit or a goal."""
@@ -401,7 +422,7 @@ class FlowRunWorkflow:
                 retry_policy=_RETRY,
             )
             if prepared.status == "paused":
-                await self._sleep(_PAUSED_RECHECK.total_seconds())
+                await self._held()
                 continue
             if prepared.status == "wait":
                 await self._sleep(prepared.retry_seconds)

@@ -366,3 +366,82 @@ async def test_date_trait_triggers_once_per_date(
                                 {"w": workspace.workspace_id})).all()
         )  # fmt: skip
     assert people[trial_run["profile_id"]] == "due" and people[party["profile_id"]] == "cake"
+
+
+async def test_pause_holds_sends_and_versions_are_pinned(
+    api, tracking, worker, sendgrid, engine, sessionmaker, workspace
+):
+    await add_sendgrid(api, sendgrid)
+    old = await make_template(api, name="Old", subject="Version one")
+    new = await make_template(api, name="New", subject="Version two")
+
+    def mailer(template_id: str) -> dict:
+        return {
+            "trigger": {"type": "event", "name": "Joined"},
+            "start": "pause",
+            "nodes": [
+                {"id": "pause", "type": "wait", "seconds": 2, "next": "mail"},
+                {"id": "mail", "type": "send_email", "template_id": template_id},
+            ],
+            "settings": {"reentry": "always"},
+        }
+
+    flow_id = await active_flow(sessionmaker, workspace.workspace_id, mailer(old["id"]))
+    await _person(tracking, "early")
+    await _track(tracking, "early", "Joined")
+    await wait_for(lambda: enrollments(engine, flow_id))
+    # An edit while it runs: version 2 for new enrollments; the running one keeps version 1.
+    # Paused at once: the running enrollment is held before its send.
+    async with session_scope(sessionmaker) as session:
+        conn = await session.connection()
+        await conn.execute(
+            text(
+                "INSERT INTO flow_versions (flow_id, version, workspace_id, definition) "
+                "VALUES (:f, 2, :w, CAST(:d AS jsonb))"
+            ),
+            {"f": flow_id, "w": workspace.workspace_id, "d": orjson.dumps(mailer(new["id"])).decode()},
+        )
+        await conn.execute(
+            text("UPDATE flows SET version = 2, status = 'paused' WHERE id = :f"), {"f": flow_id}
+        )
+        await runtime.flow_changed(session, workspace.workspace_id, flow_id)
+    await asyncio.sleep(4)
+    assert sendgrid.received == []  # held while paused
+    [row] = await enrollments(engine, flow_id)
+    assert row["status"] == "running" and row["current_node"] == "mail" and row["version"] == 1
+    await _track(tracking, "early", "Joined")  # paused: no new enrollment
+    await asyncio.sleep(1)
+    assert len(await enrollments(engine, flow_id)) == 1
+    async with session_scope(sessionmaker) as session:
+        conn = await session.connection()
+        await conn.execute(text("UPDATE flows SET status = 'active' WHERE id = :f"), {"f": flow_id})
+        await runtime.flow_changed(session, workspace.workspace_id, flow_id)
+
+    async def held_one_sent():
+        return len(sendgrid.received) >= 1
+
+    await wait_for(held_one_sent, timeout=30)  # activation signals the held run
+    assert sendgrid.received[0]["subject"] == "Version one"
+    await _finished(engine, flow_id, 1)
+    await _person(tracking, "late")
+    await _track(tracking, "late", "Joined")
+    rows = await _finished(engine, flow_id, 2)
+    assert sorted(r["version"] for r in rows) == [1, 2]
+    assert sorted(p["subject"] for p in sendgrid.received) == ["Version one", "Version two"]
+
+
+async def test_erasing_a_person_exits_their_enrollments(
+    api, tracking, worker, engine, sessionmaker, workspace
+):
+    definition = {
+        "trigger": {"type": "event", "name": "Started Trial"},
+        "start": "long",
+        "nodes": [{"id": "long", "type": "wait", "seconds": 3600}],
+    }
+    flow_id = await active_flow(sessionmaker, workspace.workspace_id, definition)
+    await _person(tracking, "forget-me")
+    await _track(tracking, "forget-me", "Started Trial")
+    [row] = await wait_for(lambda: enrollments(engine, flow_id))
+    assert (await api.delete(f"/api/v1/profiles/{row['profile_id']}")).status_code in (200, 204)
+    [row] = await _finished(engine, flow_id, timeout=20)
+    assert row["status"] == "exited"
