@@ -176,14 +176,11 @@ def keys_rotate_secrets() -> None:
     from db.engine import create_engine, create_sessionmaker, session_scope
     from delivery.service import rotate_provider_secrets
 
-    settings = get_settings()
-    # Keys `mp up` generated into its data dir, when the environment gives none.
-    stack = {
-        field: (settings.data_dir / field).read_text().strip()
-        for field in ("secret_key", "secrets_keys")
-        if field not in settings.model_fields_set and (settings.data_dir / field).exists()
-    }
-    settings = settings.model_copy(update=stack)
+    settings = use_stack()
+    # The provider key `mp up` generated into its data dir, when the environment gives none.
+    generated = settings.data_dir / "secrets_keys"
+    if "secrets_keys" not in settings.model_fields_set and generated.exists():
+        settings = settings.model_copy(update={"secrets_keys": generated.read_text().strip()})
 
     async def _run() -> int:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -194,7 +191,8 @@ def keys_rotate_secrets() -> None:
             await engine.dispose()
 
     try:
-        rotated = asyncio.run(_run())
+        with reaching(settings, "PostgreSQL"):
+            rotated = asyncio.run(_run())
     except SecretUnreadable as exc:
         typer.echo(f"mp: {exc}; nothing was changed", err=True)
         raise typer.Exit(1) from None
