@@ -14,7 +14,8 @@ _bearer = HTTPBearer(auto_error=False, description="A secret key: `Authorization
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns."""
+    """One transaction per request: committed when the handler returns,
+    rolled back when it raises. Use it only through `SessionDep`."""
     async with request.app.state.services.sessionmaker() as session, session.begin():
         yield session
 
@@ -30,5 +31,10 @@ async def get_workspace_id(
     return key.workspace_id
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": FastAPI runs the exit of a request-scoped yield
+# dependency after the response is sent, so a client could read before the
+# commit landed (tests/api/test_read_your_writes.py). Function scope commits
+# when the handler returns, before the response goes out, and a failed
+# commit becomes the response instead of being lost after a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 WorkspaceDep = Annotated[uuid.UUID, Depends(get_workspace_id)]

@@ -13,8 +13,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
+from api.params import Cursor, Limit
 from core.errors import ServiceUnavailable
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.pagination import DEFAULT_LIMIT
 from core.secret_box import SecretBox
 from core.temporal import WorkflowStart, start_workflow
 from definitions import workflow_ids
@@ -45,8 +46,6 @@ templates_router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 providers_router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 suppressions_router = APIRouter(prefix="/api/v1/suppressions", tags=["suppressions"])
 messages_router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Wait = Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the send to finish")]
 
 

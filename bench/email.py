@@ -26,7 +26,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -35,7 +37,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database
+from bench.common import FAST_UVICORN, drop_database, fresh_database
 from core.runtime import tune_gc
 from core.secret_box import SecretBox
 from core.settings import Settings
@@ -99,25 +101,17 @@ async def main() -> None:
     name = url.rsplit("/", 1)[1]
 
     port = free_port()
-    app_file = Path(f"/tmp/{name}_fake.py")
-    app_file.write_text(FAKE_APP)
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"{app_file.stem}:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd="/tmp",
+    fake_dir = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    await asyncio.to_thread((fake_dir / "fake_provider.py").write_text, FAKE_APP)
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "fake_provider:app",
+        "--port",
+        str(port),
+        *FAST_UVICORN,
+        cwd=fake_dir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -223,8 +217,8 @@ async def main() -> None:
         await direct_adapter.close()
     finally:
         fake.terminate()
-        fake.wait(10)
-        app_file.unlink(missing_ok=True)
+        await asyncio.wait_for(fake.wait(), 10)
+        await asyncio.to_thread(shutil.rmtree, fake_dir, True)
         await engine.dispose()
         stale = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
         if stale:

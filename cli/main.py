@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from cli.stack import reaching, use_stack
-from core.settings import get_settings
+from core.settings import get_settings, refuse_dev_secret
 
 app = typer.Typer(
     help="Marketing platform: tracking, profiles and automation on Temporal.",
@@ -81,6 +81,7 @@ def api() -> None:
     import uvicorn
 
     settings = use_stack()
+    refuse_dev_secret(settings, "api")
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
 
 
@@ -92,6 +93,7 @@ def tracking(
     import uvicorn
 
     settings = use_stack()
+    refuse_dev_secret(settings, "tracking")
     uvicorn.run(
         "tracking.app:create_app",
         factory=True,
@@ -110,9 +112,11 @@ def worker() -> None:
     """Run the Temporal worker (every workflow and activity)."""
     from worker.main import run_worker
 
+    settings = use_stack()
+    refuse_dev_secret(settings, "worker")
     _logging()
     try:
-        asyncio.run(run_worker(use_stack()))
+        asyncio.run(run_worker(settings))
     except Exception:
         # Leave through _exit on failure too: a crash in teardown would hide the real error.
         logging.getLogger("worker").exception("worker failed")

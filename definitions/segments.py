@@ -126,9 +126,10 @@ class Comparison(_Strict):
         elif op in DATE_OPS:
             if not isinstance(value, str) or not _parse_date(value):
                 raise ValueError(f"{op.value} takes a date, YYYY-MM-DD")
-        elif op == Op.within_last:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500:
-                raise ValueError("within_last takes a number of days (0 to 36500)")
+        elif op == Op.within_last and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500
+        ):
+            raise ValueError("within_last takes a number of days (0 to 36500)")
         return self
 
     @property

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.secret_box import SecretBox
 from core.settings import Settings
+from db import queries
 from db.engine import create_asyncpg_pool
 from db.tables import templates
 from definitions.messages import SendEmailResult
@@ -89,18 +90,18 @@ class EmailSender:
         engine: AsyncEngine,
         router: ProviderRouter,
         settings: Settings,
-        cache_seconds: float = 5.0,
-        pool_size: int = 40,
     ) -> None:
         self._engine = engine
         self._router = router
         # Providers and templates are read per workspace / template at most
         # every `cache_seconds` (so a provider change reaches senders within that).
         self._cache: dict[tuple, tuple[float, Any]] = {}
-        self._cache_seconds = cache_seconds
+        self._cache_seconds = settings.email_send_cache_seconds
         # The hot path runs on its own asyncpg pool (three statements a message).
         self._database_url = settings.database_url
-        self._pool_size = pool_size
+        self._pool_size = settings.email_send_pool_size
+        self._pool_min_size = settings.db_pool_min_size
+        self._command_timeout = settings.db_command_timeout_seconds
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._signer = LinkSigner(settings.secret_key)
@@ -140,7 +141,7 @@ class EmailSender:
     async def _template(self, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
         async def load() -> Any:
             async with self._engine.connect() as conn:
-                return await repo.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+                return await queries.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
 
         return await self._cached(("template", template_id), load)
 
@@ -148,7 +149,12 @@ class EmailSender:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    self._pool = await create_asyncpg_pool(self._database_url, size=self._pool_size)
+                    self._pool = await create_asyncpg_pool(
+                        self._database_url,
+                        size=self._pool_size,
+                        min_size=self._pool_min_size,
+                        command_timeout=self._command_timeout,
+                    )
         return self._pool
 
     async def close(self) -> None:

@@ -54,16 +54,6 @@ SEGMENT_COLUMNS = (
 )
 
 
-async def list_segments(
-    session: AsyncSession, workspace_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
-) -> Sequence[RowMapping]:
-    """Newest first."""
-    stmt = select(*SEGMENT_COLUMNS).where(segments.c.workspace_id == workspace_id)
-    if after is not None:
-        stmt = stmt.where(segments.c.id < after)
-    return (await session.execute(stmt.order_by(segments.c.id.desc()).limit(limit))).mappings().all()
-
-
 async def get_segment(
     session: AsyncSession | AsyncConnection,
     workspace_id: uuid.UUID,
@@ -86,44 +76,6 @@ async def segment_refs(session: AsyncSession, workspace_id: uuid.UUID) -> dict[u
         select(segments.c.id, segments.c.segment_refs).where(segments.c.workspace_id == workspace_id)
     )
     return {r[0]: list(r[1]) for r in rows}
-
-
-async def name_taken(
-    session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another segment of the workspace has this name."""
-    stmt = select(segments.c.id).where(segments.c.workspace_id == workspace_id, segments.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(segments.c.id != exclude)
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
-async def insert_segment(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
-    """Insert and return the row."""
-    return (
-        (await session.execute(segments.insert().values(**values).returning(*SEGMENT_COLUMNS)))
-        .mappings()
-        .one()
-    )
-
-
-async def update_segment(
-    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID, values: dict[str, Any]
-) -> RowMapping:
-    """Apply values and return the row."""
-    stmt = (
-        update(segments)
-        .where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
-        .values(**values)
-        .returning(*SEGMENT_COLUMNS)
-    )
-    return (await session.execute(stmt)).mappings().one()
-
-
-async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> int:
-    """Delete a segment (memberships go with it)."""
-    stmt = delete(segments).where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
-    return (await session.execute(stmt)).rowcount
 
 
 async def referencing_segments(

@@ -49,9 +49,13 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=2)
+        engine = create_engine(settings.database_url, pool_size=settings.tracking_engine_pool_size)
         pool = await create_asyncpg_pool(
-            settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
+            settings.database_url,
+            size=settings.tracking_db_pool_size,
+            min_size=settings.db_pool_min_size,
+            command_timeout=settings.db_command_timeout_seconds,
+            server_settings=INGEST_SERVER_SETTINGS,
         )
         redis = create_redis(settings)
         writer = GroupCommitWriter(
@@ -62,7 +66,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             concurrency=settings.tracking_commit_concurrency,
             spill_events=settings.tracking_commit_spill_events,
         )
-        http = httpx.AsyncClient(timeout=10)
+        http = httpx.AsyncClient(timeout=settings.tracking_http_timeout_seconds)
         app.state.services = TrackingServices(
             engine,
             pool,

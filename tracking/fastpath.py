@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from core.errors import AppError, PayloadTooLarge
+from core.errors import AppError, PayloadTooLarge, as_outage
+from core.http import log_outage
 from tracking.ingest import ENDPOINTS, ingest
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,14 @@ class TrackingFastPath:
         except AppError as exc:
             await _send_error(send, exc)
             return
-        except Exception:
+        except Exception as exc:
+            # PostgreSQL or Redis unreachable (e.g. re-checking a key whose
+            # cache entry expired): 503 + Retry-After; anything else is a bug.
+            outage = as_outage(exc)
+            if outage is not None:
+                log_outage(outage, exc)
+                await _send_error(send, outage)
+                return
             log.exception("tracking call failed on %s", scope["path"])
             await _send_json(send, 500, {"error": "internal", "detail": "unexpected error; it was logged"})
             return

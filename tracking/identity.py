@@ -120,8 +120,8 @@ class IdentityPlanner:
         self._created: list[PlannedProfile] = []
         self._merges: list[tuple[PlannedProfile, PlannedProfile]] = []
         self._aliases: dict[Key, PlannedProfile] = {}
-        for kind, ws, key, pid, email, ext in rows:
-            email = email.lower() if email else None
+        for kind, ws, key, pid, stored_email, ext in rows:
+            email = stored_email.lower() if stored_email else None
             profile = self._by_id.get(pid)
             if profile is None:
                 profile = PlannedProfile(pid, ws, email, ext, is_new=False, loaded=(email, ext))
@@ -221,8 +221,8 @@ class IdentityPlanner:
             else:
                 self._set_email(target, email)
 
-        for key, other in anon:
-            other = _root(other)
+        for key, device in anon:
+            other = _root(device)
             if other is target:
                 continue
             if other is not None and self._mergeable(other, target):

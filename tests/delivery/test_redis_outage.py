@@ -32,9 +32,9 @@ async def _message(api, message_id) -> dict:
 
 @pytest.mark.timeout(180)
 async def test_send_during_redis_outage_goes_out_once_when_redis_returns(
-    api, sendgrid, settings, temporal_client, engine, sessionmaker, workspace, tmp_path
+    api, sendgrid, settings, temporal_client, engine, sessionmaker, workspace, tmp_path, dispatcher
 ):
-    from worker.main import WORKFLOWS, build_activities
+    from worker.registry import WORKFLOWS, build_activities
 
     (tmp_path / "logs").mkdir()
     port = free_port()
@@ -59,7 +59,7 @@ async def test_send_during_redis_outage_goes_out_once_when_redis_returns(
             temporal_client,
             task_queue=queue,
             workflows=WORKFLOWS,
-            activities=build_activities(engine, own_redis, settings),
+            activities=build_activities(engine, own_redis, settings, dispatcher),
         ):
             redis_proc.stop()
             assert not embedded.port_open(port)
