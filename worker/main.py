@@ -75,7 +75,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
-    http = httpx.AsyncClient(timeout=10)  # flow webhooks
+    http = httpx.AsyncClient()  # flow webhooks: each call passes its node's timeout
     dispatcher = build_dispatcher(engine, client, settings)
     activities = build_activities(engine, redis, settings, dispatcher, sender=sender, http=http)
     worker = build_worker(client, settings, activities)

@@ -85,6 +85,6 @@ def build_activities(
         *partition_activities.build(engine),
         *outbox_activities.build(dispatcher),
         *segment_activities.build(engine),
-        *flow_activities.build(engine, settings, http or httpx.AsyncClient(timeout=10)),
+        *flow_activities.build(engine, settings, http or httpx.AsyncClient()),
         *email_activities.build(sender),
     ]
