@@ -88,24 +88,27 @@ async def test_unknown_key_flood_gets_429_and_valid_keys_keep_working(tracking_a
 
 
 async def test_management_api_limits_unknown_keys_too(api_app, settings):
-    codes = []
+    codes: list[int] = []
+    address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"  # a fresh bucket for this test
     async with httpx.AsyncClient(base_url=api_app.state.base_url, timeout=10) as client:
-        for _ in range(3):
+        deadline = time.monotonic() + 10
+        while 429 not in codes and time.monotonic() < deadline:
             rs = await asyncio.gather(
                 *(
                     client.get(
                         "/api/v1/templates",
                         headers={
                             "Authorization": f"Bearer sk_{uuid.uuid4().hex}",
-                            "X-Forwarded-For": ATTACKER,
+                            "X-Forwarded-For": address,
                         },
                     )
-                    for _ in range(settings.auth_failure_burst)
+                    for _ in range(10)
                 )
             )
             codes += [r.status_code for r in rs]
-    assert 401 in codes and 429 in codes, codes
-    assert 500 not in codes
+    assert set(codes) <= {401, 429}, codes
+    assert 429 in codes, codes
+    assert codes.count(401) <= settings.auth_failure_burst + 10 + settings.auth_failures_per_second * 10
 
 
 async def test_last_used_at_is_written_at_most_once_a_minute(tracking, workspace, engine, settings):
