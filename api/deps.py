@@ -26,7 +26,8 @@ async def get_workspace_id(
 ) -> uuid.UUID:
     """The workspace of the request's secret key (401 / 403 otherwise)."""
     raw = credentials.credentials if credentials else None
-    key = await request.app.state.services.keys.require(raw, "secret")
+    client = request.client.host if request.client else None
+    key = await request.app.state.services.keys.require(raw, "secret", client)
     return key.workspace_id
 
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import FAST_UVICORN, drop_database, fresh_database
 from core.runtime import tune_gc
+from core.secret_box import SecretBox
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker, session_scope
 from delivery import service
@@ -145,6 +146,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
 
         async def make_messages(count: int, tag: str) -> list[uuid.UUID]:
@@ -162,7 +165,7 @@ async def main() -> None:
             return ids
 
         print(f"preparing {args.messages:,} messages per phase...", flush=True)
-        direct_adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"})
+        direct_adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"}, allow_private_hosts=True)
         emails = [
             OutgoingEmail(uuid.uuid4(), f"d{n}@example.com", "s@example.com", "Hi", HTML, "Hi")
             for n in range(args.messages)
@@ -171,7 +174,7 @@ async def main() -> None:
         limits = ProviderLimits(
             redis, settings.redis_prefix, BreakerPolicy(failure_threshold=5, cooldown_seconds=3600)
         )
-        router = ProviderRouter(limits)
+        router = ProviderRouter(limits, allow_private_hosts=True)  # the fake provider is local
         sender = EmailSender(engine, router, settings)
 
         await direct_adapter.send(emails[0])  # warm connections
@@ -205,6 +208,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
         failover_ids = await make_messages(args.messages, "failover")
         failover = await _run(args.concurrency, failover_ids, full_send)

@@ -170,6 +170,39 @@ def keys_create(
         typer.echo(f"secret key  {keys['secret_key']}   (management API, keep it secret)")
 
 
+@keys_app.command("rotate-secrets")
+def keys_rotate_secrets() -> None:
+    """Re-encrypt every provider credential with the first of SECRETS_KEYS
+    (and encrypt any plaintext left). Run it with the same SECRETS_KEYS and
+    SECRET_KEY as the apps, after putting a new key first; then the old key
+    can go. See the README's "Security" section."""
+    from core.secret_box import SecretBox, SecretUnreadable
+    from db.engine import create_engine, create_sessionmaker, session_scope
+    from delivery.service import rotate_provider_secrets
+
+    settings = use_stack()
+    # The provider key `mp up` generated into its data dir, when the environment gives none.
+    generated = settings.data_dir / "secrets_keys"
+    if "secrets_keys" not in settings.model_fields_set and generated.exists():
+        settings = settings.model_copy(update={"secrets_keys": generated.read_text().strip()})
+
+    async def _run() -> int:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await rotate_provider_secrets(session, SecretBox.from_settings(settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        with reaching(settings, "PostgreSQL"):
+            rotated = asyncio.run(_run())
+    except SecretUnreadable as exc:
+        typer.echo(f"mp: {exc}; nothing was changed", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"providers re-encrypted: {rotated}")
+
+
 @app.command()
 def seed(
     workspace: Annotated[str, typer.Option(help="Workspace to fill.")] = "demo",

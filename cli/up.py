@@ -152,9 +152,28 @@ class Platform:
             path.chmod(0o600)
         self.env["SECRET_KEY"] = path.read_text().strip()
 
+    def ensure_secrets_key(self) -> None:
+        """A stable SECRETS_KEYS (a Fernet key for provider credentials), kept in the data dir."""
+        if self._given("secrets_keys"):
+            return
+        path = self.data_dir / "secrets_keys"
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            path.write_text(Fernet.generate_key().decode())
+            path.chmod(0o600)
+        self.env["SECRETS_KEYS"] = path.read_text().strip()
+
     def resolved_settings(self) -> Settings:
         """Settings as the children will see them."""
-        keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "SECRET_KEY")
+        keys = (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_UI_URL",
+            "SECRET_KEY",
+            "SECRETS_KEYS",
+        )
         return self.settings.model_copy(update={k.lower(): self.env[k] for k in keys if k in self.env})
 
     # -- application processes ---------------------------------------------
@@ -180,7 +199,7 @@ async def _bootstrap(settings: Settings, data_dir: Path) -> dict:
     from workspaces.service import create_workspace_keys
 
     print("  migrating the database...", flush=True)
-    await asyncio.to_thread(upgrade, settings.database_url)
+    await asyncio.to_thread(upgrade, settings.database_url, "head", settings)
 
     keys_file = data_dir / "default-workspace.json"
     engine = create_engine(settings.database_url, pool_size=1)
@@ -246,6 +265,7 @@ def run_up(settings: Settings) -> int:
         print("Starting the marketing platform...", flush=True)
         platform.start_services()
         platform.ensure_secret()
+        platform.ensure_secrets_key()
         resolved = platform.resolved_settings()
         keys = asyncio.run(_bootstrap(resolved, platform.data_dir))
         platform.start_apps()

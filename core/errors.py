@@ -94,6 +94,21 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class TooManyRequests(AppError):
+    """Too many requests from this client; wait `Retry-After` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str] | None:
+        """`Retry-After` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
+
+
 class ServiceUnavailable(AppError):
     """A backing service did not answer; retry later."""
 

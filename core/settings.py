@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
     )
 
+    auth_failures_per_second: float = Field(
+        20.0, description="Failed API key lookups allowed per client address per second (then 429)."
+    )
+    auth_failure_burst: int = Field(40, description="Failed API key lookups a client address may burst.")
+
     secret_key: str = Field(
         DEV_SECRET_KEY,
         description=(
@@ -122,6 +127,11 @@ class Settings(BaseSettings):
         alias="MP_ALLOW_DEV_SECRET",
         description="Let processes start with the development SECRET_KEY (local experiments only).",
     )
+    secrets_keys: str = Field(
+        "",
+        description="Comma-separated Fernet keys for provider credentials at rest: the first encrypts, "
+        "all decrypt; a key derived from SECRET_KEY is always tried last (and used when this is empty).",
+    )
     breaker_failure_threshold: int = Field(
         5, description="Provider failures (within the window) that open its breaker."
     )
@@ -133,6 +143,14 @@ class Settings(BaseSettings):
     sns_cert_url_pattern: str = Field(
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
         description="SNS signing certificates are only fetched from URLs matching this.",
+    )
+    webhook_max_age_seconds: float = Field(
+        600.0,
+        description="Signed provider webhooks (SendGrid, SNS) further than this from now are refused.",
+    )
+    allow_private_provider_hosts: bool = Field(
+        False,
+        description="Let providers point at loopback/private/link-local hosts (tests, a local SMTP server).",
     )
     aws_ses_region: str = Field("us-east-1", description="AWS region for SES.")
     aws_ses_endpoint_url: str | None = Field(None, description="SES endpoint override (tests).")

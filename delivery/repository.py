@@ -63,6 +63,18 @@ async def provider_by_id(conn: Conn, provider_id: uuid.UUID) -> RowMapping | Non
     return (await conn.execute(stmt)).mappings().first()
 
 
+async def all_provider_secrets(conn: Conn) -> Sequence[RowMapping]:
+    """Every provider's id and stored secrets, locked (key rotation)."""
+    stmt = select(providers.c.id, providers.c.secrets).order_by(providers.c.id).with_for_update()
+    return (await conn.execute(stmt)).mappings().all()
+
+
+async def set_provider_secrets(conn: Conn, provider_id: uuid.UUID, secrets: dict[str, str]) -> None:
+    """Replace a provider's stored secrets without touching `updated_at`
+    (a rotation is not a configuration change)."""
+    await conn.execute(update(providers).where(providers.c.id == provider_id).values(secrets=secrets))
+
+
 # -- suppressions -----------------------------------------------------------
 
 
@@ -130,10 +142,15 @@ async def message_by_id(conn: Conn, message_id: uuid.UUID) -> RowMapping | None:
     return (await conn.execute(select(messages).where(messages.c.id == message_id))).mappings().first()
 
 
-async def message_by_provider_id(conn: Conn, kind: str, provider_message_id: str) -> RowMapping | None:
-    """The message a provider knows by its own id."""
+async def message_by_provider_id(
+    conn: Conn, workspace_id: uuid.UUID, kind: str, provider_message_id: str
+) -> RowMapping | None:
+    """The workspace's message a provider knows by its own id (a webhook
+    may only reach its own provider's workspace)."""
     stmt = select(messages).where(
-        messages.c.provider_kind == kind, messages.c.provider_message_id == provider_message_id
+        messages.c.workspace_id == workspace_id,
+        messages.c.provider_kind == kind,
+        messages.c.provider_message_id == provider_message_id,
     )
     return (await conn.execute(stmt.limit(1))).mappings().first()
 

@@ -108,9 +108,12 @@ class ProviderRouter:
     """Routes messages over providers; adapters (and their HTTP clients)
     are built once per provider version and reused."""
 
-    def __init__(self, limits: ProviderLimits, *, max_rate_wait: float = 2.0) -> None:
+    def __init__(
+        self, limits: ProviderLimits, *, max_rate_wait: float = 2.0, allow_private_hosts: bool = False
+    ) -> None:
         self._limits = limits
         self._max_rate_wait = max_rate_wait
+        self._allow_private_hosts = allow_private_hosts
         self._adapters: dict[uuid.UUID, tuple[str, Adapter]] = {}
 
     def adapter(self, provider: ProviderConfig) -> Adapter:
@@ -118,7 +121,9 @@ class ProviderRouter:
         cached = self._adapters.get(provider.id)
         if cached is not None and cached[0] == provider.version:
             return cached[1]
-        adapter = build_adapter(provider.kind, provider.settings, provider.secrets)
+        adapter = build_adapter(
+            provider.kind, provider.settings, provider.secrets, allow_private_hosts=self._allow_private_hosts
+        )
         self._adapters[provider.id] = (provider.version, adapter)
         return adapter
 

@@ -100,7 +100,7 @@ ProviderKind = Literal["ses", "sendgrid", "mixmax", "smtp"]
 # Per kind: allowed settings, allowed credentials, required credentials.
 PROVIDER_FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
     "ses": (
-        {"region", "endpoint_url", "configuration_set", "timeout"},
+        {"region", "endpoint_url", "configuration_set", "timeout", "sns_topic_arn"},
         {"access_key_id", "secret_access_key"},
         set(),
     ),

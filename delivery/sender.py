@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.secret_box import SecretBox
 from core.settings import Settings
 from db import queries
 from db.engine import create_asyncpg_pool
@@ -39,7 +40,7 @@ from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
-from delivery.render import profile_context, render
+from delivery.render import RenderFailed, profile_context, render_async
 from delivery.router import (
     ClaimLost,
     LimitsUnavailable,
@@ -62,8 +63,8 @@ class MessageMissing(Exception):
     """The message row does not exist."""
 
 
-def provider_config(row: Any) -> ProviderConfig:
-    """A provider row as the router takes it."""
+def provider_config(row: Any, box: SecretBox) -> ProviderConfig:
+    """A provider row as the router takes it, its secrets decrypted."""
     return ProviderConfig(
         id=row["id"],
         name=row["name"],
@@ -72,7 +73,7 @@ def provider_config(row: Any) -> ProviderConfig:
         rate_limit=row["rate_limit"],
         enabled=row["enabled"],
         settings=dict(row["settings"]),
-        secrets=dict(row["secrets"]),
+        secrets=box.decrypt_values(row["secrets"]),
         version=row["updated_at"].isoformat(),
     )
 
@@ -104,6 +105,7 @@ class EmailSender:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._signer = LinkSigner(settings.secret_key)
+        self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
@@ -131,7 +133,8 @@ class EmailSender:
     async def _providers(self, workspace_id: uuid.UUID) -> list[ProviderConfig]:
         async def load() -> list[ProviderConfig]:
             async with self._engine.connect() as conn:
-                return [provider_config(p) for p in await repo.enabled_providers(conn, workspace_id)]
+                rows = await repo.enabled_providers(conn, workspace_id)
+            return [provider_config(p, self._box) for p in rows]
 
         return await self._cached(("providers", workspace_id), load)
 
@@ -202,7 +205,15 @@ class EmailSender:
                     "external_id": row["profile_external_id"],
                     "traits": row["profile_traits"],
                 }
-            outgoing, links = self._compose(row, template, profile)
+            try:
+                outgoing, links = await self._compose(row, template, profile)
+            except RenderFailed as exc:
+                # Permanent: the same template fails the same way on every retry.
+                error = f"the template could not be rendered: {exc}"[:1000]
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
+                )
+                return self._result(row, "failed", error)
             claimed = False
 
             async def claim() -> bool:
@@ -263,7 +274,7 @@ class EmailSender:
             provider_message_id=delivery.provider_message_id,
         )
 
-    def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
+    async def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
         message_id = row["id"]
         unsubscribe = unsubscribe_url(self._signer, self._tracking_url, message_id)
         data = dict(row["data"] or {})
@@ -273,7 +284,9 @@ class EmailSender:
             "data": data,
             "unsubscribe_url": unsubscribe,
         }
-        rendered = render(template["subject"], template["html"], template["text"], context)
+        rendered = await render_async(
+            template["subject"], template["html"], template["text"], context, strict=True
+        )
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
             message_id=message_id,

@@ -12,11 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
 from core.pagination import cut_page, decode_cursor
+from core.secret_box import SecretBox
 from db import queries
 from db.tables import providers, templates
 from definitions import workflow_ids
 from delivery import repository as repo
-from delivery.render import check_syntax, profile_context, render
+from delivery.destinations import check_provider_destinations
+from delivery.render import RenderBudgetExceeded, check_template, profile_context, render_async
 from delivery.schemas import (
     PROVIDER_FIELDS,
     MessageCreate,
@@ -61,8 +63,8 @@ async def list_templates(
 async def create_template(
     session: AsyncSession, workspace_id: uuid.UUID, body: TemplateCreate
 ) -> TemplateOut:
-    """Check the Jinja2 syntax and store."""
-    check_syntax(subject=body.subject, html=body.html, text=body.text)
+    """Check the template (compiles, no forbidden attributes, within the render budget) and store."""
+    await check_template(subject=body.subject, html=body.html, text=body.text)
     if await queries.name_taken(session, templates, workspace_id, body.name):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
@@ -91,7 +93,7 @@ async def update_template(
     for required in ("subject", "html", "from_email", "name"):
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
-    check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
+    await check_template(**{k: values.get(k) for k in ("subject", "html", "text")})
     if "name" in values and await queries.name_taken(
         session, templates, workspace_id, values["name"], template_id
     ):
@@ -125,7 +127,10 @@ async def preview(
         "data": body.data,
         "unsubscribe_url": "https://example.invalid/unsubscribe",
     }
-    rendered = render(template["subject"], template["html"], template["text"], context)
+    try:
+        rendered = await render_async(template["subject"], template["html"], template["text"], context)
+    except RenderBudgetExceeded as exc:
+        raise ValidationFailed([{"loc": "template", "msg": str(exc)}]) from None
     return PreviewOut(
         subject=rendered.subject, html=rendered.html, text=rendered.text, missing_variables=rendered.missing
     )
@@ -197,16 +202,25 @@ async def list_providers(
 
 
 async def create_provider(
-    session: AsyncSession, workspace_id: uuid.UUID, body: ProviderCreate, tracking_url: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    body: ProviderCreate,
+    tracking_url: str,
+    *,
+    box: SecretBox,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Store a provider; credentials go to a column the API never reads back."""
+    """Store a provider; credentials are encrypted with `box` into a column
+    the API never reads back. Its destination must be public unless
+    `allow_private_hosts`."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
+    await check_provider_destinations(body.kind, body.settings, allow_private_hosts)
     if await queries.name_taken(session, providers, workspace_id, body.name):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
         "id": uuid7(),
         "workspace_id": workspace_id,
-        "secrets": body.credentials,
+        "secrets": box.encrypt_values(body.credentials),
     }
     return provider_out(
         await queries.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
@@ -233,20 +247,25 @@ async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
     tracking_url: str,
+    *,
+    box: SecretBox,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Change fields; credentials merge (null removes)."""
+    """Change fields; credentials merge (null removes). A new destination
+    must be public unless `allow_private_hosts`."""
     row = await _provider_row(session, workspace_id, provider_id)
     values = body.model_dump(exclude_unset=True, exclude={"credentials"})
     settings = values.get("settings") if values.get("settings") is not None else {}
     credentials = body.credentials or {}
     _check_provider_fields(row["kind"], settings, credentials, creating=False)
+    await check_provider_destinations(row["kind"], settings, allow_private_hosts)
     if body.credentials is not None:
         secrets = dict(row["secrets"])
         for key, value in body.credentials.items():
             if value is None:
                 secrets.pop(key, None)
             else:
-                secrets[key] = value
+                secrets[key] = box.encrypt(value)
         values["secrets"] = secrets
     if values.get("name") and await queries.name_taken(
         session, providers, workspace_id, values["name"], provider_id
@@ -262,6 +281,16 @@ async def delete_provider(session: AsyncSession, workspace_id: uuid.UUID, provid
     """Delete a provider."""
     if not await queries.delete_row(session, providers, workspace_id, provider_id):
         raise NotFound(f"no provider {provider_id} in this workspace")
+
+
+async def rotate_provider_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every provider credential (every workspace) with the box's
+    first key, encrypting any plaintext left; returns providers rewritten."""
+    rows = await repo.all_provider_secrets(session)
+    for row in rows:
+        rotated = {name: box.rotate(value) for name, value in row["secrets"].items()}
+        await repo.set_provider_secrets(session, row["id"], rotated)
+    return len(rows)
 
 
 # -- suppressions ---------------------------------------------------------------

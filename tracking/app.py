@@ -24,6 +24,7 @@ from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
 from tracking.writer import GroupCommitWriter
+from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
 
 
@@ -70,10 +71,24 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             engine,
             pool,
             redis,
-            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            KeyAuthenticator(
+                engine,
+                ttl=settings.key_cache_seconds,
+                limiter=AuthFailureLimiter(
+                    redis,
+                    settings.redis_prefix,
+                    settings.auth_failures_per_second,
+                    settings.auth_failure_burst,
+                ),
+            ),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
-            WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
+            WebhookHandler(
+                engine,
+                http,
+                SNSVerifier(http, settings.sns_cert_url_pattern),
+                max_age=settings.webhook_max_age_seconds,
+            ),
             http,
         )
         tune_gc(settings.gc_thresholds)

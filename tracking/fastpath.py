@@ -89,7 +89,10 @@ class TrackingFastPath:
                     break
             body = await _read_body(scope, receive, endpoint.max_bytes)
             services = self.state.services
-            payload = await ingest(services.keys, services.writer, endpoint, authorization, body)
+            client = scope.get("client")
+            payload = await ingest(
+                services.keys, services.writer, endpoint, authorization, body, client[0] if client else None
+            )
         except AppError as exc:
             await _send_error(send, exc)
             return

@@ -128,19 +128,21 @@ async def ingest(
     endpoint: Endpoint,
     authorization: str | None,
     body: bytes,
+    client: str | None = None,
 ) -> dict[str, Any]:
     """Authenticate, validate and store one request; returns the response body.
 
     The key in the header is checked before the body is parsed; a `writeKey`
     field in the body (browser beacons cannot set headers) is accepted when
-    no header key is sent.
+    no header key is sent. `client` is the caller's address (for the limit
+    on failed key lookups).
     """
     raw_key = key_from_header(authorization)
-    key = await keys.require(raw_key, "public") if raw_key else None
+    key = await keys.require(raw_key, "public", client) if raw_key else None
     data = parse_json(body)
     if key is None:
         write_key = data.get("writeKey") if isinstance(data, dict) else None
-        key = await keys.require(write_key if isinstance(write_key, str) else None, "public")
+        key = await keys.require(write_key if isinstance(write_key, str) else None, "public", client)
     received = datetime.now(UTC)
     if endpoint.model is None:
         items = _batch_items(data, key.workspace_id, received)

@@ -27,7 +27,7 @@ async def test_rate_limit_skip_during_probe_releases_the_probe(sendgrid, redis_c
         BreakerPolicy(failure_threshold=1, cooldown_seconds=cooldown),
         clean_cache_seconds=0,
     )
-    router = ProviderRouter(limits, max_rate_wait=0)
+    router = ProviderRouter(limits, max_rate_wait=0, allow_private_hosts=True)  # the fake is on 127.0.0.1
     provider = ProviderConfig(
         id=uuid.uuid4(),
         name="sendgrid",

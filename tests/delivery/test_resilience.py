@@ -83,6 +83,7 @@ async def test_worker_killed_mid_send_does_not_send_twice(
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "TEMPORAL_TASK_QUEUE": queue,
         "SECRET_KEY": settings.secret_key,
+        "ALLOW_PRIVATE_PROVIDER_HOSTS": "true",  # the fake provider is on 127.0.0.1
     }
     doomed = await asyncio.create_subprocess_exec(
         sys.executable,
