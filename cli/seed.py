@@ -17,6 +17,7 @@ from db.engine import (
     create_sessionmaker,
     session_scope,
 )
+from definitions.events import SystemEvent
 from tracking.items import to_item
 from tracking.schemas import IdentifyCall, TrackCall
 from tracking.writer import GroupCommitWriter
@@ -26,7 +27,7 @@ FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances",
 PLANS = ["free", "free", "free", "starter", "pro", "enterprise"]
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "JP", "NG"]
 EVENTS = [
-    ("Page Viewed", 40),
+    (SystemEvent.PAGE_VIEWED.value, 40),
     ("Product Viewed", 25),
     ("Added to Cart", 12),
     ("Checkout Started", 8),
@@ -43,7 +44,7 @@ def _event(rng: random.Random, now: datetime, days: int) -> tuple[str, dict, dat
         props = {"product_id": f"sku_{rng.randint(1, 200)}", "price": round(rng.uniform(5, 300), 2)}
     elif name == "Order Completed":
         props = {"order_id": f"o_{rng.randint(1, 10**9)}", "revenue": round(rng.uniform(20, 900), 2)}
-    elif name == "Page Viewed":
+    elif name == SystemEvent.PAGE_VIEWED:
         props = {"path": rng.choice(["/", "/pricing", "/blog", "/docs", "/signup"])}
     return name, props, now - timedelta(seconds=rng.randint(0, days * 86400))
 
