@@ -10,6 +10,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.validation import Email
+
 # An enrollment payload is stored with the enrollment and travels in the
 # workflow input, so it stays as small as one tracked event.
 MAX_PAYLOAD_BYTES = 32 * 1024
@@ -131,7 +133,7 @@ class EnrollRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile_id: uuid.UUID | None = None
-    email: str | None = Field(None, min_length=1, max_length=254, examples=["ada@example.com"])
+    email: Email | None = Field(None, max_length=254, examples=["ada@example.com"])
     external_id: str | None = Field(None, min_length=1, max_length=255)
     payload: dict[str, Any] = Field(default_factory=dict, examples=[{"coupon": "WELCOME10"}])
 
@@ -144,6 +146,12 @@ class EnrollRequest(BaseModel):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
+
+    @field_validator("external_id", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # Stored stripped by the profiles API and tracking, so looked up stripped.
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("payload")
     @classmethod

@@ -44,6 +44,7 @@ from flows.schemas import (
     EnrollmentStats,
     EnrollOut,
     EnrollRequest,
+    EnrollResult,
     FlowCreate,
     FlowOut,
     FlowPage,
@@ -189,7 +190,11 @@ def _dump(graph: FlowGraph, root: str) -> dict[str, Any]:
     # Defaults are stored explicitly: a version is immutable, so its meaning
     # must not change when a default in definitions/flows.py does.
     dumped = graph.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if b"\\u0000" in orjson.dumps(dumped):  # jsonb cannot hold U+0000
+    try:
+        data = orjson.dumps(dumped)
+    except orjson.JSONEncodeError as exc:  # integers past 64 bits, lone surrogates
+        raise ValidationFailed([{"loc": root, "msg": f"cannot be stored: {exc}"}]) from None
+    if b"\\u0000" in data:  # jsonb cannot hold U+0000
         raise ValidationFailed([{"loc": root, "msg": "strings must not contain NUL characters"}])
     return dumped
 
@@ -307,7 +312,7 @@ async def list_versions(
     await _require_flow(session, workspace_id, flow_id)
     before = None
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 9:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 9:
             raise BadRequest("invalid cursor: pass the next_cursor of a previous page")
         before = int(cursor)
     rows = await repo.list_versions(session, workspace_id, flow_id, before=before, limit=limit + 1)
@@ -384,8 +389,9 @@ async def enroll(
         )
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not answer: {exc}") from None
-    link = temporal_ui_link(settings, result.workflow_id) if result.workflow_id else None
-    return EnrollOut(**result.model_dump(), temporal_ui=link)
+    outcome = EnrollResult.model_validate(result, from_attributes=True)
+    link = temporal_ui_link(settings, outcome.workflow_id) if outcome.workflow_id else None
+    return EnrollOut(**outcome.model_dump(), temporal_ui=link)
 
 
 async def enroll_segment(

@@ -246,6 +246,14 @@ async def test_invalid_graphs_name_the_node(api):
         assert r.status_code == 422, (loc, r.text)
         assert r.json()["error"] == "validation_error"
         assert _names(r, loc, needle), (loc, needle, r.json()["detail"])
+    # Values that could not be stored are refused, not a 500.
+    huge = {
+        "trigger": api_trigger,
+        "start": "u",
+        "nodes": [{"id": "u", "type": "update_profile", "traits": {"n": 2**70}}],
+    }
+    r = await create(api, "huge", huge)
+    assert r.status_code == 422 and _names(r, "body.definition", "cannot be stored"), r.text
     # Exactly the maximum is fine.
     ok = await create(api, "biggest", {"trigger": api_trigger, "start": "n0", "nodes": chain(MAX_NODES)})
     assert ok.status_code == 201, ok.text
@@ -364,6 +372,8 @@ async def test_versions(api, changes):
     assert page["data"][1]["definition"]["settings"]["reentry"] == "always"
     first = (await api.get(f"{url}/versions", params={"limit": 2})).json()
     rest = (await api.get(f"{url}/versions", params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    for bad in ("x", "²", "-1"):
+        assert (await api.get(f"{url}/versions", params={"cursor": bad})).status_code == 400
     assert [v["version"] for v in first["data"] + rest["data"]] == [3, 2, 1] and rest["next_cursor"] is None
     # Activate, pause, the two new versions, and the draft edit.
     assert changes.count(uuid.UUID(flow["id"])) == 5

@@ -9,10 +9,12 @@ Temporal client are real. End-to-end runs live with the runtime's tests."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -34,6 +36,8 @@ INSERT_ENROLLMENT = text(
 async def add_enrollment(
     conn, ws, flow, profile, status="running", node=None, converted=False, **kw
 ) -> uuid.UUID:
+    # uuid7 orders by millisecond only: keep the rows of a test in order.
+    await asyncio.sleep(0.002)
     enrollment_id = uuid7()
     now = datetime.now(UTC)
     await conn.execute(
@@ -349,3 +353,33 @@ async def test_stats(api, engine, workspace):
     empty = (await api.get(f"/api/v1/flows/{(await active_flow(api, 'Fresh'))['id']}/stats")).json()
     assert empty["enrollments"]["enrolled"] == 0 and empty["enrollments"]["conversion_rate"] == 0.0
     assert [n["entered"] for n in empty["nodes"]] == [0, 0, 0]
+
+
+async def test_temporal_down_is_503(settings, workspace, sessionmaker, engine):
+    from api.app import create_app
+    from tests.support.servers import free_port, serve
+
+    app = create_app(settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"}))
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {workspace.secret_key}"}, timeout=30
+        ) as client,
+    ):
+        flow = await active_flow(client)
+        profile = await make_profile(client, "ann")
+        segment = await make_segment(client)
+        async with engine.begin() as conn:
+            running = await add_enrollment(conn, workspace.workspace_id, flow["id"], uuid.UUID(profile))
+        base = f"/api/v1/flows/{flow['id']}"
+        for path, body in [
+            (f"{base}/enroll", {"profile_id": profile}),
+            (f"{base}/enroll-segment", {"segment_id": segment}),
+            (f"{base}/enrollments/{running}/exit", None),
+        ]:
+            r = await client.post(path, json=body)
+            assert r.status_code == 503 and r.json()["error"] == "unavailable", (path, r.text)
+        # Nothing else needs Temporal.
+        assert (await client.get(f"{base}/enrollments")).json()["data"][0]["id"] == str(running)
+        assert (await client.get(f"{base}/stats")).status_code == 200
+        assert (await client.post(f"{base}/pause")).json()["status"] == "paused"
