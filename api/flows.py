@@ -24,8 +24,8 @@ from flows.schemas import (
     FlowStats,
     FlowUpdate,
     FlowVersionPage,
+    SegmentEnrollOut,
     SegmentEnrollRequest,
-    SegmentEnrollResult,
 )
 
 # Commit when the handler returns, before the response goes out: FastAPI runs
@@ -122,7 +122,7 @@ async def enroll(
 
 @router.post(
     "/{flow_id}/enroll-segment",
-    response_model=SegmentEnrollResult,
+    response_model=SegmentEnrollOut,
     status_code=202,
     summary="Enroll a segment's members",
 )
@@ -132,7 +132,7 @@ async def enroll_segment(
     body: SegmentEnrollRequest,
     session: SessionDep,
     workspace_id: WorkspaceDep,
-) -> SegmentEnrollResult:
+) -> SegmentEnrollOut:
     """One-off: everyone in the segment now (as of its last refresh) is enrolled once."""
     services = request.app.state.services
     return await service.enroll_segment(

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, func, select, text, update
+from sqlalchemy import RowMapping, and_, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.tables import (
@@ -225,10 +226,11 @@ async def list_enrollments(
     *,
     status: str | None,
     profile_id: uuid.UUID | None,
-    after: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> Sequence[RowMapping]:
-    """A flow's enrollments, newest first."""
+    """A flow's enrollments, newest first: by (entered_at, id), since the
+    runtime derives enrollment ids from a hash, not from time."""
     e = flow_enrollments
     stmt = select(*ENROLLMENT_COLUMNS).where(e.c.workspace_id == workspace_id, e.c.flow_id == flow_id)
     if status is not None:
@@ -236,8 +238,9 @@ async def list_enrollments(
     if profile_id is not None:
         stmt = stmt.where(e.c.profile_id == profile_id)
     if after is not None:
-        stmt = stmt.where(e.c.id < after)
-    return (await session.execute(stmt.order_by(e.c.id.desc()).limit(limit))).mappings().all()
+        stmt = stmt.where(tuple_(e.c.entered_at, e.c.id) < tuple_(*after))
+    stmt = stmt.order_by(e.c.entered_at.desc(), e.c.id.desc()).limit(limit)
+    return (await session.execute(stmt)).mappings().all()
 
 
 async def get_enrollment(

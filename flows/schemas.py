@@ -1,5 +1,4 @@
-"""Request and response models of the flows API, and what the flow runtime
-(`flows/runtime.py`) returns to it."""
+"""Request and response models of the flows API."""
 
 from __future__ import annotations
 
@@ -171,19 +170,14 @@ class EnrollRequest(BaseModel):
         return value
 
 
-class EnrollResult(BaseModel):
-    """What the runtime did with one enrollment request: `started` a run,
-    found the person `already_enrolled` (a running enrollment with the
-    same key), or `refused` them (the flow's re-entry rule)."""
+class EnrollOut(BaseModel):
+    """The answer to `POST /flows/{id}/enroll`: the runtime `started` a run,
+    found the person `already_enrolled` (a run with the same key is in
+    progress), or re-entry `refused` them; with a link to the run."""
 
     enrollment_id: uuid.UUID | None
     workflow_id: str | None
     status: Literal["started", "already_enrolled", "refused"]
-
-
-class EnrollOut(EnrollResult):
-    """The answer to `POST /flows/{id}/enroll`, with a link to the run."""
-
     temporal_ui: str | None = None
 
 
@@ -195,7 +189,7 @@ class SegmentEnrollRequest(BaseModel):
     segment_id: uuid.UUID
 
 
-class SegmentEnrollResult(BaseModel):
+class SegmentEnrollOut(BaseModel):
     """How a bulk enrollment went, by person."""
 
     enrolled: int

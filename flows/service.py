@@ -10,7 +10,9 @@ version and `flows.version` points new enrollments at it.
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -44,7 +46,6 @@ from flows.schemas import (
     EnrollmentStats,
     EnrollOut,
     EnrollRequest,
-    EnrollResult,
     FlowCreate,
     FlowOut,
     FlowPage,
@@ -54,8 +55,8 @@ from flows.schemas import (
     FlowVersionOut,
     FlowVersionPage,
     NodeStats,
+    SegmentEnrollOut,
     SegmentEnrollRequest,
-    SegmentEnrollResult,
     StepOut,
 )
 
@@ -389,9 +390,14 @@ async def enroll(
         )
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not answer: {exc}") from None
-    outcome = EnrollResult.model_validate(result, from_attributes=True)
-    link = temporal_ui_link(settings, outcome.workflow_id) if outcome.workflow_id else None
-    return EnrollOut(**outcome.model_dump(), temporal_ui=link)
+    # A refused person has no run to link to.
+    link = temporal_ui_link(settings, result.workflow_id) if result.status != "refused" else None
+    return EnrollOut(
+        enrollment_id=result.enrollment_id,
+        workflow_id=result.workflow_id,
+        status=result.status,
+        temporal_ui=link,
+    )
 
 
 async def enroll_segment(
@@ -401,7 +407,7 @@ async def enroll_segment(
     data: SegmentEnrollRequest,
     temporal: TemporalConnection,
     settings: Settings,
-) -> SegmentEnrollResult:
+) -> SegmentEnrollOut:
     """Enroll a segment's current members once (422 if the segment is not
     the workspace's, 409 unless the flow is active)."""
     await _require_active(session, workspace_id, flow_id)
@@ -416,7 +422,33 @@ async def enroll_segment(
         )
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not answer: {exc}") from None
-    return SegmentEnrollResult.model_validate(result, from_attributes=True)
+    return SegmentEnrollOut(
+        enrolled=result.enrolled, already_enrolled=result.already_enrolled, refused=result.refused
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _encode_enrollment_cursor(entered_at: datetime, enrollment_id: uuid.UUID) -> str:
+    micros = (entered_at - _EPOCH) // timedelta(microseconds=1)
+    raw = micros.to_bytes(8, "big", signed=True) + enrollment_id.bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_enrollment_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """(entered_at, id) a page continues after; BadRequest when malformed."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(raw) != 24:
+            raise ValueError(cursor)
+        micros = int.from_bytes(raw[:8], "big", signed=True)
+        entered_at = _EPOCH + timedelta(microseconds=micros)
+        return entered_at, uuid.UUID(bytes=raw[8:])
+    except (ValueError, OverflowError):
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page") from None
 
 
 def _enrollment(row: Any, settings: Settings) -> dict[str, Any]:
@@ -442,11 +474,14 @@ async def list_enrollments(
         flow_id,
         status=status,
         profile_id=profile_id,
-        after=decode_cursor(cursor),
+        after=_decode_enrollment_cursor(cursor),
         limit=limit + 1,
     )
     page = [EnrollmentOut.model_validate(_enrollment(r, settings)) for r in rows[:limit]]
-    return EnrollmentPage(data=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+    more = len(rows) > limit
+    return EnrollmentPage(
+        data=page, next_cursor=_encode_enrollment_cursor(page[-1].entered_at, page[-1].id) if more else None
+    )
 
 
 async def _require_enrollment(
@@ -486,7 +521,13 @@ async def exit_enrollment(
     row = await _require_enrollment(session, workspace_id, flow_id, enrollment_id)
     if row["status"] != "running":
         raise Conflict(f"enrollment is {row['status']}; only running enrollments can exit")
-    client = await temporal.get()
+    try:
+        client = await temporal.get()
+    except ServiceUnavailable:
+        # The runtime hands exits to the outbox in this transaction (the
+        # dispatcher signals the run later), so an exit is accepted while
+        # Temporal is down.
+        client = None
     try:
         await runtime.exit_enrollment(client, session, workspace_id, row)
     except RPCError as exc:

@@ -1,11 +1,8 @@
-"""Flows API around enrollments: enroll requests (validated here, handed to
-the flow runtime), bulk segment enrollment, listing, exit, and stats.
-
-The flow runtime (`flows/runtime.py`, FlowRunWorkflow) is the lead's; these
-tests stand in for it at that module boundary with functions that write what
-the runtime writes (enrollment, step and message rows) through the request's
-own session, and check what the API does around it. PostgreSQL and the
-Temporal client are real. End-to-end runs live with the runtime's tests."""
+"""Flows API around enrollments, against the real flow runtime
+(`flows/runtime.py`), worker and Temporal dev server: enroll one person or
+a segment, list and inspect enrollments, make one exit, and the stats.
+Listing and stats also run over seeded rows (what the runtime writes), so
+every count can be stated exactly."""
 
 from __future__ import annotations
 
@@ -15,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
+from temporalio.client import WorkflowExecutionStatus
 
 from core.ids import uuid7
-from flows import runtime
-from flows.schemas import MAX_PAYLOAD_BYTES, EnrollResult, SegmentEnrollResult
+from flows.schemas import MAX_PAYLOAD_BYTES
+from tests.flows.support import wait_for
 from tests.flows.test_api import cart_graph, create, make_segment, make_template, settled
 
 INSERT_ENROLLMENT = text(
@@ -93,71 +90,110 @@ async def active_flow(api, name: str = "Cart") -> dict:
     return flow
 
 
-@pytest.fixture
-def enrolled(monkeypatch) -> list[dict[str, Any]]:
-    """Stand-in for the runtime's `enroll`: records its arguments, writes an
-    enrollment row through the request's session, answers `started` (or
-    `already_enrolled` for a person with a running enrollment)."""
-    calls: list[dict[str, Any]] = []
-
-    async def enroll(client, settings, session, workspace_id, flow_id, profile_id, payload) -> EnrollResult:
-        calls.append({"client": client, "flow_id": flow_id, "profile_id": profile_id, "payload": payload})
-        running = (
-            await session.execute(
-                text(
-                    "SELECT id, workflow_id FROM flow_enrollments "
-                    "WHERE flow_id = :f AND profile_id = :p AND status = 'running'"
-                ),
-                {"f": flow_id, "p": profile_id},
-            )
-        ).first()
-        if running:
-            return EnrollResult(enrollment_id=running[0], workflow_id=running[1], status="already_enrolled")
-        conn = await session.connection()
-        eid = await add_enrollment(conn, workspace_id, flow_id, profile_id, payload="{}")
-        return EnrollResult(enrollment_id=eid, workflow_id=f"flow-run:{eid}", status="started")
-
-    monkeypatch.setattr(runtime, "enroll", enroll)
-    return calls
-
-
-async def test_enroll_by_each_identity(api, enrolled, settings):
-    flow = await active_flow(api)
-    url = f"/api/v1/flows/{flow['id']}/enroll"
-    ann = await make_profile(api, "ann", "ann@example.com")
-    bob = await make_profile(api, "bob")
-    r = await api.post(url, json={"email": "ann@example.com", "payload": {"coupon": "X1", "items": [1, 2]}})
-    assert r.status_code == 202, r.text
-    body = r.json()
-    assert body["status"] == "started" and body["workflow_id"] == f"flow-run:{body['enrollment_id']}"
-    assert body["temporal_ui"] == (
-        f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{body['workflow_id']}"
-    )
-    assert enrolled[0]["profile_id"] == uuid.UUID(ann) and enrolled[0]["payload"] == {
-        "coupon": "X1",
-        "items": [1, 2],
+def hold_graph(reentry: str = "once") -> dict:
+    """Enrolled through the API, then a long wait: a run that stays put."""
+    return {
+        "trigger": {"type": "api"},
+        "start": "hold",
+        "nodes": [
+            {"id": "hold", "type": "wait", "seconds": 3600, "next": "done"},
+            {"id": "done", "type": "exit"},
+        ],
+        "settings": {"reentry": reentry},
     }
-    assert enrolled[0]["flow_id"] == uuid.UUID(flow["id"])
-    assert enrolled[0]["client"] is not None  # the API's Temporal client
-    again = await api.post(url, json={"profile_id": ann})
-    assert (
-        again.json()["status"] == "already_enrolled"
-        and again.json()["enrollment_id"] == body["enrollment_id"]
+
+
+async def created_active(api, name: str, graph: dict) -> dict:
+    r = await create(api, name, graph)
+    assert r.status_code == 201, r.text
+    assert (await api.post(f"/api/v1/flows/{r.json()['id']}/activate")).status_code == 200
+    return r.json()
+
+
+async def listed(api, flow_id: str, **params: Any) -> list[dict]:
+    return (await api.get(f"/api/v1/flows/{flow_id}/enrollments", params=params)).json()["data"]
+
+
+async def test_enroll_exit_and_reentry(api, worker, temporal_client, settings):
+    flow = await created_active(api, "Hold", hold_graph("always"))
+    base = f"/api/v1/flows/{flow['id']}"
+    ann = await make_profile(api, "ann", "ann@example.com")
+    r = await api.post(f"{base}/enroll", json={"email": "ANN@example.com", "payload": {"coupon": "X1"}})
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert started["status"] == "started" and started["enrollment_id"] is not None
+    assert started["temporal_ui"] == (
+        f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{started['workflow_id']}"
     )
-    by_external = await api.post(url, json={"external_id": "bob"})
-    assert by_external.status_code == 202 and enrolled[-1]["profile_id"] == uuid.UUID(bob)
-    # The runtime wrote through the request's transaction, which committed.
-    listed = (await api.get(f"/api/v1/flows/{flow['id']}/enrollments")).json()["data"]
-    assert {e["profile_id"] for e in listed} == {ann, bob}
+
+    async def waiting() -> list[dict] | None:
+        rows = await listed(api, flow["id"])
+        return rows if rows and rows[0]["current_node"] == "hold" else None
+
+    [row] = await wait_for(waiting)
+    assert (row["id"], row["profile_id"], row["status"], row["version"]) == (
+        started["enrollment_id"], ann, "running", 1
+    )  # fmt: skip
+    assert row["workflow_id"] == started["workflow_id"] and row["temporal_ui"] == started["temporal_ui"]
+    detail = (await api.get(f"{base}/enrollments/{row['id']}")).json()
+    assert detail["payload"] == {"coupon": "X1"}
+    assert [(s["node_id"], s["left_at"]) for s in detail["steps"]] == [("hold", None)]
+    stats = (await api.get(f"{base}/stats")).json()
+    assert stats["enrollments"]["enrolled"] == 1 and stats["enrollments"]["running"] == 1
+    assert [(n["node_id"], n["entered"], n["waiting"]) for n in stats["nodes"]] == [
+        ("hold", 1, 1),
+        ("done", 0, 0),
+    ]
+
+    # By another identity of the same person: the run in progress is found.
+    again = (await api.post(f"{base}/enroll", json={"external_id": " ann "})).json()
+    assert again["status"] == "already_enrolled" and again["workflow_id"] == started["workflow_id"]
+
+    exited = await api.post(f"{base}/enrollments/{row['id']}/exit")
+    assert exited.status_code == 202, exited.text
+    assert exited.json()["status"] == "exited" and exited.json()["completed_at"] is not None
+    handle = temporal_client.get_workflow_handle(started["workflow_id"])
+
+    async def closed() -> bool:
+        return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+    await wait_for(closed)
+    twice = await api.post(f"{base}/enrollments/{row['id']}/exit")
+    assert twice.status_code == 409 and "exited" in twice.json()["detail"]
+    # Re-entry `always`: a new run starts once the last one has ended.
+    anew = (await api.post(f"{base}/enroll", json={"profile_id": ann})).json()
+    assert anew["status"] == "started" and anew["enrollment_id"] != started["enrollment_id"]
+    rows = await wait_for(lambda: _count(api, flow["id"], 2))
+    assert [e["status"] for e in rows] == ["running", "exited"]
+
+    # Re-entry `once`: after one run, the person is refused, and nothing new runs.
+    once = await created_active(api, "Once", hold_graph("once"))
+    first = (await api.post(f"/api/v1/flows/{once['id']}/enroll", json={"profile_id": ann})).json()
+    [row] = await wait_for(lambda: _count(api, once["id"], 1))
+    assert row["id"] == first["enrollment_id"]
+    exit_url = f"/api/v1/flows/{once['id']}/enrollments/{row['id']}/exit"
+    assert (await api.post(exit_url)).status_code == 202
+    refused = (await api.post(f"/api/v1/flows/{once['id']}/enroll", json={"profile_id": ann})).json()
+    assert (
+        refused["status"] == "refused" and refused["enrollment_id"] is None and refused["temporal_ui"] is None
+    )
+    assert [e["status"] for e in await listed(api, once["id"])] == ["exited"]
+    assert (await api.get(f"/api/v1/flows/{once['id']}/stats")).json()["enrollments"]["exited"] == 1
 
 
-async def test_enroll_refusals(api, enrolled):
-    flow = await active_flow(api)
+async def _count(api, flow_id: str, n: int) -> list[dict] | None:
+    rows = await listed(api, flow_id)
+    return rows if len(rows) >= n else None
+
+
+async def test_enroll_refusals(api):
+    flow = await created_active(api, "Hold", hold_graph())
     url = f"/api/v1/flows/{flow['id']}/enroll"
     await make_profile(api, "ann", "ann@example.com")
     bad_bodies = [
         ({}, "exactly one"),
         ({"email": "ann@example.com", "external_id": "ann"}, "got email, external_id"),
+        ({"email": "not-an-address"}, "email"),
         ({"external_id": "ann", "payload": {"blob": "x" * MAX_PAYLOAD_BYTES}}, "bytes"),
         ({"external_id": "ann", "payload": [1, 2]}, "dictionary"),
         ({"external_id": "ann", "payload": {"text": "a\u0000b"}}, "NUL"),
@@ -180,34 +216,46 @@ async def test_enroll_refusals(api, enrolled):
     assert (await api.post(f"/api/v1/flows/{flow['id']}/pause")).status_code == 200
     paused = await api.post(url, json={"external_id": "ann"})
     assert paused.status_code == 409 and "flow is paused" in paused.json()["detail"]
-    assert enrolled == []
+    draft = (await create(api, "Draft", hold_graph())).json()
+    r = await api.post(f"/api/v1/flows/{draft['id']}/enroll", json={"external_id": "ann"})
+    assert r.status_code == 409 and "flow is draft" in r.json()["detail"]
+    assert await listed(api, flow["id"]) == []
 
 
-async def test_enroll_segment(api, monkeypatch):
-    calls = []
-
-    async def enroll_segment(
-        client, settings, session, workspace_id, flow_id, segment_id
-    ) -> SegmentEnrollResult:
-        calls.append((flow_id, segment_id))
-        return SegmentEnrollResult(enrolled=3, already_enrolled=1, refused=2)
-
-    monkeypatch.setattr(runtime, "enroll_segment", enroll_segment)
+async def test_enroll_segment(api, worker):
     segment = await make_segment(api)
-    draft = (await create(api, "Draft", cart_graph(await make_template(api)))).json()
+    for who, plan in (("ann", "pro"), ("bob", "pro"), ("cat", "free")):
+        r = await api.post("/api/v1/profiles", json={"external_id": who, "traits": {"plan": plan}})
+        assert r.status_code == 201, r.text
+        await settled(api, f"/api/v1/profiles/{r.json()['id']}", 200)
+    refresh = await api.post(f"/api/v1/segments/{segment}/recalculate", params={"wait": 30})
+    assert refresh.json()["member_count"] == 2, refresh.text
+
+    draft = (await create(api, "Draft", hold_graph())).json()
     r = await api.post(f"/api/v1/flows/{draft['id']}/enroll-segment", json={"segment_id": segment})
     assert r.status_code == 409 and "flow is draft" in r.json()["detail"]
-    flow = await active_flow(api)
+    flow = await created_active(api, "Hold", hold_graph("always"))
     url = f"/api/v1/flows/{flow['id']}/enroll-segment"
     r = await api.post(url, json={"segment_id": str(uuid.uuid4())})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == "body.segment_id"
     r = await api.post(url, json={"segment_id": segment})
     assert r.status_code == 202, r.text
-    assert r.json() == {"enrolled": 3, "already_enrolled": 1, "refused": 2}
-    assert calls == [(uuid.UUID(flow["id"]), uuid.UUID(segment))]
+    assert r.json() == {"enrolled": 2, "already_enrolled": 0, "refused": 0}
+
+    async def both() -> list[dict] | None:
+        rows = await listed(api, flow["id"], status="running")
+        return rows if len(rows) == 2 else None
+
+    await wait_for(both)
+    # A second bulk enrollment finds both runs in progress.
+    r = await api.post(url, json={"segment_id": segment})
+    assert r.json() == {"enrolled": 0, "already_enrolled": 2, "refused": 0}
+    # Archiving asks them to exit.
+    assert (await api.post(f"/api/v1/flows/{flow['id']}/archive")).status_code == 200
+    assert [e["status"] for e in await listed(api, flow["id"])] == ["exited", "exited"]
 
 
-async def test_enrollments_list_filter_page_and_exit(api, engine, workspace, settings, monkeypatch):
+async def test_enrollments_list_filter_and_page(api, engine, workspace, settings):
     flow = await active_flow(api)
     other_flow = await active_flow(api, "Other")
     ann = uuid.UUID(await make_profile(api, "ann"))
@@ -253,23 +301,38 @@ async def test_enrollments_list_filter_page_and_exit(api, engine, workspace, set
     other = f"/api/v1/flows/{other_flow['id']}/enrollments/{second}"
     assert (await api.get(other)).status_code == 404  # an enrollment is found only under its flow
 
-    exits = []
-
-    async def exit_enrollment(client, session, workspace_id, enrollment) -> None:
-        exits.append(enrollment["id"])
-        await session.execute(
-            text("UPDATE flow_enrollments SET status = 'exited', completed_at = now() WHERE id = :e"),
-            {"e": enrollment["id"]},
-        )
-
-    monkeypatch.setattr(runtime, "exit_enrollment", exit_enrollment)
-    r = await api.post(f"{base}/{second}/exit")
-    assert r.status_code == 202, r.text
-    assert r.json()["status"] == "exited" and exits == [second]
     ended = await api.post(f"{base}/{first}/exit")
     assert ended.status_code == 409 and "completed" in ended.json()["detail"]
     assert (await api.post(f"{base}/{uuid.uuid4()}/exit")).status_code == 404
-    assert exits == [second]
+
+
+async def test_enrollment_pages_break_ties(api, engine, workspace):
+    flow = await active_flow(api)
+    profile = uuid.UUID(await make_profile(api, "ann"))
+    same = datetime.now(UTC)
+    async with engine.begin() as conn:
+        ids = [
+            await add_enrollment(conn, workspace.workspace_id, flow["id"], profile, status="exited")
+            for _ in range(5)
+        ]
+        await conn.execute(
+            text("UPDATE flow_enrollments SET entered_at = :t WHERE flow_id = :f"),
+            {"t": same, "f": flow["id"]},
+        )
+    seen, cursor = [], None
+    while True:
+        page = (
+            await api.get(
+                f"/api/v1/flows/{flow['id']}/enrollments",
+                params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+            )
+        ).json()
+        seen += [e["id"] for e in page["data"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == sorted(map(str, ids), reverse=True)
+    bad = await api.get(f"/api/v1/flows/{flow['id']}/enrollments", params={"cursor": "abc"})
+    assert bad.status_code == 400
 
 
 async def test_stats(api, engine, workspace):
@@ -355,7 +418,7 @@ async def test_stats(api, engine, workspace):
     assert [n["entered"] for n in empty["nodes"]] == [0, 0, 0]
 
 
-async def test_temporal_down_is_503(settings, workspace, sessionmaker, engine):
+async def test_temporal_down(settings, workspace, sessionmaker, engine):
     from api.app import create_app
     from tests.support.servers import free_port, serve
 
@@ -375,11 +438,12 @@ async def test_temporal_down_is_503(settings, workspace, sessionmaker, engine):
         for path, body in [
             (f"{base}/enroll", {"profile_id": profile}),
             (f"{base}/enroll-segment", {"segment_id": segment}),
-            (f"{base}/enrollments/{running}/exit", None),
         ]:
             r = await client.post(path, json=body)
             assert r.status_code == 503 and r.json()["error"] == "unavailable", (path, r.text)
-        # Nothing else needs Temporal.
+        # Nothing else needs Temporal; an exit goes through the outbox.
+        exited = await client.post(f"{base}/enrollments/{running}/exit")
+        assert exited.status_code == 202 and exited.json()["status"] == "exited", exited.text
         assert (await client.get(f"{base}/enrollments")).json()["data"][0]["id"] == str(running)
         assert (await client.get(f"{base}/stats")).status_code == 200
         assert (await client.post(f"{base}/pause")).json()["status"] == "paused"
