@@ -4,13 +4,12 @@ enrollments (run by the flow runtime on Temporal) and stats."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Request, Response
 
-from api.deps import WorkspaceDep, get_session
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.deps import SessionDep, WorkspaceDep
+from api.params import Cursor, Limit
+from core.pagination import DEFAULT_LIMIT
 from flows import service
 from flows.schemas import (
     EnrollmentDetail,
@@ -28,16 +27,7 @@ from flows.schemas import (
     SegmentEnrollRequest,
 )
 
-# Commit when the handler returns, before the response goes out: FastAPI runs
-# the exit of a request-scoped yield dependency after sending, so a client
-# could act on a flow (activate right after create) before it was committed.
-# The same as the `SessionDep` fix under way in api/deps.py; once that lands
-# this alias can become `from api.deps import SessionDep`.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"])
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 @router.get("", response_model=FlowPage, summary="List flows")

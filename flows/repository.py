@@ -1,6 +1,6 @@
-"""SQL for flows: flows and their versions, reference checks, profile
-look-ups, enrollments and the stats. Every statement filters on the
-workspace."""
+"""SQL for flows beyond the shared CRUD queries (db/queries.py): a flow
+with its current definition, versions, reference checks, profile look-ups,
+enrollments and the stats. Every statement filters on the workspace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, func, select, text, tuple_, update
+from sqlalchemy import RowMapping, and_, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.tables import (
@@ -52,16 +52,6 @@ ENROLLMENT_COLUMNS = (
 # -- flows and versions ---------------------------------------------------------
 
 
-async def list_flows(
-    session: AsyncSession, workspace_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
-) -> Sequence[RowMapping]:
-    """Newest first."""
-    stmt = select(*FLOW_COLUMNS).where(flows.c.workspace_id == workspace_id)
-    if after is not None:
-        stmt = stmt.where(flows.c.id < after)
-    return (await session.execute(stmt.order_by(flows.c.id.desc()).limit(limit))).mappings().all()
-
-
 async def get_flow(
     session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID, *, for_update: bool = False
 ) -> RowMapping | None:
@@ -77,35 +67,6 @@ async def get_flow(
     if for_update:
         stmt = stmt.with_for_update(of=flows)
     return (await session.execute(stmt)).mappings().first()
-
-
-async def name_taken(
-    session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another flow of the workspace has this name."""
-    stmt = select(flows.c.id).where(flows.c.workspace_id == workspace_id, flows.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(flows.c.id != exclude)
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
-async def insert_flow(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Insert a flow row."""
-    await session.execute(flows.insert().values(**values))
-
-
-async def update_flow(
-    session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID, values: dict[str, Any]
-) -> None:
-    """Apply values to a flow."""
-    await session.execute(
-        update(flows).where(flows.c.workspace_id == workspace_id, flows.c.id == flow_id).values(**values)
-    )
-
-
-async def delete_flow(session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID) -> None:
-    """Delete a flow (its versions go with it)."""
-    await session.execute(delete(flows).where(flows.c.workspace_id == workspace_id, flows.c.id == flow_id))
 
 
 async def insert_version(

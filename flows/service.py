@@ -17,16 +17,17 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor
 from core.settings import Settings
 from core.temporal import TemporalConnection
+from db import queries
+from db.tables import flows as flows_table
 from definitions.flows import (
     MAX_NODES,
     BranchNode,
@@ -223,12 +224,14 @@ async def _require_flow(
 async def create_flow(session: AsyncSession, workspace_id: uuid.UUID, data: FlowCreate) -> FlowOut:
     """Validate and save as a draft at version 1; 422 naming the node, 409 on a taken name."""
     definition = await _validated(session, workspace_id, data.definition, "body.definition")
-    if await repo.name_taken(session, workspace_id, data.name, None):
+    if await queries.name_taken(session, flows_table, workspace_id, data.name):
         raise Conflict(f"a flow named {data.name!r} exists")
     flow_id = uuid7()
     try:
-        await repo.insert_flow(
+        row = await queries.insert_row(
             session,
+            flows_table,
+            repo.FLOW_COLUMNS,
             {
                 "id": flow_id,
                 "workspace_id": workspace_id,
@@ -241,16 +244,18 @@ async def create_flow(session: AsyncSession, workspace_id: uuid.UUID, data: Flow
     except IntegrityError:  # a concurrent create took the name
         raise Conflict(f"a flow named {data.name!r} exists") from None
     await repo.insert_version(session, workspace_id, flow_id, 1, definition)
-    return FlowOut.model_validate(dict(await _require_flow(session, workspace_id, flow_id)))
+    return FlowOut.model_validate({**row, "definition": definition})
 
 
 async def list_flows(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> FlowPage:
     """One page of flows, newest first."""
-    rows = await repo.list_flows(session, workspace_id, after=decode_cursor(cursor), limit=limit + 1)
-    page = [FlowSummary.model_validate(dict(r)) for r in rows[:limit]]
-    return FlowPage(data=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+    rows = await queries.page(
+        session, flows_table, repo.FLOW_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    )
+    page, next_cursor = cut_page(rows, limit, lambda r: FlowSummary.model_validate(dict(r)))
+    return FlowPage(data=page, next_cursor=next_cursor)
 
 
 async def get_flow(session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID) -> FlowOut:
@@ -269,7 +274,7 @@ async def update_flow(
         raise Conflict("flow is archived; archived flows cannot be edited")
     values: dict[str, Any] = {}
     if data.name is not None and data.name != row["name"]:
-        if await repo.name_taken(session, workspace_id, data.name, flow_id):
+        if await queries.name_taken(session, flows_table, workspace_id, data.name, flow_id):
             raise Conflict(f"a flow named {data.name!r} exists")
         values["name"] = data.name
     if "description" in data.model_fields_set:
@@ -286,9 +291,8 @@ async def update_flow(
                 values["version"] = version
             version_changed = True
     if values or version_changed:
-        values["updated_at"] = func.now()
         try:
-            await repo.update_flow(session, workspace_id, flow_id, values)
+            await queries.update_row(session, flows_table, repo.FLOW_COLUMNS, workspace_id, flow_id, values)
         except IntegrityError:
             raise Conflict(f"a flow named {data.name!r} exists") from None
     if version_changed:
@@ -303,7 +307,7 @@ async def delete_flow(session: AsyncSession, workspace_id: uuid.UUID, flow_id: u
         raise Conflict(f"flow is {row['status']}; only drafts can be deleted, archive it instead")
     if await repo.has_enrollments(session, workspace_id, flow_id):
         raise Conflict("flow has enrollments; archive it instead")
-    await repo.delete_flow(session, workspace_id, flow_id)
+    await queries.delete_row(session, flows_table, workspace_id, flow_id)
 
 
 async def list_versions(
@@ -317,8 +321,10 @@ async def list_versions(
             raise BadRequest("invalid cursor: pass the next_cursor of a previous page")
         before = int(cursor)
     rows = await repo.list_versions(session, workspace_id, flow_id, before=before, limit=limit + 1)
-    page = [FlowVersionOut.model_validate(dict(r)) for r in rows[:limit]]
-    return FlowVersionPage(data=page, next_cursor=str(page[-1].version) if len(rows) > limit else None)
+    page, next_cursor = cut_page(
+        rows, limit, lambda r: FlowVersionOut.model_validate(dict(r)), lambda v: str(v.version)
+    )
+    return FlowVersionPage(data=page, next_cursor=next_cursor)
 
 
 async def _transition(
@@ -327,7 +333,7 @@ async def _transition(
     row = await _require_flow(session, workspace_id, flow_id, for_update=True)
     if row["status"] not in allowed:
         raise Conflict(f"flow is {row['status']}; only {' or '.join(allowed)} flows can become {to}")
-    await repo.update_flow(session, workspace_id, flow_id, {"status": to, "updated_at": func.now()})
+    await queries.update_row(session, flows_table, repo.FLOW_COLUMNS, workspace_id, flow_id, {"status": to})
     await runtime.flow_changed(session, workspace_id, flow_id)
     return await get_flow(session, workspace_id, flow_id)
 
@@ -477,11 +483,13 @@ async def list_enrollments(
         after=_decode_enrollment_cursor(cursor),
         limit=limit + 1,
     )
-    page = [EnrollmentOut.model_validate(_enrollment(r, settings)) for r in rows[:limit]]
-    more = len(rows) > limit
-    return EnrollmentPage(
-        data=page, next_cursor=_encode_enrollment_cursor(page[-1].entered_at, page[-1].id) if more else None
+    page, next_cursor = cut_page(
+        rows,
+        limit,
+        lambda r: EnrollmentOut.model_validate(_enrollment(r, settings)),
+        lambda e: _encode_enrollment_cursor(e.entered_at, e.id),
     )
+    return EnrollmentPage(data=page, next_cursor=next_cursor)
 
 
 async def _require_enrollment(

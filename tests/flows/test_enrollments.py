@@ -18,7 +18,7 @@ from temporalio.client import WorkflowExecutionStatus
 from core.ids import uuid7
 from flows.schemas import MAX_PAYLOAD_BYTES
 from tests.flows.support import wait_for
-from tests.flows.test_api import cart_graph, create, make_segment, make_template, settled
+from tests.flows.test_api import cart_graph, create, make_segment, make_template
 
 INSERT_ENROLLMENT = text(
     """
@@ -78,7 +78,6 @@ async def add_step(conn, enrollment, flow, seq, node, edge=None, outcome=None, l
 async def make_profile(api, external_id: str, email: str | None = None) -> str:
     r = await api.post("/api/v1/profiles", json={"external_id": external_id, "email": email})
     assert r.status_code == 201, r.text
-    await settled(api, f"/api/v1/profiles/{r.json()['id']}", 200)
     return r.json()["id"]
 
 
@@ -227,7 +226,6 @@ async def test_enroll_segment(api, worker):
     for who, plan in (("ann", "pro"), ("bob", "pro"), ("cat", "free")):
         r = await api.post("/api/v1/profiles", json={"external_id": who, "traits": {"plan": plan}})
         assert r.status_code == 201, r.text
-        await settled(api, f"/api/v1/profiles/{r.json()['id']}", 200)
     refresh = await api.post(f"/api/v1/segments/{segment}/recalculate", params={"wait": 30})
     assert refresh.json()["member_count"] == 2, refresh.text
 
