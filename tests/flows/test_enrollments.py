@@ -304,6 +304,16 @@ async def test_enrollments_list_filter_and_page(api, engine, workspace, settings
     assert (await api.post(f"{base}/{uuid.uuid4()}/exit")).status_code == 404
 
 
+async def test_a_draft_that_ran_is_archived_not_deleted(api, engine, workspace):
+    draft = (await create(api, "Draft", hold_graph())).json()
+    profile = uuid.UUID(await make_profile(api, "ann"))
+    async with engine.begin() as conn:
+        await add_enrollment(conn, workspace.workspace_id, draft["id"], profile, status="exited")
+    r = await api.delete(f"/api/v1/flows/{draft['id']}")
+    assert r.status_code == 409 and "has enrollments" in r.json()["detail"]
+    assert (await api.post(f"/api/v1/flows/{draft['id']}/archive")).json()["status"] == "archived"
+
+
 async def test_enrollment_pages_break_ties(api, engine, workspace):
     flow = await active_flow(api)
     profile = uuid.UUID(await make_profile(api, "ann"))
