@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.validation import Email
+from core.validation import Email, JsonObject, NotNull
 
 # An enrollment payload is stored with the enrollment and travels in the
 # workflow input, so it stays as small as one tracked event.
 MAX_PAYLOAD_BYTES = 32 * 1024
-# Nesting of a free-form JSON value, as for event properties and traits.
-MAX_PAYLOAD_DEPTH = 32
 
 FlowStatus = Literal["draft", "active", "paused", "archived"]
 EnrollmentStatus = Literal["running", "completed", "exited", "converted", "failed"]
@@ -40,20 +38,6 @@ _EXAMPLE_GRAPH = {
 }
 
 
-def _depth(value: Any) -> int:
-    """Levels of nesting of a parsed JSON value (`{"a": {"b": 1}}` is 2)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in current.values())
-        elif isinstance(current, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in current)
-    return deepest
-
-
 class FlowCreate(BaseModel):
     """A new flow: a name and a graph (see definitions/flows.py). It starts
     as a draft; `POST /flows/{id}/activate` lets people in."""
@@ -72,17 +56,9 @@ class FlowUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=2000)
-    definition: dict[str, Any] | None = None
-
-    @field_validator("name", "definition", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Both columns are NOT NULL: an explicit null is a mistake, not "keep".
-        if value is None:
-            raise ValueError("must not be null; leave the field out to keep its value")
-        return value
+    definition: Annotated[dict[str, Any] | None, NotNull] = None
 
 
 class FlowSummary(BaseModel):
@@ -134,7 +110,7 @@ class EnrollRequest(BaseModel):
     profile_id: uuid.UUID | None = None
     email: Email | None = Field(None, max_length=254, examples=["ada@example.com"])
     external_id: str | None = Field(None, min_length=1, max_length=255)
-    payload: dict[str, Any] = Field(default_factory=dict, examples=[{"coupon": "WELCOME10"}])
+    payload: JsonObject = Field(default_factory=dict, examples=[{"coupon": "WELCOME10"}])
 
     @model_validator(mode="after")
     def _one_identity(self) -> EnrollRequest:
@@ -154,19 +130,10 @@ class EnrollRequest(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        depth = _depth(value)
-        if depth > MAX_PAYLOAD_DEPTH:
-            raise ValueError(f"payload nests {depth} levels deep; at most {MAX_PAYLOAD_DEPTH}")
-        try:
-            data = orjson.dumps(value)
-        except orjson.JSONEncodeError as exc:  # lone surrogates, integers past 64 bits
-            raise ValueError(f"payload cannot be stored: {exc}") from None
-        if len(data) > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"payload is {len(data)} bytes as JSON; at most {MAX_PAYLOAD_BYTES}")
-        # PostgreSQL's jsonb cannot hold U+0000.
-        if b"\\u0000" in data:
-            raise ValueError("payload strings must not contain NUL characters")
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(orjson.dumps(value))  # storable: JsonObject checked it first
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload is {size} bytes as JSON; at most {MAX_PAYLOAD_BYTES}")
         return value
 
 

@@ -196,13 +196,13 @@ async def test_enroll_refusals(api):
         ({"external_id": "ann", "payload": {"blob": "x" * MAX_PAYLOAD_BYTES}}, "bytes"),
         ({"external_id": "ann", "payload": [1, 2]}, "dictionary"),
         ({"external_id": "ann", "payload": {"text": "a\u0000b"}}, "NUL"),
-        ({"external_id": "ann", "payload": {"big": 2**70}}, "stored"),
+        ({"external_id": "ann", "payload": {"big": 2**70}}, "integer out of range"),
         ({"external_id": "ann", "unknown": 1}, "Extra inputs"),
     ]
     deep: dict[str, Any] = {}
     for _ in range(40):
         deep = {"d": deep}
-    bad_bodies.append(({"external_id": "ann", "payload": deep}, "levels deep"))
+    bad_bodies.append(({"external_id": "ann", "payload": deep}, "nested deeper than 32 levels"))
     for body, needle in bad_bodies:
         r = await api.post(url, json=body)
         assert r.status_code == 422, (body, r.text)
