@@ -1,0 +1,1 @@
+"""Automation flows: definitions and their versions, enrollments, stats."""

@@ -179,7 +179,23 @@ async def _real_objects(client: httpx.AsyncClient) -> dict[str, str]:
     message = await _created(
         client, "/api/v1/messages", {"template_id": template["id"], "email": "fuzzed@example.com"}, wait=0
     )
+    # An active flow, so enrollment requests get past the lifecycle check.
+    flow = await _created(
+        client,
+        "/api/v1/flows",
+        {
+            "name": "fuzzed",
+            "definition": {
+                "trigger": {"type": "api"},
+                "start": "hold",
+                "nodes": [{"id": "hold", "type": "wait", "seconds": 60}],
+            },
+        },
+    )
+    activated = await client.post(f"/api/v1/flows/{flow['id']}/activate")
+    assert activated.status_code == 200, activated.text
     return {
+        "flow_id": flow["id"],
         "profile_id": profile["id"],
         "segment_id": segment["id"],
         "template_id": template["id"],
