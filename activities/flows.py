@@ -45,6 +45,7 @@ from definitions.flows import DateTrigger, FlowGraph
 from definitions.segments import DATE_PREFIX, MISSING, Condition, get_path, matches
 from delivery import service as delivery_service
 from delivery.schemas import MessageCreate
+from delivery.sender import OVERRIDES_KEY
 from flows import runs_repository as repo
 from profiles import service as profile_service
 from profiles.schemas import ProfileUpdate
@@ -250,10 +251,11 @@ class FlowActivities:
                         return FlowEmailPrepared(status="wait", reason="frequency cap", retry_seconds=wait)
                     await repo.set_step_outcome(conn, params.enrollment_id, params.node_id, "capped")
                     return FlowEmailPrepared(status="skipped", reason="frequency cap")
+            data = {**params.data, OVERRIDES_KEY: params.overrides} if params.overrides else params.data
             body = MessageCreate(
                 template_id=params.template_id,
                 profile_id=params.profile_id,
-                data=params.data,
+                data=data,
                 idempotency_key=key,
             )
             try:

@@ -82,6 +82,11 @@ def _attempts(attempts: list) -> list[dict[str, str]]:
     return [{"provider": a.provider, "outcome": a.outcome, "detail": a.detail[:500]} for a in attempts]
 
 
+# Key of a message's `data` holding changes to its template: subject (a
+# template string itself), from_name, from_email, reply_to.
+OVERRIDES_KEY = "$overrides"
+
+
 class EmailSender:
     """Built once in the worker (engine, router and signer are shared)."""
 
@@ -278,6 +283,8 @@ class EmailSender:
         message_id = row["id"]
         unsubscribe = unsubscribe_url(self._signer, self._tracking_url, message_id)
         data = dict(row["data"] or {})
+        # Per-message changes to the template (a flow's send_email node).
+        overrides = data.pop(OVERRIDES_KEY, None) or {}
         context = {
             "profile": profile_context(dict(profile) if profile else None, row["email"]),
             "event": data.pop("event", {}) or {},
@@ -285,15 +292,19 @@ class EmailSender:
             "unsubscribe_url": unsubscribe,
         }
         rendered = await render_async(
-            template["subject"], template["html"], template["text"], context, strict=True
+            overrides.get("subject") or template["subject"],
+            template["html"],
+            template["text"],
+            context,
+            strict=True,
         )
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
             message_id=message_id,
             to=row["email"],
-            from_email=template["from_email"],
-            from_name=template["from_name"],
-            reply_to=template["reply_to"],
+            from_email=overrides.get("from_email") or template["from_email"],
+            from_name=overrides.get("from_name") or template["from_name"],
+            reply_to=overrides.get("reply_to") or template["reply_to"],
             subject=rendered.subject,
             html=tracked.html,
             text=rendered.text,

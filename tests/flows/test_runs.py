@@ -17,7 +17,9 @@ def _cart_flow(template_id: str, timeout: int = 3) -> dict:
         "nodes": [
             {"id": "wait_buy", "type": "wait_for_event", "name": "Order Completed", "match_key": True,
              "timeout_seconds": timeout, "on_event": "bought", "on_timeout": "remind"},
-            {"id": "remind", "type": "send_email", "template_id": template_id, "next": "grace"},
+            {"id": "remind", "type": "send_email", "template_id": template_id, "next": "grace",
+             "overrides": {"subject": "Still thinking about cart {{ data.trigger.cart_id }}?",
+                           "from_name": "Cart Team"}},
             {"id": "grace", "type": "wait", "seconds": 4, "next": "done"},
             {"id": "done", "type": "exit"},
             {"id": "bought", "type": "exit"},
@@ -61,6 +63,9 @@ async def test_abandoned_cart(api, tracking, worker, sendgrid, engine, sessionma
     assert rows["c1"]["status"] == "converted" and rows["c1"]["converted_at"] is not None
     assert rows["c2"]["status"] == "converted"
     assert len(sendgrid.received) == 1
+    # The node's overrides change the template's subject (rendered) and sender name.
+    assert sendgrid.received[0]["subject"] == "Still thinking about cart c2?"
+    assert sendgrid.received[0]["from"]["name"] == "Cart Team"
     async with engine.connect() as conn:
         linked = (
             await conn.execute(
