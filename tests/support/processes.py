@@ -74,10 +74,12 @@ def tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def temporal_dev_server(data_dir: Path, port: int) -> embedded.Child:
+def temporal_dev_server(data_dir: Path, port: int, *, persist: bool = True) -> embedded.Child:
     """A Temporal dev server (not started) on `port`, persisting to
-    `data_dir/temporal.db`, with the platform's search attributes and no UI.
-    Start it again with the same arguments and it finds its workflows."""
+    `data_dir/temporal.db` (in memory with `persist=False`), with the
+    platform's search attributes and no UI. Start a persisting one again
+    with the same arguments and it finds its workflows."""
+    storage = ["--db-filename", str(data_dir / "temporal.db")] if persist else []
     return embedded.Child(
         "temporal",
         [
@@ -89,8 +91,7 @@ def temporal_dev_server(data_dir: Path, port: int) -> embedded.Child:
             "--port",
             str(port),
             "--headless",
-            "--db-filename",
-            str(data_dir / "temporal.db"),
+            *storage,
             "--log-level",
             "error",
             *dev_server_search_attribute_args(),
