@@ -113,6 +113,28 @@ def _rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
+class Cpu:
+    """CPU seconds each process spent between two readings: where an
+    enrollment's time goes (PostgreSQL's backends come and go with pools,
+    so they are left out)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import psutil
+
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self._procs.items():
+            times = proc.cpu_times()
+            out[name] = times.user + times.system
+        return out
+
+    @staticmethod
+    def per_unit(before: dict[str, float], after: dict[str, float], units: int) -> str:
+        return ", ".join(f"{k} {(after[k] - before[k]) * 1000 / units:.1f}" for k in before)
+
+
 def _size_mb(folder: Path, pattern: str) -> float:
     return sum(p.stat().st_size for p in folder.glob(pattern)) / 2**20
 
@@ -411,6 +433,16 @@ async def main() -> None:
 
         # 1. Enrollment rate against raw signal-with-start.
         n = args.enrollments
+        cpu = Cpu(
+            {
+                "worker": procs["worker"].pid,
+                "temporal": temporal.proc.pid,
+                "tracking": procs["tracking"].pid,
+                "trivial worker": procs["trivial"].pid,
+                "bench": os.getpid(),
+            }
+        )
+        cpu_lines: list[str] = []
         rates: list[tuple[float, float, float]] = []
         enrolled = 0
         for r in range(args.rounds):
@@ -418,11 +450,18 @@ async def main() -> None:
                 f"rate round {r + 1}/{args.rounds}: {n:,} raw signal-with-starts, then {n:,} enrollments...",
                 flush=True,
             )
+            before = cpu.read()
             raw = await baseline_round(client, trivial_queue, n, 32)
+            middle = cpu.read()
             users = [f"u{enrolled + i}" for i in range(n)]
             flows, rows = await enrollment_round(
                 tracker, conn, main_keys.workspace_id, flow_id, users, enrolled
             )
+            after = cpu.read()
+            cpu_lines = [
+                f"raw run (started and finished): {Cpu.per_unit(before, middle, n)}",
+                f"enrollment (to its row):        {Cpu.per_unit(middle, after, n)}",
+            ]
             enrolled += n
             rates.append((raw, flows, rows))
             print(f"  raw {raw:,.0f}/s, runs started {flows:,.0f}/s, rows {rows:,.0f}/s", flush=True)
@@ -525,6 +564,9 @@ async def main() -> None:
             f"/track → run started {flows:6,.0f}/s ({flows / raw:.2f}x)   "
             f"→ enrollment row {rows:6,.0f}/s ({rows / raw:.2f}x)"
         )
+    print("    CPU ms per unit, last round:")
+    for line in cpu_lines:
+        print(f"      {line}")
     print(
         f"    median: runs started {statistics.median(ratios):.2f}x, enrollment rows "
         f"{statistics.median(row_ratios):.2f}x the raw rate (target >= 0.80)"
