@@ -1,11 +1,12 @@
 """Automation flows against their raw baselines, in one run.
 
-    python bench/flows.py [--enrollments 1000] [--waiting 5000] [--seconds 5]
+    python bench/flows.py [--enrollments 1000] [--waiting 5000] [--temporal-file]
 
-Starts, each as its own process: a Temporal dev server persisting to a
-SQLite file (as `mp up` runs it), the tracking API (`mp tracking`) and the
-worker (`mp worker`) on a fresh database, and for the baseline a bare
-worker that runs one trivial workflow. This process then measures:
+Starts, each as its own process: a Temporal dev server (in memory as in
+the tests, or persisting to a SQLite file as `mp up` runs it with
+`--temporal-file`), the tracking API (`mp tracking`) and the worker (`mp
+worker`) on a fresh database, and for the baseline a bare worker that
+runs one trivial workflow. This process then measures:
 
 1. Enrollment rate: N `/track` events that each trigger an enrollment,
    from the first request to the N-th `flow_enrollments` row (the run's
