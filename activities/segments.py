@@ -12,6 +12,7 @@ from temporalio import activity
 
 from activities.guards import heartbeating, permanent_errors
 from definitions.segment_runs import (
+    DueCursor,
     DueSegments,
     DueSegmentsInput,
     RecheckInput,
@@ -52,10 +53,18 @@ class SegmentActivities:
 
     @activity.defn(name="due_segments")
     async def due_segments(self, params: DueSegmentsInput) -> DueSegments:
-        """Segments whose workspace interval has passed since their last refresh."""
+        """One page of segments whose workspace interval had passed at
+        `as_of` (now, on the first page), after the cursor."""
+        as_of = params.as_of or datetime.now(UTC)
+        after = (params.after.computed_at, params.after.segment_id) if params.after else None
         async with self._engine.connect() as conn:
-            due = await repo.due_segments(conn, datetime.now(UTC), params.limit)
-        return DueSegments(segments=[SegmentRef(segment_id=s, workspace_id=w) for s, w in due])
+            due = await repo.due_segments(conn, as_of, params.limit, after)
+        last = due[-1] if len(due) == params.limit else None
+        return DueSegments(
+            segments=[SegmentRef(segment_id=s, workspace_id=w) for s, w, _ in due],
+            as_of=as_of,
+            next=DueCursor(computed_at=last[2], segment_id=last[0]) if last else None,
+        )
 
     @activity.defn(name="recheck_profiles")
     async def recheck_profiles(self, params: RecheckInput) -> RecheckResult:

@@ -10,10 +10,14 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import email, profiles, segments, workspace
+from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
+from core.request_limits import RequestLimits
 from core.settings import Settings, get_settings
 from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
+from definitions.limits import API_BODY_BYTES
+from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
 
 
@@ -35,26 +39,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, pool_size=settings.api_db_pool_size)
+        # Only the limit on failed key lookups uses Redis here (and does without it).
+        redis = create_redis(settings)
+        limiter = AuthFailureLimiter(
+            redis, settings.redis_prefix, settings.auth_failures_per_second, settings.auth_failure_burst
+        )
         app.state.services = ApiServices(
             settings,
             engine,
             create_sessionmaker(engine),
-            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            KeyAuthenticator(engine, ttl=settings.key_cache_seconds, limiter=limiter),
             TemporalConnection(settings),
         )
         try:
             yield
         finally:
+            await redis.aclose()
             await engine.dispose()
 
     app = FastAPI(
         title="Marketing Platform — management API",
-        description="Secret-key API (`Authorization: Bearer sk_...`) for profiles, segments, email, campaigns and flows.",
+        description=(
+            "Secret-key API (`Authorization: Bearer sk_...`) for profiles, segments, email, "
+            "campaigns and flows."
+        ),
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
     install_error_handlers(app)
+    # Body size, URL and JSON hygiene before any route (core/request_limits.py).
+    app.add_middleware(RequestLimits, default_limit=API_BODY_BYTES, json_prefixes=("/api/",))
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(workspace.router)

@@ -14,7 +14,8 @@ _bearer = HTTPBearer(auto_error=False, description="A secret key: `Authorization
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns."""
+    """One transaction per request: committed when the handler returns,
+    rolled back when it raises. Use it only through `SessionDep`."""
     async with request.app.state.services.sessionmaker() as session, session.begin():
         yield session
 
@@ -25,9 +26,15 @@ async def get_workspace_id(
 ) -> uuid.UUID:
     """The workspace of the request's secret key (401 / 403 otherwise)."""
     raw = credentials.credentials if credentials else None
-    key = await request.app.state.services.keys.require(raw, "secret")
+    client = request.client.host if request.client else None
+    key = await request.app.state.services.keys.require(raw, "secret", client)
     return key.workspace_id
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": FastAPI runs the exit of a request-scoped yield
+# dependency after the response is sent, so a client could read before the
+# commit landed (tests/api/test_read_your_writes.py). Function scope commits
+# when the handler returns, before the response goes out, and a failed
+# commit becomes the response instead of being lost after a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 WorkspaceDep = Annotated[uuid.UUID, Depends(get_workspace_id)]

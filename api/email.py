@@ -13,8 +13,10 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
+from api.params import Cursor, Limit
 from core.errors import ServiceUnavailable
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.pagination import DEFAULT_LIMIT
+from core.secret_box import SecretBox
 from core.temporal import WorkflowStart, start_workflow
 from definitions import workflow_ids
 from definitions.messages import SendEmailInput
@@ -44,13 +46,19 @@ templates_router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 providers_router = APIRouter(prefix="/api/v1/providers", tags=["providers"])
 suppressions_router = APIRouter(prefix="/api/v1/suppressions", tags=["suppressions"])
 messages_router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Wait = Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the send to finish")]
 
 
 def _tracking_url(request: Request) -> str:
     return request.app.state.services.settings.tracking_url
+
+
+def _allow_private_hosts(request: Request) -> bool:
+    return request.app.state.services.settings.allow_private_provider_hosts
+
+
+def _secret_box(request: Request) -> SecretBox:
+    return SecretBox.from_settings(request.app.state.services.settings)
 
 
 # -- templates ----------------------------------------------------------------------
@@ -141,8 +149,16 @@ async def create_provider(
 ) -> ProviderOut:
     """`kind`: ses, sendgrid, mixmax or smtp. Providers are tried by `priority`
     (lowest first) and fail over on provider errors. Route MixMax last: it
-    sends from a user mailbox at low volume."""
-    return await service.create_provider(session, workspace_id, body, _tracking_url(request))
+    sends from a user mailbox at low volume. Private, loopback and link-local
+    destinations are refused (422) unless ALLOW_PRIVATE_PROVIDER_HOSTS is set."""
+    return await service.create_provider(
+        session,
+        workspace_id,
+        body,
+        _tracking_url(request),
+        box=_secret_box(request),
+        allow_private_hosts=_allow_private_hosts(request),
+    )
 
 
 @providers_router.get("/{provider_id}", response_model=ProviderOut, summary="Get a provider")
@@ -162,7 +178,15 @@ async def update_provider(
     workspace_id: WorkspaceDep,
 ) -> ProviderOut:
     """Any subset; credentials merge (null removes one)."""
-    return await service.update_provider(session, workspace_id, provider_id, body, _tracking_url(request))
+    return await service.update_provider(
+        session,
+        workspace_id,
+        provider_id,
+        body,
+        _tracking_url(request),
+        box=_secret_box(request),
+        allow_private_hosts=_allow_private_hosts(request),
+    )
 
 
 @providers_router.delete("/{provider_id}", status_code=204, summary="Delete a provider")

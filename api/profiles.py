@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import SessionDep, WorkspaceDep
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from api.params import Cursor, Limit
+from core.pagination import DEFAULT_LIMIT
 from profiles import service
 from profiles.schemas import ProfileCreate, ProfileDetail, ProfileOut, ProfilePage, ProfileUpdate
 
@@ -20,8 +21,8 @@ async def list_profiles(
     request: Request,
     session: SessionDep,
     workspace_id: WorkspaceDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
     email: Annotated[str | None, Query(description="Exact email (case-insensitive)")] = None,
     external_id: Annotated[str | None, Query(description="Exact external id (userId)")] = None,
 ) -> ProfilePage:

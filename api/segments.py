@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, WorkspaceDep
+from api.params import Cursor, Limit
 from core.errors import ServiceUnavailable
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.pagination import DEFAULT_LIMIT
 from segments import runs, service
 from segments.schemas import (
     MemberPage,
@@ -24,8 +25,6 @@ from segments.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/segments", tags=["segments"])
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 @router.get("", response_model=SegmentPage, summary="List segments")

@@ -26,7 +26,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -35,8 +37,9 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database
+from bench.common import FAST_UVICORN, drop_database, fresh_database
 from core.runtime import tune_gc
+from core.secret_box import SecretBox
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker, session_scope
 from delivery import service
@@ -98,25 +101,17 @@ async def main() -> None:
     name = url.rsplit("/", 1)[1]
 
     port = free_port()
-    app_file = Path(f"/tmp/{name}_fake.py")
-    app_file.write_text(FAKE_APP)
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"{app_file.stem}:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd="/tmp",
+    fake_dir = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    await asyncio.to_thread((fake_dir / "fake_provider.py").write_text, FAKE_APP)
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "fake_provider:app",
+        "--port",
+        str(port),
+        *FAST_UVICORN,
+        cwd=fake_dir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -151,6 +146,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
 
         async def make_messages(count: int, tag: str) -> list[uuid.UUID]:
@@ -168,7 +165,7 @@ async def main() -> None:
             return ids
 
         print(f"preparing {args.messages:,} messages per phase...", flush=True)
-        direct_adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"})
+        direct_adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"}, allow_private_hosts=True)
         emails = [
             OutgoingEmail(uuid.uuid4(), f"d{n}@example.com", "s@example.com", "Hi", HTML, "Hi")
             for n in range(args.messages)
@@ -177,7 +174,7 @@ async def main() -> None:
         limits = ProviderLimits(
             redis, settings.redis_prefix, BreakerPolicy(failure_threshold=5, cooldown_seconds=3600)
         )
-        router = ProviderRouter(limits)
+        router = ProviderRouter(limits, allow_private_hosts=True)  # the fake provider is local
         sender = EmailSender(engine, router, settings)
 
         await direct_adapter.send(emails[0])  # warm connections
@@ -211,6 +208,8 @@ async def main() -> None:
                     credentials={"api_key": "k"},
                 ),
                 settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
             )
         failover_ids = await make_messages(args.messages, "failover")
         failover = await _run(args.concurrency, failover_ids, full_send)
@@ -218,8 +217,8 @@ async def main() -> None:
         await direct_adapter.close()
     finally:
         fake.terminate()
-        fake.wait(10)
-        app_file.unlink(missing_ok=True)
+        await asyncio.wait_for(fake.wait(), 10)
+        await asyncio.to_thread(shutil.rmtree, fake_dir, True)
         await engine.dispose()
         stale = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
         if stale:

@@ -70,13 +70,16 @@ async def generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, event
             end = min(profiles, start + chunk)
             await conn.execute(
                 f"""
-                INSERT INTO profiles (id, workspace_id, external_id, email, traits, first_seen, last_seen)
+                INSERT INTO profiles
+                    (id, workspace_id, external_id, email, traits, first_seen, last_seen)
                 SELECT {_profile_uuid(seed, "g")}, $1, 'user_' || g, 'user' || g || '@example.com',
                        jsonb_build_object(
-                           'plan', (ARRAY['free','free','free','starter','pro','enterprise'])[1 + (g * 7) % 6],
+                           'plan',
+                           (ARRAY['free','free','free','starter','pro','enterprise'])[1 + (g * 7) % 6],
                            'country', (ARRAY['US','GB','DE','FR','BR','IN','JP','NG'])[1 + (g * 13) % 8],
                            'age', 18 + (g * 31) % 60,
-                           'signed_up_at', to_char(now() - ((g * 17) % 700) * interval '1 day', 'YYYY-MM-DD')),
+                           'signed_up_at',
+                           to_char(now() - ((g * 17) % 700) * interval '1 day', 'YYYY-MM-DD')),
                        now(), now()
                 FROM generate_series($2::int, $3::int) g""",
                 ws,
@@ -89,17 +92,20 @@ async def generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, event
             end = min(events, start + chunk)
             await conn.execute(
                 f"""
-                INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at,
-                                    message_id)
-                SELECT gen_random_uuid(), $1, {_profile_uuid(seed, "(1 + floor(pr * $4)::int)")}, 'track', name,
+                INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at,
+                                    received_at, message_id)
+                SELECT gen_random_uuid(), $1, {_profile_uuid(seed, "(1 + floor(pr * $4)::int)")}, 'track',
+                       name,
                        CASE name
-                           WHEN 'Order Completed' THEN jsonb_build_object('revenue', round((r2 * 500)::numeric, 2))
+                           WHEN 'Order Completed'
+                               THEN jsonb_build_object('revenue', round((r2 * 500)::numeric, 2))
                            WHEN 'Page Viewed' THEN jsonb_build_object('path', '/p/' || floor(r2 * 50)::int)
                            ELSE jsonb_build_object('campaign_id', 'c' || floor(r2 * 10)::int)
                        END,
                        now() - r3 * $5 * interval '1 day', now(), 'bench-' || g
                 FROM (
-                    SELECT g, random() AS r, random() AS r2, random() AS r3, random() AS pr FROM generate_series($2::int, $3::int) g
+                    SELECT g, random() AS r, random() AS r2, random() AS r3, random() AS pr
+                    FROM generate_series($2::int, $3::int) g
                 ) s, LATERAL (SELECT {EVENT_MIX} AS name) n""",
                 ws,
                 start + 1,
@@ -162,18 +168,18 @@ def definitions(reference: uuid.UUID | None) -> dict[str, dict]:
 HAND_WRITTEN = {
     "trait only": """SELECT id FROM profiles WHERE workspace_id = $1
         AND traits->>'plan' = 'pro' AND traits->>'country' IN ('US', 'GB')""",
-    "event count in 30 days": """SELECT profile_id FROM events WHERE workspace_id = $1 AND name = 'Order Completed'
-        AND occurred_at >= $2 GROUP BY profile_id HAVING count(*) >= 2""",
+    "event count in 30 days": """SELECT profile_id FROM events WHERE workspace_id = $1
+        AND name = 'Order Completed' AND occurred_at >= $2 GROUP BY profile_id HAVING count(*) >= 2""",
     "has not done (30 days)": """SELECT id FROM profiles p WHERE workspace_id = $1 AND NOT EXISTS (
-        SELECT 1 FROM events e WHERE e.workspace_id = $1 AND e.profile_id = p.id AND e.name = 'Order Completed'
-        AND e.occurred_at >= $2)""",
-    "email engagement": """SELECT DISTINCT profile_id FROM events WHERE workspace_id = $1 AND name = 'Email Opened'
-        AND properties->>'campaign_id' = 'c3' AND occurred_at >= $2""",
+        SELECT 1 FROM events e WHERE e.workspace_id = $1 AND e.profile_id = p.id
+        AND e.name = 'Order Completed' AND e.occurred_at >= $2)""",
+    "email engagement": """SELECT DISTINCT profile_id FROM events WHERE workspace_id = $1
+        AND name = 'Email Opened' AND properties->>'campaign_id' = 'c3' AND occurred_at >= $2""",
     "nested all/any + segment": """SELECT p.id FROM profiles p
         JOIN segment_memberships m ON m.segment_id = $3 AND m.profile_id = p.id
         WHERE p.workspace_id = $1 AND ((p.traits->>'age')::int >= 60 OR EXISTS (
-            SELECT 1 FROM events e WHERE e.workspace_id = $1 AND e.profile_id = p.id AND e.name = 'Added to Cart'
-            AND e.occurred_at >= $4))""",
+            SELECT 1 FROM events e WHERE e.workspace_id = $1 AND e.profile_id = p.id
+            AND e.name = 'Added to Cart' AND e.occurred_at >= $4))""",
 }
 
 
@@ -190,15 +196,18 @@ def hand_refresh_sql(members_sql: str, n_params: int) -> str:
     entered AS (
         INSERT INTO segment_memberships (segment_id, workspace_id, profile_id, entered_at)
         SELECT {sid}, $1, new.id, now() FROM new
-        WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m WHERE m.segment_id = {sid} AND m.profile_id = new.id)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM segment_memberships m WHERE m.segment_id = {sid} AND m.profile_id = new.id)
         ON CONFLICT DO NOTHING RETURNING profile_id),
     ev_in AS (
-        INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
+        INSERT INTO events
+            (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
         SELECT gen_random_uuid(), $1, profile_id, 'system', 'Segment Entered',
                jsonb_build_object('segment_id', {sid}::text), now(), now(),
                'hand:' || {sid}::text || ':in:' || profile_id || ':' || clock_timestamp()::text FROM entered),
     ev_out AS (
-        INSERT INTO events (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
+        INSERT INTO events
+            (id, workspace_id, profile_id, type, name, properties, occurred_at, received_at, message_id)
         SELECT gen_random_uuid(), $1, profile_id, 'system', 'Segment Exited',
                jsonb_build_object('segment_id', {sid}::text), now(), now(),
                'hand:' || {sid}::text || ':out:' || profile_id || ':' || clock_timestamp()::text FROM exited
@@ -274,11 +283,12 @@ async def main() -> None:
                 hand if label != "nested all/any + segment" else hand.replace("$3", "$2").replace("$4", "$3")
             )
 
-            async def estimate() -> None:
+            # The timed steps bind this round's values as defaults, so none can see a later round's.
+            async def estimate(compiled=compiled) -> None:
                 async with engine.connect() as c:
                     await repo.count_matching(c, compiled)
 
-            async def hand_count() -> None:
+            async def hand_count(hand_sql=hand_sql, params=params) -> None:
                 await conn.fetchval(f"SELECT count(*) FROM ({hand_sql}) t", *params)
 
             hand_segment = uuid.uuid4()
@@ -290,11 +300,13 @@ async def main() -> None:
             )
             hand_refresh_statement = hand_refresh_sql(hand_sql, len(params))
 
-            async def hand_refresh() -> None:
+            async def hand_refresh(
+                statement=hand_refresh_statement, params=params, hand_segment=hand_segment
+            ) -> None:
                 async with conn.transaction():
-                    await conn.fetchrow(hand_refresh_statement, *params, hand_segment)
+                    await conn.fetchrow(statement, *params, hand_segment)
 
-            async def refresh() -> None:
+            async def refresh(segment_id=segment_id, label=label, compiled=compiled) -> None:
                 async with engine.begin() as c:
                     await repo.apply_refresh(c, ws, segment_id, label, compiled, now)
 
@@ -356,7 +368,8 @@ async def main() -> None:
         print(
             f"  {r['label']:<26} {r['members']:>9,} {r['estimate']:>8.0f}ms {r['hand_count']:>9.0f}ms "
             f"{r['estimate'] / r['hand_count']:>5.2f}x   {r['refresh']:>7.0f}ms {r['hand_refresh']:>11.0f}ms "
-            f"{r['refresh'] / r['hand_refresh']:>5.2f}x   {r['first_refresh']:>9.0f}ms ({r['first_hand_refresh']:.0f}ms)"
+            f"{r['refresh'] / r['hand_refresh']:>5.2f}x   {r['first_refresh']:>9.0f}ms "
+            f"({r['first_hand_refresh']:.0f}ms)"
         )
     print(
         f"  single-profile check (nested segment): median {statistics.median(check_times):.2f} ms, "

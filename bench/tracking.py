@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import time
@@ -36,7 +37,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import drop_database, fresh_database
+from bench.common import FAST_UVICORN, drop_database, fresh_database
 from bench.loadgen import LoadResult, run_load
 from core.settings import to_asyncpg_dsn
 from tests.support.servers import free_port
@@ -81,7 +82,8 @@ class Bodies:
         user = self.rng.randrange(self.users)
         ts = (self.now - timedelta(seconds=self.counter % 86400)).isoformat()
         return (
-            f'{{"userId":"bench_{user}","event":"Product Viewed","messageId":"m{self.counter}-{uuid.uuid4().hex[:8]}",'
+            f'{{"userId":"bench_{user}","event":"Product Viewed",'
+            f'"messageId":"m{self.counter}-{uuid.uuid4().hex[:8]}",'
             f'"timestamp":"{ts}","properties":{{"product_id":"sku_{user % 500}","price":{user % 300}.5,'
             f'"currency":"USD"}},"context":{{"library":{{"name":"bench"}}}}}}'
         )
@@ -262,19 +264,17 @@ async def _round(
     spy = None
     if args.profile:
         fmt = "speedscope" if args.profile.endswith(".json") else "flamegraph"
-        spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "-o",
-                args.profile,
-                "--pid",
-                str(procs["tracking"].pid),
-                "--duration",
-                str(int(args.seconds)),
-                "--format",
-                fmt,
-            ],
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy",
+            "record",
+            "-o",
+            args.profile,
+            "--pid",
+            str(procs["tracking"].pid),
+            "--duration",
+            str(int(args.seconds)),
+            "--format",
+            fmt,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -294,7 +294,7 @@ async def _round(
     out["group_size"] = (after["requests_committed"] - before["requests_committed"]) / groups
     out["group_ms"] = (after["commit_seconds"] - before["commit_seconds"]) * 1000 / groups
     if spy is not None:
-        spy.wait(30)
+        await asyncio.wait_for(spy.wait(), 30)
     with CpuMeter(procs["tracking"].pid) as meter:
         out["results"]["batch"] = await run_load(
             urls["tracking"],
@@ -344,6 +344,7 @@ async def main() -> None:
         "TRACKING_PORT": str(tracking_port),
         "HOST": "127.0.0.1",
         "REDIS_PREFIX": f"mp_bench_{uuid.uuid4().hex[:6]}:",
+        "SECRET_KEY": secrets.token_urlsafe(32),  # `mp tracking` refuses the development key
     }
     procs = {
         "tracking": _spawn([sys.executable, "-m", "cli", "tracking"], env),
@@ -357,13 +358,7 @@ async def main() -> None:
                 str(bare_port),
                 "--host",
                 "127.0.0.1",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *FAST_UVICORN,
             ],
             {},
         ),
@@ -383,7 +378,8 @@ async def main() -> None:
         acked = stored = 0
         for n in range(args.rounds):
             print(
-                f"round {n + 1}/{args.rounds}: bare, /track, /track/batch, COPY ({args.seconds:.0f}s each)...",
+                f"round {n + 1}/{args.rounds}: bare, /track, /track/batch, COPY "
+                f"({args.seconds:.0f}s each)...",
                 flush=True,
             )
             before = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
@@ -423,16 +419,17 @@ async def main() -> None:
     print(_line(f"POST /track/batch ({BATCH_SIZE} events)", results["batch"]))
     print(f"  {'asyncpg COPY (1,000-row chunks, 2 conns)':<34} {mid['copy_rate']:>10,.0f} rows/s")
     print()
+    # Nested f-strings use the other quote: re-using the outer one is 3.12-only syntax.
+    track_rounds = ", ".join(f"{r['track_ratio']:.2f}" for r in rounds)
+    batch_rounds = ", ".join(f"{ratio:.2f}" for ratio in sorted(r["batch_ratio"] for r in rounds))
     print(
-        f"  /track       / bare endpoint : {mid['track_ratio']:5.2f}x   (target >= 0.80; "
-        f"rounds {', '.join(f'{r['track_ratio']:.2f}' for r in rounds)})"
+        f"  /track       / bare endpoint : {mid['track_ratio']:5.2f}x   "
+        f"(target >= 0.80; rounds {track_rounds})"
     )
+    print(f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30; rounds {batch_rounds})")
     print(
-        f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30; "
-        f"rounds {', '.join(f'{r['batch_ratio']:.2f}' for r in sorted(rounds, key=lambda r: r['batch_ratio']))})"
-    )
-    print(
-        f"  /track: {mid['group_size']:.1f} requests per group commit on average, {mid['group_ms']:.2f} ms a commit"
+        f"  /track: {mid['group_size']:.1f} requests per group commit on average, "
+        f"{mid['group_ms']:.2f} ms a commit"
     )
     for name, (meter, units) in mid["cpu"].items():
         print(f"  {name:<6} {meter.per_unit(units)}")
@@ -455,7 +452,7 @@ async def main() -> None:
         "stored": stored,
     }
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(figures, indent=2))
+        await asyncio.to_thread(Path(args.json_out).write_text, json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ class Child:
             env=self.env,
             start_new_session=True,
             **as_user(self.user),
-            preexec_fn=_die_with_parent,
+            # subprocess has no other way to set PR_SET_PDEATHSIG; the hook only
+            # calls prctl, so it takes no lock another thread could hold at fork.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
         )
         if out:
             out.close()
@@ -174,6 +176,7 @@ def postgres_child(data_dir: Path, port: int) -> Child:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            check=False,  # the return code is read below, with initdb's own message
             **as_user(user),
         )
         if init.returncode != 0:
@@ -220,18 +223,18 @@ def ensure_database(port: int, name: str) -> None:
     psql = _pg_bin() / "psql"
     base = [str(psql), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAc"]
     for _ in range(50):
-        probe = subprocess.run(base + ["SELECT 1"], capture_output=True, text=True)
+        probe = subprocess.run([*base, "SELECT 1"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             break
         time.sleep(0.2)
     exists = subprocess.run(
-        base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        [*base, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
         capture_output=True,
         text=True,
         check=True,
     )
     if exists.stdout.strip() != "1":
-        subprocess.run(base + [f'CREATE DATABASE "{name}"'], check=True, capture_output=True, text=True)
+        subprocess.run([*base, f'CREATE DATABASE "{name}"'], check=True, capture_output=True, text=True)
 
 
 # -- Redis ----------------------------------------------------------------

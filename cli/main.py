@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from core.settings import get_settings
+from cli.stack import reaching, use_stack
+from core.settings import get_settings, refuse_dev_secret
 
 app = typer.Typer(
     help="Marketing platform: tracking, profiles and automation on Temporal.",
@@ -52,11 +53,35 @@ def up() -> None:
 
 
 @app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False) -> None:
+    """Show what the `mp up` of this data dir runs: each child's pid, state
+    (up, restarting, down), restarts and port. Exit code 1 when no `mp up`
+    is running."""
+    from cli.stack import checked_children, running_state, status_lines
+
+    data_dir = get_settings().data_dir
+    if as_json:
+        state = running_state(data_dir)
+        if state is None:
+            typer.echo(json.dumps({"running": False}))
+            _exit(1)
+        typer.echo(json.dumps({"running": True, "pid": state["pid"], "children": checked_children(state)}))
+        _exit(0)
+    lines = status_lines(data_dir)
+    if lines is None:
+        typer.echo(f"mp up is not running (data dir {data_dir.resolve()})")
+        _exit(1)
+    typer.echo("\n".join(lines))
+    _exit(0)
+
+
+@app.command()
 def api() -> None:
     """Serve the management API (/api/v1, docs at /docs) on PORT (3001)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = use_stack()
+    refuse_dev_secret(settings, "api")
     uvicorn.run("api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
 
 
@@ -67,7 +92,8 @@ def tracking(
     """Serve the tracking API (/track, /identify, ...) on TRACKING_PORT (3002)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = use_stack()
+    refuse_dev_secret(settings, "tracking")
     uvicorn.run(
         "tracking.app:create_app",
         factory=True,
@@ -86,9 +112,11 @@ def worker() -> None:
     """Run the Temporal worker (every workflow and activity)."""
     from worker.main import run_worker
 
+    settings = use_stack()
+    refuse_dev_secret(settings, "worker")
     _logging()
     try:
-        asyncio.run(run_worker(get_settings()))
+        asyncio.run(run_worker(settings))
     except Exception:
         # Leave through _exit on failure too: a crash in teardown would hide the real error.
         logging.getLogger("worker").exception("worker failed")
@@ -101,7 +129,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     """Apply migrations to DATABASE_URL."""
     from db.migrate import upgrade
 
-    upgrade(get_settings().database_url, revision)
+    settings = use_stack()
+    with reaching(settings, "PostgreSQL"):
+        upgrade(settings.database_url, revision)
     typer.echo(f"database at {revision}")
 
 
@@ -115,8 +145,10 @@ def keys_create(
     from db.engine import create_engine, create_sessionmaker, session_scope
     from workspaces.service import create_workspace_keys
 
+    settings = use_stack()
+
     async def _run() -> dict:
-        engine = create_engine(get_settings().database_url, pool_size=1)
+        engine = create_engine(settings.database_url, pool_size=1)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
                 keys = await create_workspace_keys(session, workspace)
@@ -128,13 +160,47 @@ def keys_create(
             "secret_key": keys.secret_key,
         }
 
-    keys = asyncio.run(_run())
+    with reaching(settings, "PostgreSQL"):
+        keys = asyncio.run(_run())
     if as_json:
         typer.echo(json.dumps(keys))
     else:
         typer.echo(f"workspace   {workspace} ({keys['workspace_id']})")
         typer.echo(f"public key  {keys['public_key']}   (tracking API, safe in browsers)")
         typer.echo(f"secret key  {keys['secret_key']}   (management API, keep it secret)")
+
+
+@keys_app.command("rotate-secrets")
+def keys_rotate_secrets() -> None:
+    """Re-encrypt every provider credential with the first of SECRETS_KEYS
+    (and encrypt any plaintext left). Run it with the same SECRETS_KEYS and
+    SECRET_KEY as the apps, after putting a new key first; then the old key
+    can go. See the README's "Security" section."""
+    from core.secret_box import SecretBox, SecretUnreadable
+    from db.engine import create_engine, create_sessionmaker, session_scope
+    from delivery.service import rotate_provider_secrets
+
+    settings = use_stack()
+    # The provider key `mp up` generated into its data dir, when the environment gives none.
+    generated = settings.data_dir / "secrets_keys"
+    if "secrets_keys" not in settings.model_fields_set and generated.exists():
+        settings = settings.model_copy(update={"secrets_keys": generated.read_text().strip()})
+
+    async def _run() -> int:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await rotate_provider_secrets(session, SecretBox.from_settings(settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        with reaching(settings, "PostgreSQL"):
+            rotated = asyncio.run(_run())
+    except SecretUnreadable as exc:
+        typer.echo(f"mp: {exc}; nothing was changed", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"providers re-encrypted: {rotated}")
 
 
 @app.command()
@@ -148,7 +214,9 @@ def seed(
     ingestion path as the tracking API), with a progress bar."""
     from cli.seed import run_seed
 
-    keys = asyncio.run(run_seed(get_settings(), workspace, profiles, events_per_profile, days))
+    settings = use_stack()
+    with reaching(settings, "PostgreSQL", "Redis"):
+        keys = asyncio.run(run_seed(settings, workspace, profiles, events_per_profile, days))
     typer.echo(f"\nworkspace   {workspace} ({keys.workspace_id})")
     typer.echo(f"public key  {keys.public_key}")
     typer.echo(f"secret key  {keys.secret_key}")
@@ -160,12 +228,14 @@ def temporal_setup() -> None:
     from core.clients import connect_temporal
     from worker.setup import setup_temporal
 
+    settings = use_stack()
+
     async def _run() -> tuple[list[str], list[str]]:
-        settings = get_settings()
         client = await connect_temporal(settings)
         return await setup_temporal(client, settings)
 
-    added, created = asyncio.run(_run())
+    with reaching(settings, "Temporal"):
+        added, created = asyncio.run(_run())
     typer.echo(f"search attributes added: {', '.join(added) or 'none (all present)'}")
     typer.echo(f"schedules created: {', '.join(created) or 'none (all present, updated)'}")
     _exit(0)

@@ -58,7 +58,13 @@ async def run_seed(
         keys = await create_workspace_keys(session, workspace)
     await engine.dispose()
 
-    pool = await create_asyncpg_pool(settings.database_url, size=4, server_settings=INGEST_SERVER_SETTINGS)
+    pool = await create_asyncpg_pool(
+        settings.database_url,
+        size=4,  # a one-off loader: a few connections, not the tracking pool
+        min_size=settings.db_pool_min_size,
+        command_timeout=settings.db_command_timeout_seconds,
+        server_settings=INGEST_SERVER_SETTINGS,
+    )
     redis = create_redis(settings)
     writer = GroupCommitWriter(pool, redis, redis_prefix=settings.redis_prefix)
     now = datetime.now(UTC)

@@ -3,7 +3,10 @@
 Starts (or reuses, when their URLs are set) PostgreSQL, Redis and the
 Temporal dev server, migrates, makes a default workspace, sets up Temporal
 (search attributes and schedules), then runs the api, tracking and worker
-processes until Ctrl-C stops everything in reverse order.
+processes until Ctrl-C stops everything in reverse order. A child that
+crashes is restarted with backoff (cli/supervisor.py); `.mp/up.json` says
+what runs where, for `mp status` and the other `mp` commands
+(cli/stack.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from cli import embedded
+from cli import embedded, stack
 from cli.embedded import Child, StartError
+from cli.supervisor import CrashLoop, Supervisor
 from core.settings import Settings
 
 DATABASE_NAME = "marketing"
@@ -26,7 +30,8 @@ DATABASE_NAME = "marketing"
 def _check_port_free(port: int, what: str, setting: str) -> None:
     if embedded.port_open(port):
         raise StartError(
-            f":{port} is already in use, so {what} cannot start there (set {setting}, or stop the other process)"
+            f":{port} is already in use, so {what} cannot start there "
+            f"(set {setting}, or stop the other process)"
         )
 
 
@@ -40,20 +45,44 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
-        self.children: list[Child] = []
+        self.supervisor = Supervisor(log=lambda line: print(line, flush=True))
         self.env = dict(os.environ)
 
-    def _start(self, child: Child) -> Child:
+    @property
+    def children(self) -> list[Child]:
+        """Every child, in start order."""
+        return [s.child for s in self.supervisor.children]
+
+    def _start(self, child: Child, port: int | None = None) -> Child:
         child.start()
-        self.children.append(child)
+        self.supervisor.add(child, port)
         return child
 
     def stop(self) -> None:
         """Stop children newest first (apps, then Temporal, Redis, PostgreSQL)."""
-        for child in reversed(self.children):
-            if child.alive():
-                print(f"  stopping {child.name}...", flush=True)
-            child.stop()
+        for supervised in reversed(self.supervisor.children):
+            if supervised.child.alive():
+                print(f"  stopping {supervised.name}...", flush=True)
+            supervised.child.stop()
+            supervised.state = "down"
+
+    def write_state(self, *, stopped: bool = False) -> None:
+        """Record what runs where in .mp/up.json (cli/stack.py reads it)."""
+        keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL")
+        resolved = self.resolved_settings()
+        services = {k: self.env.get(k) or str(getattr(resolved, k.lower())) for k in keys}
+        stack.write_state(
+            self.data_dir,
+            {
+                "pid": os.getpid(),
+                "stopped": stopped,
+                "data_dir": str(self.data_dir),
+                "services": services,
+                "api_url": f"http://127.0.0.1:{self.settings.port}",
+                "tracking_url": f"http://127.0.0.1:{self.settings.tracking_port}",
+                "children": self.supervisor.status(),
+            },
+        )
 
     # -- backing services ------------------------------------------------
 
@@ -64,21 +93,26 @@ class Platform:
             print("  PostgreSQL: using DATABASE_URL", flush=True)
         else:
             _check_port_free(s.embedded_postgres_port, "PostgreSQL", "MP_POSTGRES_PORT or DATABASE_URL")
-            pg = self._start(embedded.postgres_child(self.data_dir, s.embedded_postgres_port))
+            pg = self._start(
+                embedded.postgres_child(self.data_dir, s.embedded_postgres_port), s.embedded_postgres_port
+            )
             embedded.wait_for_port(pg, s.embedded_postgres_port, 60)
             embedded.ensure_database(s.embedded_postgres_port, DATABASE_NAME)
             self.env["DATABASE_URL"] = (
                 f"postgresql://postgres@127.0.0.1:{s.embedded_postgres_port}/{DATABASE_NAME}"
             )
             print(
-                f"  PostgreSQL: started on :{s.embedded_postgres_port} (data in {self.data_dir / 'postgres'})",
+                f"  PostgreSQL: started on :{s.embedded_postgres_port} "
+                f"(data in {self.data_dir / 'postgres'})",
                 flush=True,
             )
         if self._given("redis_url"):
             print("  Redis: using REDIS_URL", flush=True)
         else:
             _check_port_free(s.embedded_redis_port, "Redis", "MP_REDIS_PORT or REDIS_URL")
-            rd = self._start(embedded.redis_child(self.data_dir, s.embedded_redis_port))
+            rd = self._start(
+                embedded.redis_child(self.data_dir, s.embedded_redis_port), s.embedded_redis_port
+            )
             embedded.wait_for_port(rd, s.embedded_redis_port, 30)
             self.env["REDIS_URL"] = f"redis://127.0.0.1:{s.embedded_redis_port}/0"
             print(f"  Redis: started on :{s.embedded_redis_port}", flush=True)
@@ -94,13 +128,15 @@ class Platform:
                     s.embedded_temporal_port,
                     s.embedded_temporal_ui_port,
                     dev_server_search_attribute_args(),
-                )
+                ),
+                s.embedded_temporal_port,
             )
             embedded.wait_for_port(tp, s.embedded_temporal_port, 90)
             self.env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{s.embedded_temporal_port}"
             self.env.setdefault("TEMPORAL_UI_URL", f"http://localhost:{s.embedded_temporal_ui_port}")
             print(
-                f"  Temporal: dev server on :{s.embedded_temporal_port}, UI on :{s.embedded_temporal_ui_port}",
+                f"  Temporal: dev server on :{s.embedded_temporal_port}, "
+                f"UI on :{s.embedded_temporal_ui_port}",
                 flush=True,
             )
 
@@ -116,9 +152,28 @@ class Platform:
             path.chmod(0o600)
         self.env["SECRET_KEY"] = path.read_text().strip()
 
+    def ensure_secrets_key(self) -> None:
+        """A stable SECRETS_KEYS (a Fernet key for provider credentials), kept in the data dir."""
+        if self._given("secrets_keys"):
+            return
+        path = self.data_dir / "secrets_keys"
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            path.write_text(Fernet.generate_key().decode())
+            path.chmod(0o600)
+        self.env["SECRETS_KEYS"] = path.read_text().strip()
+
     def resolved_settings(self) -> Settings:
         """Settings as the children will see them."""
-        keys = ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_UI_URL", "SECRET_KEY")
+        keys = (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_UI_URL",
+            "SECRET_KEY",
+            "SECRETS_KEYS",
+        )
         return self.settings.model_copy(update={k.lower(): self.env[k] for k in keys if k in self.env})
 
     # -- application processes ---------------------------------------------
@@ -128,8 +183,8 @@ class Platform:
         _check_port_free(s.port, "the management API", "PORT")
         _check_port_free(s.tracking_port, "the tracking API", "TRACKING_PORT")
         python = sys.executable
-        for name in ("worker", "api", "tracking"):
-            self._start(Child(name, [python, "-m", "cli", name], env=self.env))
+        for name, port in (("worker", None), ("api", s.port), ("tracking", s.tracking_port)):
+            self._start(Child(name, [python, "-m", "cli", name], env=self.env), port)
         for child, port in ((self.children[-2], s.port), (self.children[-1], s.tracking_port)):
             embedded.wait_for_port(child, port, 60)
 
@@ -144,7 +199,7 @@ async def _bootstrap(settings: Settings, data_dir: Path) -> dict:
     from workspaces.service import create_workspace_keys
 
     print("  migrating the database...", flush=True)
-    await asyncio.to_thread(upgrade, settings.database_url)
+    await asyncio.to_thread(upgrade, settings.database_url, "head", settings)
 
     keys_file = data_dir / "default-workspace.json"
     engine = create_engine(settings.database_url, pool_size=1)
@@ -210,32 +265,32 @@ def run_up(settings: Settings) -> int:
         print("Starting the marketing platform...", flush=True)
         platform.start_services()
         platform.ensure_secret()
+        platform.ensure_secrets_key()
         resolved = platform.resolved_settings()
         keys = asyncio.run(_bootstrap(resolved, platform.data_dir))
         platform.start_apps()
+        platform.write_state()
         _banner(resolved, keys, platform.data_dir)
         while not stopping:
-            dead = [c for c in platform.children if not c.alive()]
-            if dead:
-                print(
-                    f"\n{dead[0].name} exited (code {dead[0].proc.returncode}); stopping everything.",
-                    flush=True,
-                )
-                if dead[0].log_path:
-                    print(dead[0].tail(), flush=True)
-                code = 1
-                break
+            if platform.supervisor.poll():
+                platform.write_state()
             time.sleep(0.3)
+    except CrashLoop as exc:
+        print(f"\nmp up: {exc}.", file=sys.stderr, flush=True)
+        if exc.supervised.child.log_path:
+            print(exc.supervised.child.tail(), file=sys.stderr, flush=True)
+        code = 1
     except StartError as exc:
         print(f"\nmp up: {exc}", file=sys.stderr, flush=True)
         code = 1
-    except Exception as exc:  # start-up failures: report, then clean up
+    except Exception as exc:  # noqa: BLE001 - any start-up failure: report it, then clean up below
         print(f"\nmp up failed: {exc!r}", file=sys.stderr, flush=True)
         code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("Stopping...", flush=True)
         platform.stop()
+        platform.write_state(stopped=True)
         lock.unlink(missing_ok=True)
         print("Stopped.", flush=True)
     return code
@@ -255,9 +310,11 @@ Marketing platform is up.
     secret key  (management API)  {keys["secret_key"]}
 
   Data and logs in {data_dir}.  Press Ctrl-C to stop.
+  A child that crashes is restarted; `./mp status` in another terminal shows them all.
 
 Try:
-  curl -X POST http://localhost:{settings.tracking_port}/track -H 'Authorization: Bearer {keys["public_key"]}' \\
+  curl -X POST http://localhost:{settings.tracking_port}/track \\
+       -H 'Authorization: Bearer {keys["public_key"]}' \\
        -H 'Content-Type: application/json' -d '{{"userId":"u1","event":"Signed Up"}}'
   curl http://localhost:{settings.port}/api/v1/profiles -H 'Authorization: Bearer {keys["secret_key"]}'
 """,

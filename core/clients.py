@@ -11,7 +11,11 @@ from core.settings import Settings
 
 def create_redis(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client (connections made lazily)."""
-    return aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+    )
 
 
 async def connect_temporal(settings: Settings) -> Client:

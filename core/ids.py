@@ -17,7 +17,7 @@ _SAFE = uuid.SafeUUID.unknown
 def _random_80() -> int:
     # One getrandom() call serves 512 ids: the syscall per id was a
     # measurable share of the tracking hot path.
-    global _pool, _offset
+    global _pool, _offset  # noqa: PLW0603 - module state is the cheapest on this hot path
     if _offset >= _POOL_BYTES:
         _pool, _offset = os.urandom(_POOL_BYTES), 0
     start = _offset

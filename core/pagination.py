@@ -1,14 +1,23 @@
-"""Opaque cursors for keyset pagination."""
+"""Opaque cursors for keyset pagination, and the one way a page is cut
+from rows fetched with `limit + 1`."""
 
 from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from core.errors import BadRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+Item = TypeVar("Item")
+
+
+def _cursor_after_id(item: Any) -> str:
+    return encode_cursor(item.id)
 
 
 def encode_cursor(last_id: uuid.UUID) -> str:
@@ -25,3 +34,21 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
         return uuid.UUID(bytes=raw)
     except ValueError:
         raise BadRequest("invalid cursor: pass the next_cursor of a previous page") from None
+
+
+def cut_page(
+    rows: Sequence[Any],
+    limit: int,
+    to_item: Callable[[Any], Item],
+    cursor_after: Callable[[Item], str] = _cursor_after_id,
+) -> tuple[list[Item], str | None]:
+    """Split rows fetched with `limit + 1` into the page's items and the
+    cursor of the next page (None on the last page).
+
+    The extra row only says that more follow; it is never returned.
+    `cursor_after` names the key the next page starts after (the item's
+    id, encoded, unless the listing is keyed otherwise).
+    """
+    items = [to_item(row) for row in rows[:limit]]
+    more = len(rows) > limit and bool(items)
+    return items, cursor_after(items[-1]) if more else None

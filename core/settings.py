@@ -11,6 +11,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Signs nothing safely: anyone who reads this file can forge tracking links.
+# Processes refuse it unless told otherwise (see `refuse_dev_secret`).
+DEV_SECRET_KEY = "dev-insecure-secret-change-me"
+
 
 class Settings(BaseSettings):
     """One settings object shared by the api, tracking and worker processes."""
@@ -56,6 +60,12 @@ class Settings(BaseSettings):
         description="gc.set_threshold for the tracking and worker processes ('' keeps Python's defaults).",
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
+    db_pool_min_size: int = Field(
+        2, description="Connections each asyncpg pool (tracking ingest, send path) keeps open when idle."
+    )
+    tracking_engine_pool_size: int = Field(
+        2, description="SQLAlchemy connections per tracking process for keys, links and webhooks."
+    )
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
     outbox_batch_size: int = Field(500, description="Outbox rows one dispatcher pass claims.")
     outbox_lease_seconds: float = Field(
@@ -67,13 +77,60 @@ class Settings(BaseSettings):
     outbox_dispatch_concurrency: int = Field(
         32, description="Signal-with-start calls one dispatcher has in flight at once."
     )
+    worker_db_pool_size: int = Field(5, description="SQLAlchemy connections per worker process.")
+    email_send_pool_size: int = Field(
+        40, description="asyncpg connections per worker for the send path (three statements a message)."
+    )
+    email_send_cache_seconds: float = Field(
+        5.0, description="How long a worker trusts a workspace's providers and a template before re-reading."
+    )
+    db_command_timeout_seconds: float = Field(
+        60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
+    )
+    redis_socket_timeout_seconds: float = Field(
+        5.0, description="Longest wait for a Redis reply before the call fails."
+    )
+    redis_connect_timeout_seconds: float = Field(5.0, description="Longest wait to connect to Redis.")
+    temporal_connect_timeout_seconds: float = Field(
+        10.0, description="Longest wait to connect to Temporal before the API answers 503."
+    )
+    tracking_http_timeout_seconds: float = Field(
+        10.0, description="Timeout of tracking's outbound HTTP calls (SNS certificates and confirmations)."
+    )
+    segment_refresh_timeout_seconds: float = Field(
+        3600.0, description="Execution timeout of one segment refresh workflow."
+    )
+    partitions_run_timeout_seconds: float = Field(
+        7200.0, description="Execution timeout of each scheduled event-partitions run."
+    )
+    segment_dispatch_timeout_seconds: float = Field(
+        600.0, description="Execution timeout of each scheduled run that starts due segment refreshes."
+    )
     key_cache_seconds: float = Field(
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
     )
 
+    auth_failures_per_second: float = Field(
+        20.0, description="Failed API key lookups allowed per client address per second (then 429)."
+    )
+    auth_failure_burst: int = Field(40, description="Failed API key lookups a client address may burst.")
+
     secret_key: str = Field(
-        "dev-insecure-secret-change-me",
-        description="Signs tracking links; `mp up` generates one into .mp/ when unset.",
+        DEV_SECRET_KEY,
+        description=(
+            "Signs tracking links; `mp up` generates one into .mp/ when unset. The api, tracking "
+            "and worker processes refuse the development default unless MP_ALLOW_DEV_SECRET=1."
+        ),
+    )
+    allow_dev_secret: bool = Field(
+        False,
+        alias="MP_ALLOW_DEV_SECRET",
+        description="Let processes start with the development SECRET_KEY (local experiments only).",
+    )
+    secrets_keys: str = Field(
+        "",
+        description="Comma-separated Fernet keys for provider credentials at rest: the first encrypts, "
+        "all decrypt; a key derived from SECRET_KEY is always tried last (and used when this is empty).",
     )
     breaker_failure_threshold: int = Field(
         5, description="Provider failures (within the window) that open its breaker."
@@ -86,6 +143,14 @@ class Settings(BaseSettings):
     sns_cert_url_pattern: str = Field(
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
         description="SNS signing certificates are only fetched from URLs matching this.",
+    )
+    webhook_max_age_seconds: float = Field(
+        600.0,
+        description="Signed provider webhooks (SendGrid, SNS) further than this from now are refused.",
+    )
+    allow_private_provider_hosts: bool = Field(
+        False,
+        description="Let providers point at loopback/private/link-local hosts (tests, a local SMTP server).",
     )
     aws_ses_region: str = Field("us-east-1", description="AWS region for SES.")
     aws_ses_endpoint_url: str | None = Field(None, description="SES endpoint override (tests).")
@@ -127,6 +192,22 @@ def to_asyncpg_dsn(url: str) -> str:
 def to_sqlalchemy_url(url: str) -> str:
     """Any PostgreSQL URL with SQLAlchemy's asyncpg driver named."""
     return "postgresql+asyncpg://" + to_asyncpg_dsn(url)[len("postgresql://") :]
+
+
+def refuse_dev_secret(settings: Settings, process: str) -> None:
+    """Stop a process (api, tracking, worker) that would sign links with the
+    development key: one line on stderr, exit status 1.
+
+    `mp up` passes its children a key it generated into the data dir, so
+    only a process started by hand (or by a deployment) without SECRET_KEY
+    gets here; MP_ALLOW_DEV_SECRET=1 lets it through on purpose.
+    """
+    if settings.secret_key == DEV_SECRET_KEY and not settings.allow_dev_secret:
+        raise SystemExit(
+            f"mp {process}: SECRET_KEY is the development default; set SECRET_KEY to a random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), start it with `mp up`, "
+            "or set MP_ALLOW_DEV_SECRET=1 for local use"
+        )
 
 
 @lru_cache

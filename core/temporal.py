@@ -220,8 +220,13 @@ class TemporalConnection:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await asyncio.wait_for(connect_temporal(self._settings), timeout=10)
-                except Exception as exc:  # noqa: BLE001 - refused, timed out, bad address: all mean unavailable
+                    self._client = await asyncio.wait_for(
+                        connect_temporal(self._settings),
+                        timeout=self._settings.temporal_connect_timeout_seconds,
+                    )
+                # Any connect failure (the bridge's RuntimeError, TimeoutError,
+                # a malformed address) means the same to callers: a 503.
+                except Exception as exc:  # noqa: BLE001 - re-raised as ServiceUnavailable
                     raise ServiceUnavailable(
                         f"Temporal at {self._settings.temporal_address} is unavailable: {exc}"
                     ) from None

@@ -62,16 +62,22 @@ INGEST_SERVER_SETTINGS = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
 
 
 async def create_asyncpg_pool(
-    database_url: str, *, size: int = 6, server_settings: dict[str, str] | None = None
+    database_url: str,
+    *,
+    size: int,
+    min_size: int,
+    command_timeout: float,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A raw asyncpg pool for hot paths (tracking ingestion) where SQLAlchemy's
-    per-statement overhead matters."""
+    """A raw asyncpg pool for hot paths (tracking ingestion, the send path)
+    where SQLAlchemy's per-statement overhead matters. Sizes and the
+    statement timeout come from Settings."""
     return await asyncpg.create_pool(
         to_asyncpg_dsn(database_url),
-        min_size=min(2, size),
+        min_size=min(min_size, size),
         max_size=size,
         init=_init_connection,
-        command_timeout=60,
+        command_timeout=command_timeout,
         server_settings=server_settings,
         reset=_reset_only_if_dirty,
     )

@@ -8,6 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from core.settings import Settings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -19,10 +21,14 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "head", settings: Settings | None = None) -> None:
     """Bring the database at `database_url` to `revision`. Blocking: call it
-    from a thread when an event loop is running."""
-    command.upgrade(alembic_config(database_url), revision)
+    from a thread when an event loop is running. `settings` give migrations
+    that need them (the provider secrets key) the apps' own values; without
+    them, migrations read the environment."""
+    cfg = alembic_config(database_url)
+    cfg.attributes["settings"] = settings
+    command.upgrade(cfg, revision)
 
 
 def current_revision(database_url: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -25,10 +26,30 @@ class SegmentRefreshResult(BaseModel):
     duration_ms: float = 0.0
 
 
+class DueCursor(BaseModel):
+    """Where the next page of due segments starts: after this segment, in
+    (computed_at, id) order, never-computed segments first."""
+
+    computed_at: datetime | None
+    segment_id: uuid.UUID
+
+
 class DueSegmentsInput(BaseModel):
-    """Ask for segments whose refresh interval has passed."""
+    """Refresh every segment whose interval has passed, a page at a time.
+
+    `limit` is the page size; `after`, `as_of` and `started` carry a drain
+    across pages and continue-as-new (a run begins with none of them)."""
 
     limit: int = Field(500, ge=1, le=1000)
+    concurrency: int = Field(20, ge=1, le=500, description="Refreshes running at once.")
+    pages_per_run: int = Field(
+        20, ge=1, description="Pages before continuing as new, if Temporal has not suggested it sooner."
+    )
+    after: DueCursor | None = None
+    as_of: datetime | None = Field(
+        None, description="Due as of this time (the first page's), so a drain ends."
+    )
+    started: int = Field(0, ge=0, description="Refreshes started by earlier runs of this drain.")
 
 
 class SegmentRef(BaseModel):
@@ -39,9 +60,12 @@ class SegmentRef(BaseModel):
 
 
 class DueSegments(BaseModel):
-    """Segments to refresh now (at most the requested limit)."""
+    """One page of segments to refresh, and where the next page starts
+    (None: this was the last)."""
 
     segments: list[SegmentRef]
+    as_of: datetime | None = None
+    next: DueCursor | None = None
 
 
 class RecheckInput(BaseModel):

@@ -56,6 +56,7 @@ from pydantic import (
 )
 
 from definitions.events import email_event
+from definitions.limits import UtcDatetime
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -126,9 +127,10 @@ class Comparison(_Strict):
         elif op in DATE_OPS:
             if not isinstance(value, str) or not _parse_date(value):
                 raise ValueError(f"{op.value} takes a date, YYYY-MM-DD")
-        elif op == Op.within_last:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500:
-                raise ValueError("within_last takes a number of days (0 to 36500)")
+        elif op == Op.within_last and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500
+        ):
+            raise ValueError("within_last takes a number of days (0 to 36500)")
         return self
 
     @property
@@ -159,8 +161,8 @@ class Window(_Strict):
 
     last: Annotated[int, Field(ge=1, le=36500)] | None = None
     unit: Literal["days", "hours"] = "days"
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: UtcDatetime | None = Field(None, alias="from")
+    to: UtcDatetime | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -77,6 +77,14 @@ return 'closed'
 """
 
 
+# KEYS: probe. Gives the half-open probe back unused (the prober skipped the
+# provider without calling it), so the next caller may probe at once.
+_RELEASE = """
+redis.call('DEL', KEYS[1])
+return 'released'
+"""
+
+
 @dataclass(frozen=True)
 class BreakerPolicy:
     """When a provider is taken out of rotation, and for how long."""
@@ -109,6 +117,7 @@ class ProviderLimits:
         self._allow = redis.register_script(_ALLOW)
         self._fail = redis.register_script(_FAIL)
         self._succeed = redis.register_script(_SUCCEED)
+        self._release = redis.register_script(_RELEASE)
 
     def _breaker_keys(self, provider_id: object) -> list[str]:
         base = f"{self._prefix}cb:{provider_id}"
@@ -149,3 +158,8 @@ class ProviderLimits:
     async def succeeded(self, provider_id: object) -> None:
         """Record a success: the breaker closes and the failure count resets."""
         await self._succeed(keys=self._breaker_keys(provider_id))
+
+    async def release_probe(self, provider_id: object) -> None:
+        """Give back a half-open probe that was not used: the breaker stays
+        half-open and the next caller probes, instead of another cooldown."""
+        await self._release(keys=self._breaker_keys(provider_id)[2:])

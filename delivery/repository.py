@@ -43,74 +43,10 @@ PROVIDER_COLUMNS = (
     providers.c.created_at,
     providers.c.updated_at,
 )
-MESSAGE_COLUMNS = tuple(c for c in messages.c if c.name not in ("links", "attempts", "data")) + (
+MESSAGE_COLUMNS = (
+    *(c for c in messages.c if c.name not in ("links", "attempts", "data")),
     messages.c.attempts,
 )
-
-
-# -- generic CRUD by table -----------------------------------------------
-
-
-async def page(
-    conn: Conn,
-    table: Any,
-    columns: Sequence[Any],
-    workspace_id: uuid.UUID,
-    after: uuid.UUID | None,
-    limit: int,
-) -> Sequence[RowMapping]:
-    """Newest first by id."""
-    stmt = select(*columns).where(table.c.workspace_id == workspace_id)
-    if after is not None:
-        stmt = stmt.where(table.c.id < after)
-    return (await conn.execute(stmt.order_by(table.c.id.desc()).limit(limit))).mappings().all()
-
-
-async def get(
-    conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID, row_id: uuid.UUID
-) -> RowMapping | None:
-    """One row of the workspace, or None."""
-    stmt = select(*columns).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
-    return (await conn.execute(stmt)).mappings().first()
-
-
-async def insert_row(conn: Conn, table: Any, columns: Sequence[Any], values: dict[str, Any]) -> RowMapping:
-    """Insert and return the row."""
-    return (await conn.execute(table.insert().values(**values).returning(*columns))).mappings().one()
-
-
-async def update_row(
-    conn: Conn,
-    table: Any,
-    columns: Sequence[Any],
-    workspace_id: uuid.UUID,
-    row_id: uuid.UUID,
-    values: dict[str, Any],
-) -> RowMapping | None:
-    """Update and return the row (None when absent)."""
-    stmt = (
-        update(table)
-        .where(table.c.workspace_id == workspace_id, table.c.id == row_id)
-        .values(**values, updated_at=func.now())
-        .returning(*columns)
-    )
-    return (await conn.execute(stmt)).mappings().first()
-
-
-async def delete_row(conn: Conn, table: Any, workspace_id: uuid.UUID, row_id: uuid.UUID) -> int:
-    """Delete; returns rows deleted."""
-    stmt = delete(table).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
-    return (await conn.execute(stmt)).rowcount
-
-
-async def name_taken(
-    conn: Conn, table: Any, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another row of the workspace has this name."""
-    stmt = select(table.c.id).where(table.c.workspace_id == workspace_id, table.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(table.c.id != exclude)
-    return (await conn.execute(stmt.limit(1))).first() is not None
 
 
 async def enabled_providers(conn: Conn, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
@@ -125,6 +61,18 @@ async def provider_by_id(conn: Conn, provider_id: uuid.UUID) -> RowMapping | Non
     """A provider of any workspace (webhooks identify it by the URL)."""
     stmt = select(providers.c.workspace_id, *PROVIDER_COLUMNS).where(providers.c.id == provider_id)
     return (await conn.execute(stmt)).mappings().first()
+
+
+async def all_provider_secrets(conn: Conn) -> Sequence[RowMapping]:
+    """Every provider's id and stored secrets, locked (key rotation)."""
+    stmt = select(providers.c.id, providers.c.secrets).order_by(providers.c.id).with_for_update()
+    return (await conn.execute(stmt)).mappings().all()
+
+
+async def set_provider_secrets(conn: Conn, provider_id: uuid.UUID, secrets: dict[str, str]) -> None:
+    """Replace a provider's stored secrets without touching `updated_at`
+    (a rotation is not a configuration change)."""
+    await conn.execute(update(providers).where(providers.c.id == provider_id).values(secrets=secrets))
 
 
 # -- suppressions -----------------------------------------------------------
@@ -194,10 +142,15 @@ async def message_by_id(conn: Conn, message_id: uuid.UUID) -> RowMapping | None:
     return (await conn.execute(select(messages).where(messages.c.id == message_id))).mappings().first()
 
 
-async def message_by_provider_id(conn: Conn, kind: str, provider_message_id: str) -> RowMapping | None:
-    """The message a provider knows by its own id."""
+async def message_by_provider_id(
+    conn: Conn, workspace_id: uuid.UUID, kind: str, provider_message_id: str
+) -> RowMapping | None:
+    """The workspace's message a provider knows by its own id (a webhook
+    may only reach its own provider's workspace)."""
     stmt = select(messages).where(
-        messages.c.provider_kind == kind, messages.c.provider_message_id == provider_message_id
+        messages.c.workspace_id == workspace_id,
+        messages.c.provider_kind == kind,
+        messages.c.provider_message_id == provider_message_id,
     )
     return (await conn.execute(stmt.limit(1))).mappings().first()
 

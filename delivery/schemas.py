@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.validation import Email
+from core.validation import Email, JsonObject, NotNull
 
 
 class _Body(BaseModel):
@@ -37,11 +37,11 @@ class TemplateCreate(_Body):
 class TemplateUpdate(_Body):
     """Any subset of a template's fields."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    subject: str | None = Field(None, min_length=1, max_length=998)
-    html: str | None = Field(None, min_length=1, max_length=500_000)
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=200)
+    subject: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=998)
+    html: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=500_000)
     text: str | None = Field(None, max_length=500_000)
-    from_email: Email | None = None
+    from_email: Annotated[Email | None, NotNull] = None
     from_name: str | None = Field(None, max_length=200)
     reply_to: Email | None = None
 
@@ -73,8 +73,8 @@ class PreviewRequest(_Body):
 
     profile_id: uuid.UUID | None = None
     email: Email | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    event: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
+    event: JsonObject = Field(default_factory=dict)
 
 
 class PreviewOut(BaseModel):
@@ -90,7 +90,7 @@ class TestSendRequest(_Body):
     """Send a template to one address now."""
 
     email: Email
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
 
 
 # -- providers -----------------------------------------------------------------
@@ -100,7 +100,7 @@ ProviderKind = Literal["ses", "sendgrid", "mixmax", "smtp"]
 # Per kind: allowed settings, allowed credentials, required credentials.
 PROVIDER_FIELDS: dict[str, tuple[set[str], set[str], set[str]]] = {
     "ses": (
-        {"region", "endpoint_url", "configuration_set", "timeout"},
+        {"region", "endpoint_url", "configuration_set", "timeout", "sns_topic_arn"},
         {"access_key_id", "secret_access_key"},
         set(),
     ),
@@ -120,21 +120,19 @@ class ProviderCreate(_Body):
         None, gt=0, le=100_000, description="Messages per second, shared by all workers."
     )
     enabled: bool = True
-    settings: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"base_url": "https://api.sendgrid.com"}]
-    )
+    settings: JsonObject = Field(default_factory=dict, examples=[{"base_url": "https://api.sendgrid.com"}])
     credentials: dict[str, str] = Field(default_factory=dict, examples=[{"api_key": "SG.xxx"}])
 
 
 class ProviderUpdate(_Body):
     """Any subset; `credentials` are merged (a null value removes one)."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    priority: int | None = Field(None, ge=0, le=10_000)
-    rate_limit: float | None = Field(None, gt=0, le=100_000)
-    enabled: bool | None = None
-    settings: dict[str, Any] | None = None
-    credentials: dict[str, str | None] | None = None
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=200)
+    priority: Annotated[int | None, NotNull] = Field(None, ge=0, le=10_000)
+    rate_limit: float | None = Field(None, gt=0, le=100_000, description="null: no limit.")
+    enabled: Annotated[bool | None, NotNull] = None
+    settings: Annotated[JsonObject | None, NotNull] = None
+    credentials: Annotated[dict[str, str | None] | None, NotNull] = None
 
 
 class ProviderOut(BaseModel):
@@ -198,7 +196,7 @@ class MessageCreate(_Body):
     template_id: uuid.UUID
     profile_id: uuid.UUID | None = None
     email: Email | None = None
-    data: dict[str, Any] = Field(default_factory=dict, description="Template variables under `data`.")
+    data: JsonObject = Field(default_factory=dict, description="Template variables under `data`.")
     campaign_id: str | None = Field(None, max_length=255)
     idempotency_key: str | None = Field(
         None, max_length=255, description="Repeat a request safely: same key, same message."

@@ -38,8 +38,8 @@ WHERE workspace_id = $1 AND id = $2 AND status = ANY($6::text[])
 
 # The delivery, its `Email Sent` event and that event's outbox rows in one
 # statement (events/writer.py builds the event CTEs).
-_SENT_EVENT = f"""SELECT $10::uuid, u.workspace_id, u.profile_id, '{EventType.SYSTEM}', '{SystemEvent.EMAIL_SENT}',
-       $8::jsonb, NULL::jsonb, $6, now(), $9
+_SENT_EVENT = f"""SELECT $10::uuid, u.workspace_id, u.profile_id,
+       '{EventType.SYSTEM}', '{SystemEvent.EMAIL_SENT}', $8::jsonb, NULL::jsonb, $6, now(), $9
 FROM updated u WHERE u.profile_id IS NOT NULL"""
 
 SENT_SQL = f"""

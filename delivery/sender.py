@@ -4,12 +4,19 @@ The `messages` row makes it idempotent. A retried activity finds the row
 already `sent` (or `failed`, `suppressed`) and returns that outcome. If it
 finds `sending`, an earlier attempt stopped while a provider was being
 called — the provider may have accepted — so the message is marked
-`unknown` and not sent again: at most once, never twice.
+`unknown` and not sent again: at most once, never twice. When no provider
+was called (every one failed, open or rate-limited, or Redis — which holds
+breakers and rate limits — is unreachable) the message goes back to
+`queued` and the activity raises a retryable error, so Temporal tries
+again with backoff and the message goes out once Redis is back.
 
 Order: read the row (with its suppression and profile) → render →
-tracking links and unsubscribe headers → claim it (`queued` → `sending`,
-one conditional update) → router → record the outcome and `Email Sent`
-(one statement).
+tracking links and unsubscribe headers → router: breaker and rate limit,
+then claim the message (`queued` → `sending`, one conditional update) just
+before the first provider call → record the outcome and `Email Sent` (one
+statement). Waiting for Redis or a rate-limit token happens while the
+message is still `queued`, so an attempt that stops there is retried, not
+marked `unknown`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.secret_box import SecretBox
 from core.settings import Settings
+from db import queries
 from db.engine import create_asyncpg_pool
 from db.tables import templates
 from definitions.messages import SendEmailResult
@@ -31,8 +40,15 @@ from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
-from delivery.render import profile_context, render
-from delivery.router import NoProviderAvailable, PermanentFailure, ProviderConfig, ProviderRouter
+from delivery.render import RenderFailed, profile_context, render_async
+from delivery.router import (
+    ClaimLost,
+    LimitsUnavailable,
+    NoProviderAvailable,
+    PermanentFailure,
+    ProviderConfig,
+    ProviderRouter,
+)
 
 INTERRUPTED = (
     "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
@@ -47,8 +63,8 @@ class MessageMissing(Exception):
     """The message row does not exist."""
 
 
-def provider_config(row: Any) -> ProviderConfig:
-    """A provider row as the router takes it."""
+def provider_config(row: Any, box: SecretBox) -> ProviderConfig:
+    """A provider row as the router takes it, its secrets decrypted."""
     return ProviderConfig(
         id=row["id"],
         name=row["name"],
@@ -57,7 +73,7 @@ def provider_config(row: Any) -> ProviderConfig:
         rate_limit=row["rate_limit"],
         enabled=row["enabled"],
         settings=dict(row["settings"]),
-        secrets=dict(row["secrets"]),
+        secrets=box.decrypt_values(row["secrets"]),
         version=row["updated_at"].isoformat(),
     )
 
@@ -74,21 +90,22 @@ class EmailSender:
         engine: AsyncEngine,
         router: ProviderRouter,
         settings: Settings,
-        cache_seconds: float = 5.0,
-        pool_size: int = 40,
     ) -> None:
         self._engine = engine
         self._router = router
         # Providers and templates are read per workspace / template at most
         # every `cache_seconds` (so a provider change reaches senders within that).
         self._cache: dict[tuple, tuple[float, Any]] = {}
-        self._cache_seconds = cache_seconds
+        self._cache_seconds = settings.email_send_cache_seconds
         # The hot path runs on its own asyncpg pool (three statements a message).
         self._database_url = settings.database_url
-        self._pool_size = pool_size
+        self._pool_size = settings.email_send_pool_size
+        self._pool_min_size = settings.db_pool_min_size
+        self._command_timeout = settings.db_command_timeout_seconds
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._signer = LinkSigner(settings.secret_key)
+        self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
@@ -116,14 +133,15 @@ class EmailSender:
     async def _providers(self, workspace_id: uuid.UUID) -> list[ProviderConfig]:
         async def load() -> list[ProviderConfig]:
             async with self._engine.connect() as conn:
-                return [provider_config(p) for p in await repo.enabled_providers(conn, workspace_id)]
+                rows = await repo.enabled_providers(conn, workspace_id)
+            return [provider_config(p, self._box) for p in rows]
 
         return await self._cached(("providers", workspace_id), load)
 
     async def _template(self, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
         async def load() -> Any:
             async with self._engine.connect() as conn:
-                return await repo.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+                return await queries.get(conn, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
 
         return await self._cached(("template", template_id), load)
 
@@ -131,7 +149,12 @@ class EmailSender:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    self._pool = await create_asyncpg_pool(self._database_url, size=self._pool_size)
+                    self._pool = await create_asyncpg_pool(
+                        self._database_url,
+                        size=self._pool_size,
+                        min_size=self._pool_min_size,
+                        command_timeout=self._command_timeout,
+                    )
         return self._pool
 
     async def close(self) -> None:
@@ -182,14 +205,28 @@ class EmailSender:
                     "external_id": row["profile_external_id"],
                     "traits": row["profile_traits"],
                 }
-            outgoing, links = self._compose(row, template, profile)
-            if not await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links):
+            try:
+                outgoing, links = await self._compose(row, template, profile)
+            except RenderFailed as exc:
+                # Permanent: the same template fails the same way on every retry.
+                error = f"the template could not be rendered: {exc}"[:1000]
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
+                )
+                return self._result(row, "failed", error)
+            claimed = False
+
+            async def claim() -> bool:
+                nonlocal claimed
+                claimed = await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links)
+                return claimed
+
+            try:
+                delivery = await self._router.send(providers, outgoing, claim)
+            except ClaimLost:
                 # Another attempt claimed it between our read and now: report its state.
                 current = await send_repo.load(conn, workspace_id, message_id)
                 return self._result(current)
-
-            try:
-                delivery = await self._router.send(providers, outgoing)
             except PermanentFailure as exc:
                 await send_repo.set_status(
                     conn,
@@ -201,8 +238,9 @@ class EmailSender:
                     only_from=("sending",),
                 )
                 return self._result(row, "failed", exc.reason)
-            except NoProviderAvailable as exc:
-                # Nothing was accepted: back to the queue for the activity's retry.
+            except (NoProviderAvailable, LimitsUnavailable) as exc:
+                # Nothing was accepted: (back) to the queue for the activity's
+                # retry, with why; a row another attempt claimed is left alone.
                 await send_repo.set_status(
                     conn,
                     workspace_id,
@@ -210,7 +248,7 @@ class EmailSender:
                     "queued",
                     str(exc)[:1000],
                     attempts=_attempts(exc.attempts),
-                    only_from=("sending",),
+                    only_from=("sending",) if claimed else ("queued",),
                 )
                 raise RetryLater(str(exc)) from None
             await send_repo.sent(
@@ -236,7 +274,7 @@ class EmailSender:
             provider_message_id=delivery.provider_message_id,
         )
 
-    def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
+    async def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
         message_id = row["id"]
         unsubscribe = unsubscribe_url(self._signer, self._tracking_url, message_id)
         data = dict(row["data"] or {})
@@ -246,7 +284,9 @@ class EmailSender:
             "data": data,
             "unsubscribe_url": unsubscribe,
         }
-        rendered = render(template["subject"], template["html"], template["text"], context)
+        rendered = await render_async(
+            template["subject"], template["html"], template["text"], context, strict=True
+        )
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
             message_id=message_id,

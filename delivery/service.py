@@ -11,11 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor
+from core.secret_box import SecretBox
+from db import queries
 from db.tables import providers, templates
 from definitions import workflow_ids
 from delivery import repository as repo
-from delivery.render import check_syntax, profile_context, render
+from delivery.destinations import check_provider_destinations
+from delivery.render import RenderBudgetExceeded, check_template, profile_context, render_async
 from delivery.schemas import (
     PROVIDER_FIELDS,
     MessageCreate,
@@ -40,7 +43,7 @@ from delivery.schemas import (
 
 
 async def _template_row(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID) -> Any:
-    row = await repo.get(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
+    row = await queries.get(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id)
     if row is None:
         raise NotFound(f"no template {template_id} in this workspace")
     return row
@@ -50,22 +53,22 @@ async def list_templates(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> TemplatePage:
     """Newest first."""
-    rows = await repo.page(
+    rows = await queries.page(
         session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
-    data = [TemplateOut.model_validate(dict(r)) for r in rows[:limit]]
-    return TemplatePage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
+    data, next_cursor = cut_page(rows, limit, lambda r: TemplateOut.model_validate(dict(r)))
+    return TemplatePage(data=data, next_cursor=next_cursor)
 
 
 async def create_template(
     session: AsyncSession, workspace_id: uuid.UUID, body: TemplateCreate
 ) -> TemplateOut:
-    """Check the Jinja2 syntax and store."""
-    check_syntax(subject=body.subject, html=body.html, text=body.text)
-    if await repo.name_taken(session, templates, workspace_id, body.name, None):
+    """Check the template (compiles, no forbidden attributes, within the render budget) and store."""
+    await check_template(subject=body.subject, html=body.html, text=body.text)
+    if await queries.name_taken(session, templates, workspace_id, body.name):
         raise Conflict(f"a template named {body.name!r} exists")
     try:
-        row = await repo.insert_row(
+        row = await queries.insert_row(
             session,
             templates,
             repo.TEMPLATE_COLUMNS,
@@ -90,18 +93,20 @@ async def update_template(
     for required in ("subject", "html", "from_email", "name"):
         if required in values and values[required] is None:
             raise ValidationFailed([{"loc": f"body.{required}", "msg": "may not be null"}])
-    check_syntax(**{k: values.get(k) for k in ("subject", "html", "text")})
-    if "name" in values and await repo.name_taken(
+    await check_template(**{k: values.get(k) for k in ("subject", "html", "text")})
+    if "name" in values and await queries.name_taken(
         session, templates, workspace_id, values["name"], template_id
     ):
         raise Conflict(f"a template named {values['name']!r} exists")
-    row = await repo.update_row(session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values)
+    row = await queries.update_row(
+        session, templates, repo.TEMPLATE_COLUMNS, workspace_id, template_id, values
+    )
     return TemplateOut.model_validate(dict(row))
 
 
 async def delete_template(session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID) -> None:
     """Delete (messages already sent keep their record)."""
-    if not await repo.delete_row(session, templates, workspace_id, template_id):
+    if not await queries.delete_row(session, templates, workspace_id, template_id):
         raise NotFound(f"no template {template_id} in this workspace")
 
 
@@ -122,7 +127,10 @@ async def preview(
         "data": body.data,
         "unsubscribe_url": "https://example.invalid/unsubscribe",
     }
-    rendered = render(template["subject"], template["html"], template["text"], context)
+    try:
+        rendered = await render_async(template["subject"], template["html"], template["text"], context)
+    except RenderBudgetExceeded as exc:
+        raise ValidationFailed([{"loc": "template", "msg": str(exc)}]) from None
     return PreviewOut(
         subject=rendered.subject, html=rendered.html, text=rendered.text, missing_variables=rendered.missing
     )
@@ -186,32 +194,41 @@ async def list_providers(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int, tracking_url: str
 ) -> ProviderPage:
     """Newest first."""
-    rows = await repo.page(
+    rows = await queries.page(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
     )
-    data = [provider_out(r, tracking_url) for r in rows[:limit]]
-    return ProviderPage(data=data, next_cursor=encode_cursor(data[-1].id) if len(rows) > limit else None)
+    data, next_cursor = cut_page(rows, limit, lambda r: provider_out(r, tracking_url))
+    return ProviderPage(data=data, next_cursor=next_cursor)
 
 
 async def create_provider(
-    session: AsyncSession, workspace_id: uuid.UUID, body: ProviderCreate, tracking_url: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    body: ProviderCreate,
+    tracking_url: str,
+    *,
+    box: SecretBox,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Store a provider; credentials go to a column the API never reads back."""
+    """Store a provider; credentials are encrypted with `box` into a column
+    the API never reads back. Its destination must be public unless
+    `allow_private_hosts`."""
     _check_provider_fields(body.kind, body.settings, body.credentials, creating=True)
-    if await repo.name_taken(session, providers, workspace_id, body.name, None):
+    await check_provider_destinations(body.kind, body.settings, allow_private_hosts)
+    if await queries.name_taken(session, providers, workspace_id, body.name):
         raise Conflict(f"a provider named {body.name!r} exists")
     values = body.model_dump(exclude={"credentials"}) | {
         "id": uuid7(),
         "workspace_id": workspace_id,
-        "secrets": body.credentials,
+        "secrets": box.encrypt_values(body.credentials),
     }
     return provider_out(
-        await repo.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
+        await queries.insert_row(session, providers, repo.PROVIDER_COLUMNS, values), tracking_url
     )
 
 
 async def _provider_row(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID) -> Any:
-    row = await repo.get(session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id)
+    row = await queries.get(session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id)
     if row is None:
         raise NotFound(f"no provider {provider_id} in this workspace")
     return row
@@ -230,26 +247,31 @@ async def update_provider(
     provider_id: uuid.UUID,
     body: ProviderUpdate,
     tracking_url: str,
+    *,
+    box: SecretBox,
+    allow_private_hosts: bool = False,
 ) -> ProviderOut:
-    """Change fields; credentials merge (null removes)."""
+    """Change fields; credentials merge (null removes). A new destination
+    must be public unless `allow_private_hosts`."""
     row = await _provider_row(session, workspace_id, provider_id)
     values = body.model_dump(exclude_unset=True, exclude={"credentials"})
     settings = values.get("settings") if values.get("settings") is not None else {}
     credentials = body.credentials or {}
     _check_provider_fields(row["kind"], settings, credentials, creating=False)
+    await check_provider_destinations(row["kind"], settings, allow_private_hosts)
     if body.credentials is not None:
         secrets = dict(row["secrets"])
         for key, value in body.credentials.items():
             if value is None:
                 secrets.pop(key, None)
             else:
-                secrets[key] = value
+                secrets[key] = box.encrypt(value)
         values["secrets"] = secrets
-    if values.get("name") and await repo.name_taken(
+    if values.get("name") and await queries.name_taken(
         session, providers, workspace_id, values["name"], provider_id
     ):
         raise Conflict(f"a provider named {values['name']!r} exists")
-    updated = await repo.update_row(
+    updated = await queries.update_row(
         session, providers, repo.PROVIDER_COLUMNS, workspace_id, provider_id, values
     )
     return provider_out(updated, tracking_url)
@@ -257,8 +279,18 @@ async def update_provider(
 
 async def delete_provider(session: AsyncSession, workspace_id: uuid.UUID, provider_id: uuid.UUID) -> None:
     """Delete a provider."""
-    if not await repo.delete_row(session, providers, workspace_id, provider_id):
+    if not await queries.delete_row(session, providers, workspace_id, provider_id):
         raise NotFound(f"no provider {provider_id} in this workspace")
+
+
+async def rotate_provider_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypt every provider credential (every workspace) with the box's
+    first key, encrypting any plaintext left; returns providers rewritten."""
+    rows = await repo.all_provider_secrets(session)
+    for row in rows:
+        rotated = {name: box.rotate(value) for name, value in row["secrets"].items()}
+        await repo.set_provider_secrets(session, row["id"], rotated)
+    return len(rows)
 
 
 # -- suppressions ---------------------------------------------------------------
@@ -269,8 +301,10 @@ async def list_suppressions(
 ) -> SuppressionPage:
     """By email; the cursor is the last email of the previous page."""
     rows = await repo.suppression_page(session, workspace_id, cursor, limit + 1)
-    data = [SuppressionOut.model_validate(dict(r)) for r in rows[:limit]]
-    return SuppressionPage(data=data, next_cursor=data[-1].email if len(rows) > limit else None)
+    data, next_cursor = cut_page(
+        rows, limit, lambda r: SuppressionOut.model_validate(dict(r)), cursor_after=lambda s: s.email
+    )
+    return SuppressionPage(data=data, next_cursor=next_cursor)
 
 
 async def add_suppression(

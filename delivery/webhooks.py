@@ -4,9 +4,16 @@
   SignatureVersion 1, SHA256 for 2) by a certificate at `SigningCertURL`,
   which is only fetched from hosts matching `SNS_CERT_URL_PATTERN`
   (AWS's own by default). Subscription confirmations are confirmed by
-  fetching their `SubscribeURL` (same host rule).
+  fetching their `SubscribeURL` (same host rule). With the provider's
+  `sns_topic_arn` setting, only messages of that topic are accepted.
 - SendGrid's Event Webhook signs `timestamp + body` with ECDSA (P-256,
   SHA256); the public key is the provider's `webhook_public_key` setting.
+
+A signed timestamp (SendGrid's header, SNS's `Timestamp`) must lie within
+`max_age` seconds of now either side, so a captured event cannot be
+replayed later. Events only reach messages (and suppressions) of the
+webhook provider's own workspace: our message ids travel in every tracking
+link, so an id alone proves nothing about who may act on it.
 
 A message that fails verification changes nothing (the endpoint answers 401).
 """
@@ -56,6 +63,23 @@ SNS_SIGNED_FIELDS = {
 }
 
 
+# Every SNS envelope field is a string; anything else is refused up front
+# (a list as SigningCertURL used to reach the URL check and fail with a 500).
+SNS_STRING_FIELDS = (
+    "Type",
+    "MessageId",
+    "Message",
+    "Subject",
+    "Timestamp",
+    "TopicArn",
+    "Token",
+    "SubscribeURL",
+    "SigningCertURL",
+    "Signature",
+    "SignatureVersion",
+)
+
+
 class WebhookRejected(Exception):
     """The payload failed verification."""
 
@@ -91,7 +115,7 @@ class SNSVerifier:
                 response = await self._http.get(url)
                 response.raise_for_status()
                 cert = x509.load_pem_x509_certificate(response.content)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
                 raise WebhookRejected(f"could not load the signing certificate: {exc}") from None
             self._certs[url] = cert
         digest = hashes.SHA256() if str(message.get("SignatureVersion")) == "2" else hashes.SHA1()
@@ -100,6 +124,31 @@ class SNSVerifier:
             cert.public_key().verify(signature, sns_string_to_sign(message), padding.PKCS1v15(), digest)  # type: ignore[union-attr]
         except (InvalidSignature, ValueError, TypeError) as exc:
             raise WebhookRejected("bad SNS signature") from exc
+
+
+def check_fresh(signed_at: datetime | None, max_age: float, now: datetime | None = None) -> None:
+    """Raise WebhookRejected unless the signed time is within `max_age`
+    seconds of now (either side: clocks drift, replays come late)."""
+    if signed_at is None:
+        raise WebhookRejected("missing or unreadable signed timestamp")
+    skew = abs(((now or datetime.now(UTC)) - signed_at).total_seconds())
+    if skew > max_age:
+        raise WebhookRejected(
+            f"signed timestamp is {int(skew)} s away from now; at most {int(max_age)} s is accepted"
+        )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A signed timestamp (Unix seconds or ISO 8601) as an aware datetime; None if unreadable."""
+    try:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(value), UTC)
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
 
 
 def verify_sendgrid(
@@ -130,10 +179,13 @@ def _when(value: Any) -> datetime:
 class WebhookHandler:
     """Applies verified provider events to messages."""
 
-    def __init__(self, engine: AsyncEngine, http: httpx.AsyncClient, sns: SNSVerifier) -> None:
+    def __init__(
+        self, engine: AsyncEngine, http: httpx.AsyncClient, sns: SNSVerifier, max_age: float = 600.0
+    ) -> None:
         self._engine = engine
         self._http = http
         self._sns = sns
+        self._max_age = max_age
 
     async def _provider(self, provider_id: Any, kind: str) -> Any:
         async with self._engine.connect() as conn:
@@ -146,14 +198,22 @@ class WebhookHandler:
 
     async def ses(self, provider_id: Any, body: bytes) -> str:
         """Handle one SNS delivery; returns what was done."""
-        await self._provider(provider_id, "ses")
+        provider = await self._provider(provider_id, "ses")
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise WebhookRejected("body is not JSON") from None
         if not isinstance(message, dict):
             raise WebhookRejected("body is not an SNS message")
+        wrong = [name for name in SNS_STRING_FIELDS if name in message and not isinstance(message[name], str)]
+        if wrong:
+            raise WebhookRejected(f"SNS fields must be strings: {', '.join(wrong)}")
         await self._sns.verify(message)
+        check_fresh(_parse_time(message.get("Timestamp")), self._max_age)
+        # Any AWS account can have SNS sign a message; the topic says whose it is.
+        topic = provider["settings"].get("sns_topic_arn")
+        if topic and message.get("TopicArn") != topic:
+            raise WebhookRejected("the message is from another SNS topic than the provider's sns_topic_arn")
         kind = message["Type"]
         if kind == "SubscriptionConfirmation":
             url = message.get("SubscribeURL", "")
@@ -167,9 +227,13 @@ class WebhookHandler:
             event = orjson.loads(message["Message"])
         except (orjson.JSONDecodeError, KeyError):
             return "ignored: not an SES event"
-        return await self._ses_event(event, f"ses:{message['MessageId']}", _when(message.get("Timestamp")))
+        if not isinstance(event, dict):
+            return "ignored: not an SES event"
+        return await self._ses_event(
+            provider["workspace_id"], event, f"ses:{message['MessageId']}", _when(message.get("Timestamp"))
+        )
 
-    async def _ses_event(self, event: dict[str, Any], key: str, at: datetime) -> str:
+    async def _ses_event(self, workspace_id: uuid.UUID, event: dict[str, Any], key: str, at: datetime) -> str:
         kind = event.get("eventType") or event.get("notificationType")
         mail = event.get("mail") or {}
         async with self._engine.begin() as conn:
@@ -177,11 +241,11 @@ class WebhookHandler:
             tagged = (mail.get("tags") or {}).get("mp_message_id")
             if tagged:
                 try:
-                    message = await repo.message_by_id(conn, _uuid(tagged[0]))
+                    message = await repo.message(conn, workspace_id, _uuid(tagged[0]))
                 except ValueError:
                     message = None
             if message is None and mail.get("messageId"):
-                message = await repo.message_by_provider_id(conn, "ses", mail["messageId"])
+                message = await repo.message_by_provider_id(conn, workspace_id, "ses", str(mail["messageId"]))
             if message is None:
                 return "ignored: unknown message"
             if kind == "Delivery":
@@ -226,17 +290,18 @@ class WebhookHandler:
         """Handle a batch of SendGrid events; returns how many were recorded."""
         provider = await self._provider(provider_id, "sendgrid")
         verify_sendgrid(provider["settings"].get("webhook_public_key"), signature, timestamp, body)
+        check_fresh(_parse_time(timestamp), self._max_age)
         try:
             items = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise WebhookRejected("body is not JSON") from None
         recorded = 0
         for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and await self._sendgrid_event(item):
+            if isinstance(item, dict) and await self._sendgrid_event(provider["workspace_id"], item):
                 recorded += 1
         return recorded
 
-    async def _sendgrid_event(self, item: dict[str, Any]) -> bool:
+    async def _sendgrid_event(self, workspace_id: uuid.UUID, item: dict[str, Any]) -> bool:
         kind = item.get("event")
         at = _when(item.get("timestamp"))
         key = f"sendgrid:{item.get('sg_event_id') or orjson.dumps(item).hex()[:64]}"
@@ -244,12 +309,12 @@ class WebhookHandler:
             message = None
             if item.get("mp_message_id"):
                 try:
-                    message = await repo.message_by_id(conn, _uuid(item["mp_message_id"]))
+                    message = await repo.message(conn, workspace_id, _uuid(item["mp_message_id"]))
                 except ValueError:
                     message = None
             if message is None and item.get("sg_message_id"):
                 message = await repo.message_by_provider_id(
-                    conn, "sendgrid", str(item["sg_message_id"]).split(".")[0]
+                    conn, workspace_id, "sendgrid", str(item["sg_message_id"]).split(".")[0]
                 )
             if message is None:
                 return False

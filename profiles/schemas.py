@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.validation import Email
+from core.validation import Email, JsonObject, NotNull
 
 
 def _strip(value: Any) -> Any:
@@ -22,7 +22,7 @@ class ProfileCreate(BaseModel):
 
     email: Email | None = Field(None, max_length=254, examples=["ada@example.com"])
     external_id: str | None = Field(None, min_length=1, max_length=255, examples=["user_42"])
-    traits: dict[str, Any] = Field(default_factory=dict, examples=[{"plan": "pro", "first_name": "Ada"}])
+    traits: JsonObject = Field(default_factory=dict, examples=[{"plan": "pro", "first_name": "Ada"}])
 
     @field_validator("external_id", mode="before")
     @classmethod
@@ -38,7 +38,7 @@ class ProfileUpdate(BaseModel):
 
     email: Email | None = Field(None, max_length=254)
     external_id: str | None = Field(None, min_length=1, max_length=255)
-    traits: dict[str, Any] | None = None
+    traits: Annotated[JsonObject | None, NotNull] = None
 
 
 class ProfileOut(BaseModel):

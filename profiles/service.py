@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor
 from profiles import repository as repo
 from profiles.schemas import EventOut, ProfileCreate, ProfileDetail, ProfileOut, ProfilePage, ProfileUpdate
 
@@ -54,8 +54,7 @@ async def list_profiles(
         external_id=external_id,
         traits=trait_filters,
     )
-    page = [ProfileOut.model_validate(dict(r)) for r in rows[:limit]]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    page, next_cursor = cut_page(rows, limit, lambda r: ProfileOut.model_validate(dict(r)))
     return ProfilePage(data=page, next_cursor=next_cursor)
 
 

@@ -26,10 +26,9 @@ def _event_conditions(roots: Iterable[Any]) -> list[EventCondition]:
     found = []
     for root in roots:
         for node in walk(root):
-            if isinstance(node, EmailCondition):
-                node = node.as_event()
-            if isinstance(node, EventCondition):
-                found.append(node)
+            condition = node.as_event() if isinstance(node, EmailCondition) else node
+            if isinstance(condition, EventCondition):
+                found.append(condition)
     return found
 
 

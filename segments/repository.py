@@ -54,16 +54,6 @@ SEGMENT_COLUMNS = (
 )
 
 
-async def list_segments(
-    session: AsyncSession, workspace_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
-) -> Sequence[RowMapping]:
-    """Newest first."""
-    stmt = select(*SEGMENT_COLUMNS).where(segments.c.workspace_id == workspace_id)
-    if after is not None:
-        stmt = stmt.where(segments.c.id < after)
-    return (await session.execute(stmt.order_by(segments.c.id.desc()).limit(limit))).mappings().all()
-
-
 async def get_segment(
     session: AsyncSession | AsyncConnection,
     workspace_id: uuid.UUID,
@@ -86,44 +76,6 @@ async def segment_refs(session: AsyncSession, workspace_id: uuid.UUID) -> dict[u
         select(segments.c.id, segments.c.segment_refs).where(segments.c.workspace_id == workspace_id)
     )
     return {r[0]: list(r[1]) for r in rows}
-
-
-async def name_taken(
-    session: AsyncSession, workspace_id: uuid.UUID, name: str, exclude: uuid.UUID | None
-) -> bool:
-    """Whether another segment of the workspace has this name."""
-    stmt = select(segments.c.id).where(segments.c.workspace_id == workspace_id, segments.c.name == name)
-    if exclude is not None:
-        stmt = stmt.where(segments.c.id != exclude)
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
-async def insert_segment(session: AsyncSession, values: dict[str, Any]) -> RowMapping:
-    """Insert and return the row."""
-    return (
-        (await session.execute(segments.insert().values(**values).returning(*SEGMENT_COLUMNS)))
-        .mappings()
-        .one()
-    )
-
-
-async def update_segment(
-    session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID, values: dict[str, Any]
-) -> RowMapping:
-    """Apply values and return the row."""
-    stmt = (
-        update(segments)
-        .where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
-        .values(**values)
-        .returning(*SEGMENT_COLUMNS)
-    )
-    return (await session.execute(stmt)).mappings().one()
-
-
-async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> int:
-    """Delete a segment (memberships go with it)."""
-    stmt = delete(segments).where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
-    return (await session.execute(stmt)).rowcount
 
 
 async def referencing_segments(
@@ -269,11 +221,18 @@ async def record_refresh(
     )
 
 
-async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Segments never computed, or older than their workspace's interval."""
+async def due_segments(
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime | None, uuid.UUID] | None = None,
+) -> list[tuple[uuid.UUID, uuid.UUID, datetime | None]]:
+    """(id, workspace_id, computed_at) of segments never computed, or older
+    than their workspace's interval at `now`: never-computed first, then
+    oldest first, in pages that start after the (computed_at, id) `after`."""
     minutes = func.coalesce(workspaces.c.settings["segment_refresh_minutes"].astext.cast(Integer), 5)
     stmt = (
-        select(segments.c.id, segments.c.workspace_id)
+        select(segments.c.id, segments.c.workspace_id, segments.c.computed_at)
         .join(workspaces, workspaces.c.id == segments.c.workspace_id)
         .where(
             or_(
@@ -281,10 +240,26 @@ async def due_segments(conn: AsyncConnection, now: datetime, limit: int) -> list
                 segments.c.computed_at + func.make_interval(0, 0, 0, 0, 0, minutes) <= now,
             )
         )
-        .order_by(segments.c.computed_at.asc().nulls_first())
+        .order_by(segments.c.computed_at.asc().nulls_first(), segments.c.id.asc())
         .limit(limit)
     )
-    return [(r[0], r[1]) for r in await conn.execute(stmt)]
+    if after is not None:
+        computed_at, segment_id = after
+        if computed_at is None:  # still among the never-computed, then every computed one
+            stmt = stmt.where(
+                or_(
+                    and_(segments.c.computed_at.is_(None), segments.c.id > segment_id),
+                    segments.c.computed_at.is_not(None),
+                )
+            )
+        else:
+            stmt = stmt.where(
+                or_(
+                    segments.c.computed_at > computed_at,
+                    and_(segments.c.computed_at == computed_at, segments.c.id > segment_id),
+                )
+            )
+    return [(r[0], r[1], r[2]) for r in await conn.execute(stmt)]
 
 
 # -- single-profile facts ---------------------------------------------------

@@ -27,7 +27,7 @@ async def start_refresh(
         SegmentRefreshInput(segment_id=segment_id, workspace_id=workspace_id),
         id=workflow_ids.segment_refresh(segment_id),
         search_attributes={WORKSPACE_ID: workspace_id},
-        execution_timeout=timedelta(hours=1),
+        execution_timeout=timedelta(seconds=settings.segment_refresh_timeout_seconds),
         result_type=SegmentRefreshResult,
     )
     return await start_workflow(client, start, settings.temporal_task_queue)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.validation import NotNull
 from definitions.segments import Condition
 
 
@@ -41,9 +42,9 @@ class SegmentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=2000)
-    definition: Condition | None = None
+    definition: Annotated[Condition | None, NotNull] = None
 
 
 class SegmentEstimateRequest(BaseModel):

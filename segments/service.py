@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import cut_page, decode_cursor, encode_cursor
+from db import queries
+from db.tables import segments
 from definitions.segments import Condition, SegmentDefinition, dependencies
 from segments import repository as repo
 from segments.compiler import compile_members
@@ -93,11 +94,13 @@ async def create_segment(session: AsyncSession, workspace_id: uuid.UUID, data: S
     root = parse_definition(data.definition)
     segment_id = uuid7()
     await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
-    if await repo.name_taken(session, workspace_id, data.name, None):
+    if await queries.name_taken(session, segments, workspace_id, data.name):
         raise Conflict(f"a segment named {data.name!r} exists")
     try:
-        row = await repo.insert_segment(
+        row = await queries.insert_row(
             session,
+            segments,
+            repo.SEGMENT_COLUMNS,
             {
                 "id": segment_id,
                 "workspace_id": workspace_id,
@@ -116,9 +119,11 @@ async def list_segments(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> SegmentPage:
     """One page of segments, newest first."""
-    rows = await repo.list_segments(session, workspace_id, after=decode_cursor(cursor), limit=limit + 1)
-    page = [SegmentOut.model_validate(dict(r)) for r in rows[:limit]]
-    return SegmentPage(data=page, next_cursor=encode_cursor(page[-1].id) if len(rows) > limit else None)
+    rows = await queries.page(
+        session, segments, repo.SEGMENT_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    )
+    page, next_cursor = cut_page(rows, limit, lambda r: SegmentOut.model_validate(dict(r)))
+    return SegmentPage(data=page, next_cursor=next_cursor)
 
 
 async def get_segment(session: AsyncSession, workspace_id: uuid.UUID, segment_id: uuid.UUID) -> SegmentOut:
@@ -136,9 +141,9 @@ async def update_segment(
     row = await repo.get_segment(session, workspace_id, segment_id, for_update=True)
     if row is None:
         raise NotFound(f"no segment {segment_id} in this workspace")
-    values: dict[str, Any] = {"updated_at": func.now()}
+    values: dict[str, Any] = {}  # updated_at is set by queries.update_row
     if data.name is not None and data.name != row["name"]:
-        if await repo.name_taken(session, workspace_id, data.name, segment_id):
+        if await queries.name_taken(session, segments, workspace_id, data.name, segment_id):
             raise Conflict(f"a segment named {data.name!r} exists")
         values["name"] = data.name
     if "description" in data.model_fields_set:
@@ -147,7 +152,9 @@ async def update_segment(
         root = parse_definition(data.definition)
         await _check_references(session, workspace_id, segment_id, dependencies(root).segment_ids)
         values.update(_dependency_columns(root), version=row["version"] + 1, computed_at=None)
-    updated = await repo.update_segment(session, workspace_id, segment_id, values)
+    updated = await queries.update_row(
+        session, segments, repo.SEGMENT_COLUMNS, workspace_id, segment_id, values
+    )
     if data.definition is not None:
         await repo.sync_listeners(session, workspace_id)
     return SegmentOut.model_validate(dict(updated))
@@ -160,7 +167,7 @@ async def delete_segment(session: AsyncSession, workspace_id: uuid.UUID, segment
     users = await repo.referencing_segments(session, workspace_id, segment_id)
     if users:
         raise Conflict(f"segments {', '.join(sorted(users))} refer to this one; change them first")
-    await repo.delete_segment(session, workspace_id, segment_id)
+    await queries.delete_row(session, segments, workspace_id, segment_id)
     await repo.sync_listeners(session, workspace_id)
 
 
@@ -172,10 +179,13 @@ async def members(
     rows = await repo.members_page(
         session, workspace_id, segment_id, after=decode_cursor(cursor), limit=limit + 1
     )
-    page = [MemberOut.model_validate(dict(r)) for r in rows[:limit]]
-    return MemberPage(
-        data=page, next_cursor=encode_cursor(page[-1].profile_id) if len(rows) > limit else None
+    page, next_cursor = cut_page(
+        rows,
+        limit,
+        lambda r: MemberOut.model_validate(dict(r)),
+        cursor_after=lambda m: encode_cursor(m.profile_id),
     )
+    return MemberPage(data=page, next_cursor=next_cursor)
 
 
 async def estimate(

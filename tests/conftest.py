@@ -60,6 +60,9 @@ async def settings(database_url: str, redis_url: str, temporal_address: str) -> 
         breaker_cooldown_seconds=1.5,
         sns_cert_url_pattern=r"^http://127\.0\.0\.1:[0-9]+/",
         secret_key="test-secret",
+        # The fake providers listen on 127.0.0.1 (tests/delivery/test_provider_destinations.py
+        # checks the refusal with this off).
+        allow_private_provider_hosts=True,
         # Two committers per writer, so tests exercise concurrent group
         # commits racing on the same profiles.
         tracking_commit_concurrency=2,

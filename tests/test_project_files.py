@@ -3,7 +3,9 @@ commands, `.ci/run`, the settings table, `.env.example` and the compose file."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -54,3 +56,37 @@ def test_compose_runs_the_whole_stack_with_known_settings():
     assert services["api"]["command"] == ["mp", "api"]
     assert services["tracking"]["command"] == ["mp", "tracking"]
     assert services["worker"]["command"] == ["mp", "worker"]
+
+
+def _tracked_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode == 0:
+        return [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+    # Not a git checkout (a source archive, a container build): every file.
+    skip = {".git", ".venv", ".mp", "__pycache__", ".ruff_cache", ".pytest_cache"}
+    return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
+def test_no_file_names_a_machine_path():
+    # A home directory or a workspace path in a file works on one machine only.
+    pattern = re.compile(r"/(root|home|work)/")
+    found = []
+    for path in _tracked_files():
+        if not path.is_file():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "machine-specific paths:\n" + "\n".join(found)
+
+
+def test_mp_wrapper_obeys_mp_python(tmp_path):
+    # A fresh virtualenv dir makes the wrapper pick a Python; a bad MP_PYTHON
+    # is named in one line instead of falling back to another Python.
+    env = {**os.environ, "MP_PYTHON": "no-such-python3", "MP_VENV": str(tmp_path / "venv")}
+    run = subprocess.run(
+        ["sh", str(ROOT / "mp"), "--help"], check=False, env=env, capture_output=True, text=True
+    )
+    assert run.returncode != 0
+    assert "MP_PYTHON=no-such-python3 is not a Python >= 3.11" in run.stderr
+    assert not (tmp_path / "venv").exists()

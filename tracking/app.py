@@ -24,6 +24,7 @@ from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
 from tracking.writer import GroupCommitWriter
+from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
 
 
@@ -48,9 +49,13 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=2)
+        engine = create_engine(settings.database_url, pool_size=settings.tracking_engine_pool_size)
         pool = await create_asyncpg_pool(
-            settings.database_url, size=settings.tracking_db_pool_size, server_settings=INGEST_SERVER_SETTINGS
+            settings.database_url,
+            size=settings.tracking_db_pool_size,
+            min_size=settings.db_pool_min_size,
+            command_timeout=settings.db_command_timeout_seconds,
+            server_settings=INGEST_SERVER_SETTINGS,
         )
         redis = create_redis(settings)
         writer = GroupCommitWriter(
@@ -61,15 +66,29 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             concurrency=settings.tracking_commit_concurrency,
             spill_events=settings.tracking_commit_spill_events,
         )
-        http = httpx.AsyncClient(timeout=10)
+        http = httpx.AsyncClient(timeout=settings.tracking_http_timeout_seconds)
         app.state.services = TrackingServices(
             engine,
             pool,
             redis,
-            KeyAuthenticator(engine, ttl=settings.key_cache_seconds),
+            KeyAuthenticator(
+                engine,
+                ttl=settings.key_cache_seconds,
+                limiter=AuthFailureLimiter(
+                    redis,
+                    settings.redis_prefix,
+                    settings.auth_failures_per_second,
+                    settings.auth_failure_burst,
+                ),
+            ),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
-            WebhookHandler(engine, http, SNSVerifier(http, settings.sns_cert_url_pattern)),
+            WebhookHandler(
+                engine,
+                http,
+                SNSVerifier(http, settings.sns_cert_url_pattern),
+                max_age=settings.webhook_max_age_seconds,
+            ),
             http,
         )
         tune_gc(settings.gc_thresholds)

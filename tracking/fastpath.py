@@ -14,7 +14,10 @@ from typing import Any
 
 import orjson
 
-from core.errors import AppError, PayloadTooLarge
+from core.errors import AppError, PayloadTooLarge, as_outage
+from core.http import log_outage
+from core.request_limits import RequestLimits
+from definitions.limits import API_BODY_BYTES, WEBHOOK_BODY_BYTES
 from tracking.ingest import ENDPOINTS, ingest
 
 log = logging.getLogger(__name__)
@@ -22,16 +25,17 @@ log = logging.getLogger(__name__)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-async def _send_json(send: Any, status: int, payload: Any) -> None:
+async def _send_json(send: Any, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
     body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend((name.lower().encode(), value.encode()) for name, value in extra.items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Any, exc: AppError) -> None:
+    await _send_json(send, exc.status_code, exc.to_dict(), exc.headers())
 
 
 async def _read_body(scope: dict, receive: Any, limit: int) -> bytes:
@@ -58,7 +62,14 @@ class TrackingFastPath:
     """Wraps the FastAPI app; answers tracking POSTs directly."""
 
     def __init__(self, app: Any) -> None:
-        self.app = app
+        # Every other route gets the URL and body-size hygiene; webhook
+        # handlers parse and vet their own JSON.
+        self.app = RequestLimits(
+            app,
+            default_limit=API_BODY_BYTES,
+            body_limits={"/webhooks/": WEBHOOK_BODY_BYTES},
+            json_prefixes=(),
+        )
         # FastAPI's state object, filled by the lifespan.
         self.state = app.state
 
@@ -78,11 +89,21 @@ class TrackingFastPath:
                     break
             body = await _read_body(scope, receive, endpoint.max_bytes)
             services = self.state.services
-            payload = await ingest(services.keys, services.writer, endpoint, authorization, body)
+            client = scope.get("client")
+            payload = await ingest(
+                services.keys, services.writer, endpoint, authorization, body, client[0] if client else None
+            )
         except AppError as exc:
-            await _send_json(send, exc.status_code, exc.to_dict())
+            await _send_error(send, exc)
             return
-        except Exception:
+        except Exception as exc:
+            # PostgreSQL or Redis unreachable (e.g. re-checking a key whose
+            # cache entry expired): 503 + Retry-After; anything else is a bug.
+            outage = as_outage(exc)
+            if outage is not None:
+                log_outage(outage, exc)
+                await _send_error(send, outage)
+                return
             log.exception("tracking call failed on %s", scope["path"])
             await _send_json(send, 500, {"error": "internal", "detail": "unexpected error; it was logged"})
             return

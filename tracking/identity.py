@@ -120,8 +120,8 @@ class IdentityPlanner:
         self._created: list[PlannedProfile] = []
         self._merges: list[tuple[PlannedProfile, PlannedProfile]] = []
         self._aliases: dict[Key, PlannedProfile] = {}
-        for kind, ws, key, pid, email, ext in rows:
-            email = email.lower() if email else None
+        for kind, ws, key, pid, stored_email, ext in rows:
+            email = stored_email.lower() if stored_email else None
             profile = self._by_id.get(pid)
             if profile is None:
                 profile = PlannedProfile(pid, ws, email, ext, is_new=False, loaded=(email, ext))
@@ -221,8 +221,8 @@ class IdentityPlanner:
             else:
                 self._set_email(target, email)
 
-        for key, other in anon:
-            other = _root(other)
+        for key, device in anon:
+            other = _root(device)
             if other is target:
                 continue
             if other is not None and self._mergeable(other, target):
@@ -251,8 +251,11 @@ class IdentityPlanner:
             root = _root(profile)
             assert root is not None
             item.profile_id = root.id
-            lo, hi = result.seen.get(root.id, (item.occurred_at, item.occurred_at))
-            result.seen[root.id] = (min(lo, item.occurred_at), max(hi, item.occurred_at))
+            # An event stamped ahead of its receipt (client clock skew) must
+            # not put first_seen / last_seen in the future.
+            at = item.occurred_at if item.occurred_at <= item.received_at else item.received_at
+            lo, hi = result.seen.get(root.id, (at, at))
+            result.seen[root.id] = (min(lo, at), max(hi, at))
         result.creations = [p for p in self._created if p.merged_into is None]
         for source, target in self._merges:
             result.locks[source.id] = source

@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from core.errors import BadRequest, PayloadTooLarge, ValidationFailed
-from tracking.items import MAX_EVENT_BYTES, IngestItem, check_event_size, to_item
+from tracking.items import MAX_EVENT_BYTES, IngestItem, check_event_size, may_nest_deeply, to_item
 from tracking.schemas import CALL_TYPES, AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
 
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[Inges
     if not entries:
         raise ValidationFailed([{"loc": "body.batch", "msg": "must not be empty"}])
     shared_context = data.get("context") if isinstance(data, dict) else None
+    # Each entry is measured (size, brackets) on its own, so only entries
+    # that could nest deeply are walked; a shared context is measured once.
+    deep_context = bool(shared_context) and check_event_size(shared_context, "body.context")
     items: list[IngestItem] = []
     errors: list[dict[str, str]] = []
     for n, entry in enumerate(entries):
@@ -101,16 +104,17 @@ def _batch_items(data: Any, workspace_id: Any, received: datetime) -> list[Inges
         if not isinstance(entry, dict):
             errors.append({"loc": where, "msg": "must be a JSON object"})
             continue
-        check_event_size(entry, where)
+        deep = check_event_size(entry, where)
         kind = entry.get("type", "track")
         model = CALL_TYPES.get(kind) if isinstance(kind, str) else None
         if model is None:
             errors.append({"loc": f"{where}.type", "msg": f"unknown type {kind!r}; use {sorted(CALL_TYPES)}"})
             continue
+        call = entry
         if shared_context and "context" not in entry:
-            entry = {**entry, "context": shared_context}
+            call, deep = {**entry, "context": shared_context}, deep or deep_context
         try:
-            items.append(to_item(_validate(model, entry, where), workspace_id, received, where))
+            items.append(to_item(_validate(model, call, where), workspace_id, received, where, deep))
         except ValidationFailed as exc:
             errors.extend(exc.detail)
     if errors:
@@ -124,23 +128,26 @@ async def ingest(
     endpoint: Endpoint,
     authorization: str | None,
     body: bytes,
+    client: str | None = None,
 ) -> dict[str, Any]:
     """Authenticate, validate and store one request; returns the response body.
 
     The key in the header is checked before the body is parsed; a `writeKey`
     field in the body (browser beacons cannot set headers) is accepted when
-    no header key is sent.
+    no header key is sent. `client` is the caller's address (for the limit
+    on failed key lookups).
     """
     raw_key = key_from_header(authorization)
-    key = await keys.require(raw_key, "public") if raw_key else None
+    key = await keys.require(raw_key, "public", client) if raw_key else None
     data = parse_json(body)
     if key is None:
         write_key = data.get("writeKey") if isinstance(data, dict) else None
-        key = await keys.require(write_key if isinstance(write_key, str) else None, "public")
+        key = await keys.require(write_key if isinstance(write_key, str) else None, "public", client)
     received = datetime.now(UTC)
     if endpoint.model is None:
         items = _batch_items(data, key.workspace_id, received)
     else:
-        items = [to_item(_validate(endpoint.model, data, "body"), key.workspace_id, received)]
+        call = _validate(endpoint.model, data, "body")
+        items = [to_item(call, key.workspace_id, received, "body", may_nest_deeply(body))]
     result = await writer.write(items)
     return {"success": True, "accepted": result.stored, "duplicates": result.duplicates}

@@ -136,7 +136,8 @@ _CHECKED_EVENTS = event_writer.SELECT_FROM_RECORDSET.format(param="$2") + " WHER
 
 LOCK_AND_INSERT_SQL = f"""
 WITH v AS (
-    SELECT * FROM json_to_recordset($1::text::json) AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
+    SELECT * FROM json_to_recordset($1::text::json)
+        AS t(id uuid, fs timestamptz, ls timestamptz, e text, x text)
 ),
 locked AS (
     UPDATE profiles p

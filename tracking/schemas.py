@@ -53,6 +53,8 @@ class CallBase(BaseModel):
     anonymous_id: Identifier = _alias("anonymousId", "anonymous_id")
     email: Name = None
     message_id: Identifier = _alias("messageId", "message_id")
+    # Its UTC offset and range are checked when the call is flattened
+    # (tracking/items.py), before the writer.
     timestamp: datetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
     context: dict[str, Any] | None = None
 

@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import redis.asyncio as aioredis
 
-from core.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable, as_outage
+from core.http import log_outage
 from events.writer import ProfileChange
 from tracking import repository as repo
 from tracking.identity import IdentityCache, IdentityPlan, IdentityPlanner
@@ -169,7 +170,16 @@ class GroupCommitWriter:
         started = time.perf_counter()
         try:
             stored = await self._store_with_retries(items)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a 503 or a split, below
+            outage = as_outage(exc)
+            if outage is not None:
+                # PostgreSQL is unreachable: halving the group would only
+                # repeat the failure once per request.
+                log_outage(outage, exc)
+                for pending in group:
+                    if not pending.future.done():  # its client may have gone away
+                        pending.future.set_exception(ServiceUnavailable(outage.detail))
+                return
             if len(group) == 1:
                 log.warning("request failed to store: %r", exc)
                 if not group[0].future.done():  # its client may have gone away
@@ -275,7 +285,7 @@ class GroupCommitWriter:
                 pipe.set(key, (item.occurred_at - _EPOCH) // _MICROSECOND, nx=True, ex=MESSAGE_PIN_SECONDS)
                 pipe.get(key)
             replies = await pipe.execute()
-        except Exception as exc:  # Redis down: keep the event, lose only the pin
+        except Exception as exc:  # noqa: BLE001 - Redis down: keep the event, lose only the pin
             log.warning("could not pin message ids in Redis: %r", exc)
             return
         for n, item in enumerate(untimed):

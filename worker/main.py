@@ -71,11 +71,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):  # `mp worker` runs on POSIX, in the main thread
         loop.add_signal_handler(sig, stop.set)
     client = await connect_temporal(settings)
-    engine = create_engine(settings.database_url, pool_size=5)
+    engine = create_engine(settings.database_url, pool_size=settings.worker_db_pool_size)
     redis = create_redis(settings)
     router = build_router(redis, settings)
     sender = EmailSender(engine, router, settings)
-    http = httpx.AsyncClient(timeout=10)  # flow webhooks
+    http = httpx.AsyncClient()  # flow webhooks: each call passes its node's timeout
     dispatcher = build_dispatcher(engine, client, settings)
     activities = build_activities(engine, redis, settings, dispatcher, sender=sender, http=http)
     worker = build_worker(client, settings, activities)

@@ -49,7 +49,11 @@ def build_router(redis: aioredis.Redis, settings: Settings) -> ProviderRouter:
         cooldown_seconds=settings.breaker_cooldown_seconds,
     )
     limits = ProviderLimits(redis, settings.redis_prefix, policy)
-    return ProviderRouter(limits, max_rate_wait=settings.email_rate_wait_seconds)
+    return ProviderRouter(
+        limits,
+        max_rate_wait=settings.email_rate_wait_seconds,
+        allow_private_hosts=settings.allow_private_provider_hosts,
+    )
 
 
 def build_dispatcher(engine: AsyncEngine, client: Client, settings: Settings) -> OutboxDispatcher:
@@ -81,6 +85,6 @@ def build_activities(
         *partition_activities.build(engine),
         *outbox_activities.build(dispatcher),
         *segment_activities.build(engine),
-        *flow_activities.build(engine, settings, http or httpx.AsyncClient(timeout=10)),
+        *flow_activities.build(engine, settings, http or httpx.AsyncClient()),
         *email_activities.build(sender),
     ]

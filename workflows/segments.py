@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from definitions import search_attributes, workflow_ids
@@ -23,6 +23,9 @@ with workflow.unsafe.imports_passed_through():
         SegmentRefreshInput,
         SegmentRefreshResult,
     )
+
+# Marks runs that page through every due segment (earlier runs took one page).
+DRAIN_PATCH = "segment-dispatch-drains-every-page"
 
 # Transient failures (database restarts, lock timeouts) retry with backoff;
 # permanent ones (an invalid stored definition) are raised non-retryable by
@@ -53,11 +56,57 @@ class SegmentRefreshWorkflow:
 
 @workflow.defn(name="SegmentRefreshDispatchWorkflow")
 class SegmentRefreshDispatchWorkflow:
-    """Run by a schedule every minute: starts a refresh for each segment
-    whose workspace interval has passed, skipping those still running."""
+    """Run by a schedule every minute: refreshes every segment whose
+    workspace interval has passed, a page at a time, at most
+    `concurrency` refreshes at once, skipping those already running.
+    Continues as new between pages every `pages_per_run` pages, or sooner
+    when Temporal suggests it, so the history stays short."""
 
     @workflow.run
     async def run(self, params: DueSegmentsInput) -> int:
+        if not workflow.patched(DRAIN_PATCH):
+            return await self._first_page_only(params)
+        started = params.started
+        page = params
+        pages = 0
+        while True:
+            pages += 1
+            due = await workflow.execute_activity(
+                "due_segments",
+                page,
+                result_type=DueSegments,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=_RETRY,
+            )
+            started += await self._refresh_all(due.segments, page.concurrency)
+            if due.next is None:
+                return started
+            page = page.model_copy(update={"after": due.next, "as_of": due.as_of, "started": started})
+            if pages >= page.pages_per_run or workflow.info().is_continue_as_new_suggested():
+                workflow.continue_as_new(page)
+
+    async def _refresh_all(self, refs: list[SegmentRef], concurrency: int) -> int:
+        """Refresh each segment as a child workflow, `concurrency` at a
+        time; returns how many were started (not already running)."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def refresh(ref: SegmentRef) -> bool:
+            async with slots:
+                try:
+                    child = await _start_refresh(ref)
+                except WorkflowAlreadyStartedError:
+                    return False  # still running from an earlier dispatch or a manual recalculation
+                try:
+                    await child
+                except ChildWorkflowError:
+                    # Its own retries are spent; it is still due, so the next dispatch tries again.
+                    workflow.logger.warning("segment refresh %s failed", ref.segment_id)
+                return True
+
+        return sum(await asyncio.gather(*(refresh(ref) for ref in refs)))
+
+    async def _first_page_only(self, params: DueSegmentsInput) -> int:
+        # Runs started before DRAIN_PATCH: one page, every child started at once.
         due = await workflow.execute_activity(
             "due_segments",
             params,
@@ -68,19 +117,22 @@ class SegmentRefreshDispatchWorkflow:
 
         async def start(ref: SegmentRef) -> bool:
             try:
-                await workflow.start_child_workflow(
-                    SegmentRefreshWorkflow.run,
-                    SegmentRefreshInput(segment_id=ref.segment_id, workspace_id=ref.workspace_id),
-                    id=workflow_ids.segment_refresh(ref.segment_id),
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=search_attributes.typed({WORKSPACE_ID: ref.workspace_id}),
-                )
+                await _start_refresh(ref)
             except WorkflowAlreadyStartedError:
-                return False  # still running from an earlier dispatch or a manual recalculation
+                return False
             return True
 
-        started = await asyncio.gather(*(start(ref) for ref in due.segments))
-        return sum(started)
+        return sum(await asyncio.gather(*(start(ref) for ref in due.segments)))
+
+
+async def _start_refresh(ref: SegmentRef) -> workflow.ChildWorkflowHandle:
+    return await workflow.start_child_workflow(
+        SegmentRefreshWorkflow.run,
+        SegmentRefreshInput(segment_id=ref.segment_id, workspace_id=ref.workspace_id),
+        id=workflow_ids.segment_refresh(ref.segment_id),
+        parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        search_attributes=search_attributes.typed({WORKSPACE_ID: ref.workspace_id}),
+    )
 
 
 RECHECK_SIGNAL = "profiles_changed"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import cast, func, select, update
+from sqlalchemy import cast, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -49,16 +50,27 @@ async def insert_key(
     )
 
 
-async def touch_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | None:
-    """Find an unrevoked key by hash and record that it was used."""
-    stmt = (
-        update(api_keys)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-        .values(last_used_at=func.now())
-        .returning(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.kind)
+async def find_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | None:
+    """An unrevoked key by hash (a read: unknown keys cost no write)."""
+    stmt = select(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.kind).where(
+        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
     )
     row = (await conn.execute(stmt)).first()
     return KeyRow(*row) if row else None
+
+
+async def touch_key(conn: AsyncConnection, key_id: uuid.UUID, every_seconds: float) -> None:
+    """Record that a key was used, unless that was recorded within `every_seconds`
+    (by any process)."""
+    stale = func.now() - timedelta(seconds=every_seconds)
+    await conn.execute(
+        update(api_keys)
+        .where(
+            api_keys.c.id == key_id,
+            or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < stale),
+        )
+        .values(last_used_at=func.now())
+    )
 
 
 async def workspace_name(session: AsyncSession, workspace_id: uuid.UUID) -> str | None:

@@ -11,18 +11,22 @@ import secrets
 import string
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, TooManyRequests, Unauthorized
 from core.ids import uuid7
 from workspaces import repository as repo
+from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.repository import KeyRow
 from workspaces.schemas import WorkspaceSettings
 
 _ALPHABET = string.ascii_letters + string.digits
 KIND_PREFIX = {"public": "pk_", "secret": "sk_"}
+LAST_USED_EVERY_SECONDS = 60.0
+"""`api_keys.last_used_at` is written at most this often per key (lookups only read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +68,80 @@ async def create_workspace_keys(session: AsyncSession, name: str) -> WorkspaceKe
 class KeyAuthenticator:
     """Resolves keys to workspaces, caching answers for a few seconds so the
     tracking hot path does not query PostgreSQL per request. A revoked key
-    stops working within `ttl` seconds."""
+    stops working within `ttl` seconds.
 
-    def __init__(self, engine: AsyncEngine, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+    Unknown keys are cached too (apart from known ones, so a storm of them
+    cannot push valid keys out), and a lookup only reads: `last_used_at` is
+    written at most once a minute per key. With a `limiter`, a client whose
+    failed lookups exceed its budget gets 429 before any lookup."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl: float = 10.0,
+        max_entries: int = 10_000,
+        limiter: AuthFailureLimiter | None = None,
+    ) -> None:
         self._engine = engine
         self._ttl = ttl
         self._max = max_entries
-        self._cache: dict[str, tuple[float, KeyRow | None]] = {}
+        self._limiter = limiter
+        self._known: OrderedDict[str, tuple[float, KeyRow]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._touched: dict[uuid.UUID, float] = {}
 
-    async def resolve(self, raw: str | None) -> KeyRow:
-        """The key's row, or Unauthorized."""
+    @staticmethod
+    def _remember(cache: OrderedDict, raw: str, value: object, limit: int) -> None:
+        cache[raw] = value
+        cache.move_to_end(raw)
+        while len(cache) > limit:
+            cache.popitem(last=False)
+
+    async def _lookup(self, raw: str, now: float) -> KeyRow | None:
+        async with self._engine.connect() as conn:
+            row = await repo.find_active_key(conn, hash_key(raw))
+            if row is not None and now - self._touched.get(row.id, -LAST_USED_EVERY_SECONDS) >= (
+                LAST_USED_EVERY_SECONDS
+            ):
+                if len(self._touched) >= self._max:
+                    self._touched.clear()
+                self._touched[row.id] = now
+                await repo.touch_key(conn, row.id, LAST_USED_EVERY_SECONDS)
+                await conn.commit()
+        return row
+
+    async def resolve(self, raw: str | None, client: str | None = None) -> KeyRow:
+        """The key's row, or Unauthorized (TooManyRequests when `client` has
+        failed too often)."""
         if not raw:
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
         now = time.monotonic()
-        hit = self._cache.get(raw)
+        hit = self._known.get(raw)
         if hit is not None and hit[0] > now:
-            row = hit[1]
-        else:
-            async with self._engine.begin() as conn:
-                row = await repo.touch_active_key(conn, hash_key(raw))
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[raw] = (now + self._ttl, row)
-        if row is None:
+            return hit[1]
+        unknown_until = self._unknown.get(raw)
+        if unknown_until is not None and unknown_until > now:
             raise Unauthorized("unknown or revoked API key")
+        if self._limiter is not None and client:
+            wait = await self._limiter.retry_after(client)
+            if wait is not None:
+                raise TooManyRequests(
+                    "too many requests with unknown API keys from this address", retry_after=wait
+                )
+        row = await self._lookup(raw, now)
+        if row is None:
+            self._known.pop(raw, None)
+            self._remember(self._unknown, raw, now + self._ttl, self._max)
+            if self._limiter is not None and client:
+                await self._limiter.failed(client)
+            raise Unauthorized("unknown or revoked API key")
+        self._unknown.pop(raw, None)
+        self._remember(self._known, raw, (now + self._ttl, row), self._max)
         return row
 
-    async def require(self, raw: str | None, kind: str) -> KeyRow:
+    async def require(self, raw: str | None, kind: str, client: str | None = None) -> KeyRow:
         """The key's row if it is of `kind`; Forbidden for the other kind."""
-        row = await self.resolve(raw)
+        row = await self.resolve(raw, client)
         if row.kind != kind:
             if kind == "public":
                 raise Forbidden(

@@ -18,9 +18,12 @@ ADAPTERS: dict[str, type] = {
 }
 
 
-def build_adapter(kind: str, settings: dict[str, Any], secrets: dict[str, Any]) -> Adapter:
-    """An adapter for a provider row's kind, settings and secrets."""
-    return ADAPTERS[kind](settings, secrets)
+def build_adapter(
+    kind: str, settings: dict[str, Any], secrets: dict[str, Any], *, allow_private_hosts: bool = False
+) -> Adapter:
+    """An adapter for a provider row's kind, settings and secrets; it only
+    connects to public addresses unless `allow_private_hosts`."""
+    return ADAPTERS[kind](settings, secrets, allow_private_hosts=allow_private_hosts)
 
 
 __all__ = ["ADAPTERS", "Adapter", "OutgoingEmail", "ProviderError", "build_adapter"]

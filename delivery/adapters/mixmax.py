@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from delivery.adapters.base import OutgoingEmail, post_json
+from delivery.destinations import provider_http_client
 
 DEFAULT_BASE_URL = "https://api.mixmax.com"
 
@@ -20,11 +19,14 @@ class MixmaxAdapter:
 
     kind = "mixmax"
 
-    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], secrets: dict[str, Any], *, allow_private_hosts: bool = False
+    ) -> None:
         self._url = settings.get("base_url", DEFAULT_BASE_URL).rstrip("/") + "/v1/send"
-        self._client = httpx.AsyncClient(
-            timeout=float(settings.get("timeout", 15)),
-            headers={"X-API-Token": str(secrets.get("api_token", ""))},
+        self._client = provider_http_client(
+            float(settings.get("timeout", 15)),
+            {"X-API-Token": str(secrets.get("api_token", ""))},
+            allow_private_hosts,
         )
 
     @staticmethod

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sendgrid.helpers.mail import (
     ClickTracking,
     CustomArg,
@@ -20,6 +19,7 @@ from sendgrid.helpers.mail import (
 )
 
 from delivery.adapters.base import OutgoingEmail, post_json
+from delivery.destinations import provider_http_client
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
 
@@ -29,11 +29,14 @@ class SendGridAdapter:
 
     kind = "sendgrid"
 
-    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], secrets: dict[str, Any], *, allow_private_hosts: bool = False
+    ) -> None:
         self._url = settings.get("base_url", DEFAULT_BASE_URL).rstrip("/") + "/v3/mail/send"
-        self._client = httpx.AsyncClient(
-            timeout=float(settings.get("timeout", 10)),
-            headers={"Authorization": f"Bearer {secrets.get('api_key', '')}"},
+        self._client = provider_http_client(
+            float(settings.get("timeout", 10)),
+            {"Authorization": f"Bearer {secrets.get('api_key', '')}"},
+            allow_private_hosts,
         )
 
     @staticmethod

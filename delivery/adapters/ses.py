@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -18,6 +19,7 @@ from botocore.exceptions import (
 )
 
 from delivery.adapters.base import OutgoingEmail, ProviderError
+from delivery.destinations import PrivateDestination, check_host
 
 # Provider-side trouble: another provider may deliver.
 _RETRYABLE_CODES = {
@@ -41,8 +43,13 @@ class SESAdapter:
 
     kind = "ses"
 
-    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], secrets: dict[str, Any], *, allow_private_hosts: bool = False
+    ) -> None:
         timeout = float(settings.get("timeout", 10))
+        # Only an overridden endpoint needs checking: AWS's own are public.
+        endpoint = settings.get("endpoint_url") or None
+        self._endpoint_host = None if allow_private_hosts or not endpoint else urlsplit(endpoint).hostname
         self._client = boto3.session.Session().client(
             "sesv2",
             region_name=settings.get("region", "us-east-1"),
@@ -65,6 +72,11 @@ class SESAdapter:
         return self._client.send_email(**params)["MessageId"]
 
     async def send(self, email: OutgoingEmail) -> str:
+        if self._endpoint_host is not None:
+            try:
+                await check_host(self._endpoint_host)
+            except (PrivateDestination, OSError, TimeoutError) as exc:
+                raise ProviderError(f"ses endpoint refused: {exc}", retryable=True) from None
         try:
             return await asyncio.to_thread(self._send_sync, email)
         except ClientError as exc:

@@ -7,6 +7,7 @@ from typing import Any
 import aiosmtplib
 
 from delivery.adapters.base import OutgoingEmail, ProviderError
+from delivery.destinations import PrivateDestination, check_host
 
 
 class SMTPAdapter:
@@ -15,17 +16,26 @@ class SMTPAdapter:
 
     kind = "smtp"
 
-    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], secrets: dict[str, Any], *, allow_private_hosts: bool = False
+    ) -> None:
         self._settings = settings
         self._password = secrets.get("password")
+        self._allow_private_hosts = allow_private_hosts
 
     async def send(self, email: OutgoingEmail) -> str:
         s = self._settings
         message = email.mime()
+        host = s.get("host", "localhost")
+        if not self._allow_private_hosts:
+            try:
+                await check_host(host)
+            except (PrivateDestination, OSError, TimeoutError) as exc:
+                raise ProviderError(f"smtp host refused: {exc}", retryable=True) from None
         try:
             await aiosmtplib.send(
                 message,
-                hostname=s.get("host", "localhost"),
+                hostname=host,
                 port=int(s.get("port", 25)),
                 username=s.get("username") or None,
                 password=self._password or None,

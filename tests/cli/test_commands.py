@@ -16,6 +16,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
 from definitions import search_attributes
 from tests.support.db import count
+from tests.support.servers import free_port
 from tests.support.temporal import new_namespace
 from worker.setup import EVENT_PARTITIONS_SCHEDULE
 
@@ -49,7 +50,7 @@ def _env(settings) -> dict[str, str]:
 async def test_help_lists_every_command():
     result = await mp("--help")
     assert result.returncode == 0
-    for command in ("up", "api", "tracking", "worker", "db", "keys", "seed", "temporal"):
+    for command in ("up", "status", "api", "tracking", "worker", "db", "keys", "seed", "temporal"):
         assert command in result.stdout
     for group, sub in (("db", "upgrade"), ("keys", "create"), ("temporal", "setup")):
         assert sub in (await mp(group, "--help")).stdout
@@ -124,3 +125,59 @@ async def test_temporal_setup_on_an_external_cluster(temporal_client, temporal_a
     # Idempotent: a second run adds nothing and succeeds.
     second = await mp("temporal", "setup", env=env)
     assert second.returncode == 0 and "none (all present)" in second.stdout
+
+
+async def test_unreachable_service_is_one_line_not_a_traceback(tmp_path):
+    closed = free_port()
+    env = {
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{closed}/marketing",
+        "REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
+        "MP_DATA_DIR": str(tmp_path / ".mp"),  # no `mp up` state here
+    }
+    postgres = (
+        f"mp: PostgreSQL at 127.0.0.1:{closed} is not reachable: connection refused — is `./mp up` running?"
+    )
+    for args, line in (
+        (("keys", "create", "--workspace", "w", "--json"), postgres),
+        (("db", "upgrade"), postgres),
+        (("seed", "--profiles", "1"), postgres),
+        (("temporal", "setup"), postgres.replace("PostgreSQL", "Temporal")),
+    ):
+        result = await mp(*args, env=env)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.strip() == line, args
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+async def test_missing_database_is_one_line(settings):
+    missing = settings.database_url.rsplit("/", 1)[0] + "/mp_no_such_database"
+    result = await mp("keys", "create", "--workspace", "w", env={"DATABASE_URL": missing})
+    assert result.returncode == 1
+    assert result.stderr.strip() == 'mp: PostgreSQL failed: database "mp_no_such_database" does not exist'
+
+
+async def test_stack_file_is_used_unless_a_setting_is_given(settings, tmp_path):
+    # What `mp up` leaves in its data dir (cli/stack.py), here naming a
+    # PostgreSQL that is not running.
+    data_dir, closed = tmp_path / ".mp", free_port()
+    data_dir.mkdir()
+    (data_dir / "up.json").write_text(
+        json.dumps(
+            {
+                "pid": 0,
+                "stopped": True,
+                "services": {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{closed}/m"},
+            }
+        )
+    )
+    base = {k: v for k, v in _env(settings).items() if k != "DATABASE_URL"} | {"MP_DATA_DIR": str(data_dir)}
+    # An empty setting counts as not given (as for `mp up`).
+    from_stack = await mp("keys", "create", "--workspace", "stack", "--json", env=base | {"DATABASE_URL": ""})
+    assert from_stack.returncode == 1
+    assert f"PostgreSQL at 127.0.0.1:{closed} is not reachable" in from_stack.stderr
+    given = await mp(
+        "keys", "create", "--workspace", "stack", "--json", env=base | {"DATABASE_URL": settings.database_url}
+    )
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)["secret_key"].startswith("sk_")

@@ -30,7 +30,8 @@ async def _event_names(engine, workspace) -> list[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT name FROM events WHERE workspace_id = :ws AND name LIKE 'Email %' ORDER BY occurred_at, name"
+                "SELECT name FROM events WHERE workspace_id = :ws AND name LIKE 'Email %' "
+                "ORDER BY occurred_at, name"
             ),
             {"ws": workspace.workspace_id},
         )
@@ -66,12 +67,12 @@ async def test_open_click_and_no_open_redirect(api, tracking_app, worker, sendgr
     shown = (await api.get(f"/api/v1/messages/{message['id']}")).json()
     assert shown["opened_at"] and shown["clicked_at"]
     assert await _event_names(engine, workspace) == ["Email Sent", "Email Opened", "Email Clicked"]
-    clicked = [e for e in shown["events"] if e["name"] == "Email Clicked"][0]
+    clicked = next(e for e in shown["events"] if e["name"] == "Email Clicked")
     assert clicked["properties"]["url"] == "https://shop.example.com/deal?id=7&x=1"
 
 
 async def test_unsubscribe_page_and_one_click(api, tracking_app, worker, sendgrid, engine, workspace):
-    message, _ = await _sent_message(api, sendgrid, "leaver@example.com")
+    await _sent_message(api, sendgrid, "leaver@example.com")
     header = sendgrid.received[-1]["headers"]["List-Unsubscribe"].strip("<>")
     async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
         page = await client.get(_path(header))

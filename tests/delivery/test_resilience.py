@@ -33,14 +33,17 @@ async def test_rate_limit_holds_across_two_processes(sendgrid, settings):
         "count": per_process,
     }
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.rate_limit_sender", json.dumps(config | {"name": name})],
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.support.rate_limit_sender",
+            json.dumps(config | {"name": name}),
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         for name in ("w1", "w2")
     ]
-    codes = await asyncio.gather(*(asyncio.to_thread(p.wait, 120) for p in procs))
+    codes = await asyncio.gather(*(asyncio.wait_for(p.wait(), 120) for p in procs))
     assert codes == [0, 0]
     assert len(sendgrid.received) == 2 * per_process
     senders = {m["personalizations"][0]["to"][0]["email"].split("-")[0] for m in sendgrid.received}
@@ -80,9 +83,13 @@ async def test_worker_killed_mid_send_does_not_send_twice(
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "TEMPORAL_TASK_QUEUE": queue,
         "SECRET_KEY": settings.secret_key,
+        "ALLOW_PRIVATE_PROVIDER_HOSTS": "true",  # the fake provider is on 127.0.0.1
     }
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "cli", "worker"],
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "worker",
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -103,10 +110,11 @@ async def test_worker_killed_mid_send_does_not_send_twice(
             await asyncio.sleep(0.1)
         assert len(sendgrid.received) == 1, "the doomed worker never reached the provider"
         doomed.send_signal(signal.SIGKILL)
-        doomed.wait(10)
+        await asyncio.wait_for(doomed.wait(), 10)
     finally:
-        if doomed.poll() is None:
+        if doomed.returncode is None:
             doomed.kill()
+            await doomed.wait()
     sendgrid.mode = "ok"
     async with build_worker(
         temporal_client,

@@ -33,6 +33,7 @@ def _worker_env(settings, queue: str, shutdown_seconds: float) -> dict[str, str]
         "TEMPORAL_TASK_QUEUE": queue,
         "SECRET_KEY": settings.secret_key,
         "WORKER_SHUTDOWN_SECONDS": str(shutdown_seconds),
+        "ALLOW_PRIVATE_PROVIDER_HOSTS": "true",  # the fake provider is on 127.0.0.1
     }
 
 

@@ -428,3 +428,20 @@ async def test_pause_holds_sends_and_versions_are_pinned(
     rows = await _finished(engine, flow_id, 2)
     assert sorted(r["version"] for r in rows) == [1, 2]
     assert sorted(p["subject"] for p in sendgrid.received) == ["Version one", "Version two"]
+
+
+async def test_erasing_a_person_exits_their_enrollments(
+    api, tracking, worker, engine, sessionmaker, workspace
+):
+    definition = {
+        "trigger": {"type": "event", "name": "Started Trial"},
+        "start": "long",
+        "nodes": [{"id": "long", "type": "wait", "seconds": 3600}],
+    }
+    flow_id = await active_flow(sessionmaker, workspace.workspace_id, definition)
+    await _person(tracking, "forget-me")
+    await _track(tracking, "forget-me", "Started Trial")
+    [row] = await wait_for(lambda: enrollments(engine, flow_id))
+    assert (await api.delete(f"/api/v1/profiles/{row['profile_id']}")).status_code in (200, 204)
+    [row] = await _finished(engine, flow_id, timeout=20)
+    assert row["status"] == "exited"

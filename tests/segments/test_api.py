@@ -176,8 +176,10 @@ async def test_recalculate_runs_the_workflow_and_stores_members(
         rows = (
             await conn.execute(
                 text(
-                    "SELECT e.name, p.external_id, e.properties->>'segment_id' FROM events e JOIN profiles p ON p.id = e.profile_id "
-                    "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' ORDER BY e.occurred_at, p.external_id"
+                    "SELECT e.name, p.external_id, e.properties->>'segment_id' "
+                    "FROM events e JOIN profiles p ON p.id = e.profile_id "
+                    "WHERE e.workspace_id = :ws AND e.name LIKE 'Segment %' "
+                    "ORDER BY e.occurred_at, p.external_id"
                 ),
                 {"ws": workspace.workspace_id},
             )

@@ -152,6 +152,58 @@ async def test_dispatcher_refreshes_due_segments_and_skips_running_ones(
     assert result.found and result.member_count == 1
 
 
+async def test_dispatcher_drains_more_due_segments_than_one_page(
+    api, tracking, worker, temporal_client, settings, engine, workspace
+):
+    await tracking.post("/identify", json={"userId": "page", "traits": {"plan": "pro"}})
+    created = [
+        (
+            await api.post(
+                "/api/v1/segments",
+                json={"name": f"Paged {n}", "definition": {"type": "trait", "path": "plan", "op": "exists"}},
+            )
+        ).json()["id"]
+        for n in range(7)
+    ]
+    # Half of them computed long ago, so the pages span both never-computed
+    # and stale segments (the cursor's two cases).
+    async with engine.begin() as conn:
+        for sid in created[::2]:
+            await repo.record_refresh(conn, uuid.UUID(sid), 0, datetime.now(UTC) - timedelta(days=1))
+
+    # Paging by hand: every due segment exactly once across pages of 2.
+    async with engine.connect() as conn:
+        now, after, seen = datetime.now(UTC), None, []
+        while True:
+            page = await repo.due_segments(conn, now, 2, after)
+            seen += [row[0] for row in page]
+            if len(page) < 2:
+                break
+            after = (page[-1][2], page[-1][0])
+    assert len(seen) == len(set(seen)) and {uuid.UUID(s) for s in created} <= set(seen)
+
+    # 7 due segments (at least): 4 pages or more, 2 pages per run.
+    handle = await temporal_client.start_workflow(
+        "SegmentRefreshDispatchWorkflow",
+        DueSegmentsInput(limit=2, concurrency=2, pages_per_run=2),
+        id=f"test-dispatch-{uuid.uuid4()}",
+        task_queue=settings.temporal_task_queue,
+        result_type=int,
+        execution_timeout=timedelta(minutes=2),
+    )
+    started = await handle.result()  # follows the chain of runs
+    assert started >= len(created)
+    first_run = await temporal_client.get_workflow_handle(handle.id, run_id=handle.result_run_id).describe()
+    assert first_run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    for sid in created:  # the dispatcher waits for its refreshes: all done now
+        segment = (await api.get(f"/api/v1/segments/{sid}")).json()
+        assert segment["member_count"] == 1, segment
+    async with engine.connect() as conn:
+        assert not {uuid.UUID(s) for s in created} & {
+            row[0] for row in await repo.due_segments(conn, now, 1000)
+        }
+
+
 async def test_due_segments_follow_the_workspace_interval(api, engine, workspace):
     seg = (
         await api.post(
@@ -164,7 +216,7 @@ async def test_due_segments_follow_the_workspace_interval(api, engine, workspace
 
     async def is_due() -> bool:
         async with engine.connect() as conn:
-            return sid in {s for s, _ in await repo.due_segments(conn, now, 100_000)}
+            return sid in {row[0] for row in await repo.due_segments(conn, now, 100_000)}
 
     assert await is_due()  # never computed
     async with engine.begin() as conn:

@@ -18,7 +18,8 @@ async def events_of(engine, workspace_id: uuid.UUID) -> list[dict]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT e.*, p.external_id, p.email FROM events e LEFT JOIN profiles p ON p.id = e.profile_id "
+                "SELECT e.*, p.external_id, p.email "
+                "FROM events e LEFT JOIN profiles p ON p.id = e.profile_id "
                 "WHERE e.workspace_id = :ws ORDER BY e.occurred_at, e.message_id"
             ),
             {"ws": workspace_id},

@@ -29,7 +29,8 @@ async def listen(
         for kind, name in rows:
             await conn.execute(
                 text(
-                    "INSERT INTO outbox_listeners (workspace_id, kind, name, consumer) VALUES (:w, :k, :n, :c)"
+                    "INSERT INTO outbox_listeners (workspace_id, kind, name, consumer) "
+                    "VALUES (:w, :k, :n, :c)"
                 ),
                 {"w": workspace_id, "k": kind, "n": name, "c": consumer},
             )

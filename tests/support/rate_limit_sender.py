@@ -18,7 +18,9 @@ from delivery.router import ProviderConfig, ProviderRouter
 
 async def main(config: dict) -> None:
     redis = aioredis.from_url(config["redis_url"])
-    router = ProviderRouter(ProviderLimits(redis, config["prefix"]), max_rate_wait=30)
+    router = ProviderRouter(
+        ProviderLimits(redis, config["prefix"]), max_rate_wait=30, allow_private_hosts=True
+    )
     provider = ProviderConfig(
         id=uuid.UUID(config["provider_id"]),
         name="limited",

@@ -81,32 +81,39 @@ def redis_server() -> Iterator[str]:
             child.stop()
 
 
+def temporal_child(data_dir: Path, port: int) -> embedded.Child:
+    """An in-memory Temporal dev server on `port` with the platform's search
+    attributes (not started); starting it again gives a fresh, empty server
+    on the same address."""
+    return embedded.Child(
+        "temporal",
+        [
+            embedded.temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            "--log-level",
+            "error",
+            "--ui-port",
+            str(free_port()),
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+            *dev_server_search_attribute_args(),
+        ],
+        log_path=data_dir / "temporal.log",
+    )
+
+
 @contextmanager
 def temporal_server() -> Iterator[str]:
     """host:port of a fresh in-memory Temporal dev server."""
     with tempfile.TemporaryDirectory(prefix="mp-test-temporal-") as tmp:
-        port, ui_port = free_port(), free_port()
-        child = embedded.Child(
-            "temporal",
-            [
-                embedded.temporal_binary(),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--headless",
-                "--log-level",
-                "error",
-                "--ui-port",
-                str(ui_port),
-                "--dynamic-config-value",
-                "frontend.WorkflowTimeSkippingEnabled=true",
-                *dev_server_search_attribute_args(),
-            ],
-            log_path=Path(tmp) / "temporal.log",
-        )
+        port = free_port()
+        child = temporal_child(Path(tmp), port)
         child.start()
         try:
             embedded.wait_for_port(child, port, 90)

@@ -347,6 +347,7 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
             temporal_address=address,
             temporal_task_queue="record",
             secret_key="record-secret",
+            allow_private_provider_hosts=True,  # the fake SendGrid listens on 127.0.0.1
         )
         client = await Client.connect(address, data_converter=pydantic_data_converter, identity=IDENTITY)
         engine = create_engine(settings.database_url, pool_size=5)

@@ -89,7 +89,10 @@ async def test_schedule_runs_the_workflow(temporal_client, worker, settings: Set
     assert description.schedule.action.workflow == "EventPartitionsWorkflow"
 
     # Created with trigger_immediately: a run appears and completes.
-    query = f'WorkflowType = "EventPartitionsWorkflow" AND TemporalScheduledById = "{setup.EVENT_PARTITIONS_SCHEDULE}"'
+    query = (
+        'WorkflowType = "EventPartitionsWorkflow" '
+        f'AND TemporalScheduledById = "{setup.EVENT_PARTITIONS_SCHEDULE}"'
+    )
     for _ in range(100):
         runs = [w async for w in temporal_client.list_workflows(query)]
         if runs and runs[0].status == WorkflowExecutionStatus.COMPLETED:

@@ -105,7 +105,8 @@ def upgrade() -> None:
         LANGUAGE plpgsql AS $$
         DECLARE
             start_ts timestamptz := (date_trunc('month', month)::date)::timestamp AT TIME ZONE 'UTC';
-            end_ts timestamptz := ((date_trunc('month', month) + interval '1 month')::date)::timestamp AT TIME ZONE 'UTC';
+            end_ts timestamptz :=
+                ((date_trunc('month', month) + interval '1 month')::date)::timestamp AT TIME ZONE 'UTC';
             part text := 'events_' || to_char(month, 'YYYY_MM');
             stray boolean;
         BEGIN
@@ -126,7 +127,8 @@ def upgrade() -> None:
                 LOCK TABLE events_default IN EXCLUSIVE MODE;
                 EXECUTE format('CREATE TABLE %I (LIKE events INCLUDING DEFAULTS)', part);
                 EXECUTE format(
-                    'WITH moved AS (DELETE FROM events_default WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) '
+                    'WITH moved AS (DELETE FROM events_default '
+                    'WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) '
                     'INSERT INTO %I SELECT * FROM moved', part) USING start_ts, end_ts;
                 EXECUTE format(
                     'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
@@ -141,7 +143,9 @@ def upgrade() -> None:
     # ingests into real partitions before the maintenance schedule first runs.
     op.execute(
         """
-        SELECT mp_ensure_event_partition((date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date)
+        SELECT mp_ensure_event_partition(
+            (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date
+        )
         FROM generate_series(-1, 3) AS m
         """
     )

@@ -93,7 +93,8 @@ def upgrade() -> None:
     )
     # The frequency cap counts a person's recent marketing messages.
     op.execute(
-        "CREATE INDEX messages_marketing_idx ON messages (workspace_id, profile_id, created_at) WHERE marketing"
+        "CREATE INDEX messages_marketing_idx ON messages (workspace_id, profile_id, created_at) "
+        "WHERE marketing"
     )
 
 

@@ -1,0 +1,80 @@
+"""Queries every CRUD domain shares, written once over any table keyed by
+`workspace_id` and a time-ordered `id` (segments, templates, providers):
+a page newest first, one row, insert, update, delete, and the name check."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+Conn = AsyncSession | AsyncConnection
+
+
+async def name_taken(
+    conn: Conn,
+    table: Any,
+    workspace_id: uuid.UUID,
+    name: str,
+    exclude: uuid.UUID | None = None,
+) -> bool:
+    """Whether a row of the workspace other than `exclude` has this name."""
+    stmt = select(table.c.id).where(table.c.workspace_id == workspace_id, table.c.name == name)
+    if exclude is not None:
+        stmt = stmt.where(table.c.id != exclude)
+    return (await conn.execute(stmt.limit(1))).first() is not None
+
+
+async def page(
+    conn: Conn,
+    table: Any,
+    columns: Sequence[Any],
+    workspace_id: uuid.UUID,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """Newest first by id."""
+    stmt = select(*columns).where(table.c.workspace_id == workspace_id)
+    if after is not None:
+        stmt = stmt.where(table.c.id < after)
+    return (await conn.execute(stmt.order_by(table.c.id.desc()).limit(limit))).mappings().all()
+
+
+async def get(
+    conn: Conn, table: Any, columns: Sequence[Any], workspace_id: uuid.UUID, row_id: uuid.UUID
+) -> RowMapping | None:
+    """One row of the workspace, or None."""
+    stmt = select(*columns).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def insert_row(conn: Conn, table: Any, columns: Sequence[Any], values: dict[str, Any]) -> RowMapping:
+    """Insert and return the row."""
+    return (await conn.execute(table.insert().values(**values).returning(*columns))).mappings().one()
+
+
+async def update_row(
+    conn: Conn,
+    table: Any,
+    columns: Sequence[Any],
+    workspace_id: uuid.UUID,
+    row_id: uuid.UUID,
+    values: dict[str, Any],
+) -> RowMapping | None:
+    """Update and return the row (None when absent)."""
+    stmt = (
+        update(table)
+        .where(table.c.workspace_id == workspace_id, table.c.id == row_id)
+        .values(**values, updated_at=func.now())
+        .returning(*columns)
+    )
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def delete_row(conn: Conn, table: Any, workspace_id: uuid.UUID, row_id: uuid.UUID) -> int:
+    """Delete; returns rows deleted."""
+    stmt = delete(table).where(table.c.workspace_id == workspace_id, table.c.id == row_id)
+    return (await conn.execute(stmt)).rowcount
