@@ -22,19 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a `python -m cli` child speaking to `settings`' services."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_PREFIX": settings.redis_prefix,
-        "TEMPORAL_ADDRESS": settings.temporal_address,
-        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-        "SECRET_KEY": settings.secret_key,
-        "HOST": "127.0.0.1",
-        **extra,
-    }
+    """The environment of a `python -m cli` child configured like
+    `settings`: every field becomes its environment variable
+    (DATABASE_URL, ALLOW_PRIVATE_PROVIDER_HOSTS, …), so the child sees the
+    same services, keys and test allowances, whatever a `.env` says."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOST": "127.0.0.1"}
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[(info.alias or name).upper()] = str(value)
+    return {**env, **extra}
 
 
 @contextmanager
