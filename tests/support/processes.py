@@ -1,0 +1,116 @@
+"""Real platform processes for fault tests: `python -m cli <command>`
+(tracking, worker) against the suite's services, and a Temporal dev server
+that keeps its state in a SQLite file so it can be stopped and started
+again. Each logs to a file so a failing test can show why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cli import embedded
+from core.settings import Settings
+from worker.setup import dev_server_search_attribute_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m cli` child configured like
+    `settings`: every field becomes its environment variable
+    (DATABASE_URL, ALLOW_PRIVATE_PROVIDER_HOSTS, …), so the child sees the
+    same services, keys and test allowances, whatever a `.env` says."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOST": "127.0.0.1"}
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[(info.alias or name).upper()] = str(value)
+    return {**env, **extra}
+
+
+@contextmanager
+def cli_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`python -m cli *args`, killed (if still alive) when the block ends."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield proc
+    finally:
+        kill(proc)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL and reap (no-op when it already exited)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def logged(log: Path, marker: str) -> bool:
+    """Whether the log has a line containing `marker` yet."""
+    return log.exists() and marker in log.read_text(errors="replace")
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    """The end of a log, for assertion messages."""
+    if not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def temporal_dev_server(data_dir: Path, port: int, *, persist: bool = True) -> embedded.Child:
+    """A Temporal dev server (not started) on `port`, persisting to
+    `data_dir/temporal.db` (in memory with `persist=False`), with the
+    platform's search attributes and no UI. Start a persisting one again
+    with the same arguments and it finds its workflows."""
+    storage = ["--db-filename", str(data_dir / "temporal.db")] if persist else []
+    return embedded.Child(
+        "temporal",
+        [
+            embedded.temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            *storage,
+            "--log-level",
+            "error",
+            *dev_server_search_attribute_args(),
+        ],
+        log_path=data_dir / "temporal.log",
+    )
+
+
+async def wait_for_temporal(address: str, timeout: float = 90) -> None:
+    """Until a client can connect (the frontend listens before it serves)."""
+    from temporalio.client import Client
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await Client.connect(address)
+            return
+        except RuntimeError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.3)
