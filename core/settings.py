@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         60.0, description="How long a claimed outbox row waits before the sweep takes it again."
     )
     outbox_poll_seconds: float = Field(
-        0.2, description="How often an idle dispatcher looks for new outbox rows."
+        0.05,
+        description="How often an idle dispatcher looks for new outbox rows (one probe of an empty index).",
     )
     outbox_dispatch_concurrency: int = Field(
         32, description="Signal-with-start calls one dispatcher has in flight at once."

@@ -251,7 +251,6 @@ outbox = Table(
     _ts("created_at", nullable=False, server_default=func.now()),
     _ts("claimed_until", nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Index("outbox_unclaimed_idx", "id", postgresql_where=text("claimed_until IS NULL")),
     Index("outbox_claimed_idx", "claimed_until", postgresql_where=text("claimed_until IS NOT NULL")),
 )
 

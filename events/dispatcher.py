@@ -131,7 +131,7 @@ class OutboxDispatcher:
             return False
         return True
 
-    async def run(self, stop: asyncio.Event, interval: float = 0.2) -> None:
+    async def run(self, stop: asyncio.Event, interval: float = 0.05) -> None:
         """Dispatch new rows until `stop` is set: at once while there is a
         backlog, else every `interval` seconds."""
         while not stop.is_set():

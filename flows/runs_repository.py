@@ -446,3 +446,15 @@ async def announce(
         ),
         {"c": Consumer.FLOWS.value, "n": name, "w": workspace_id, "ids": list(enrollment_ids)},
     )
+
+
+async def is_running(conn: AsyncConnection, flow_id: uuid.UUID, profile_id: uuid.UUID, key: str) -> bool:
+    """Whether the person (and key) has a running enrollment in the flow."""
+    found = await conn.scalar(
+        text(
+            "SELECT 1 FROM flow_enrollments WHERE flow_id = :f AND profile_id = :p "
+            "AND enrollment_key = :k AND status = 'running'"
+        ),
+        {"f": flow_id, "p": profile_id, "k": key},
+    )
+    return found is not None

@@ -160,6 +160,8 @@ async def _start(
     )
     run = delivery.arg
     assert run is not None
+    if await repo.is_running(conn, flow_id, profile_id, ""):
+        return EnrollResult(enrollment_id=None, workflow_id=delivery.workflow_id, status="already_enrolled")
     if not reentry_allows(graph, latest.get((flow_id, profile_id, "")), datetime.now(UTC)):
         return EnrollResult(enrollment_id=None, workflow_id=delivery.workflow_id, status="refused")
     start = WorkflowStart(delivery.workflow, run, id=delivery.workflow_id, search_attributes=delivery.search)
