@@ -134,15 +134,21 @@ class OutboxDispatcher:
     async def run(self, stop: asyncio.Event, interval: float = 0.05) -> None:
         """Dispatch new rows until `stop` is set: at once while there is a
         backlog, else every `interval` seconds."""
+        failures = 0
         while not stop.is_set():
+            pause = interval
             try:
                 claimed = await self.dispatch_once()
+                failures = 0
             except Exception:  # database down: keep trying; nothing is lost, rows wait in the outbox
-                log.exception("outbox dispatch failed")
+                failures += 1
+                if failures == 1 or failures % 50 == 0:  # one log line, not twenty a second
+                    log.exception("outbox dispatch failed (%d in a row)", failures)
                 claimed = 0
+                pause = min(5.0, interval * 2**failures)
             if claimed >= self._batch_size:
                 continue
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=pause)
             except TimeoutError:
                 pass
