@@ -18,7 +18,7 @@ from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from definitions.events import Consumer
-from definitions.flow_runs import DATE_ANNOUNCEMENT
+from definitions.flow_runs import DATE_ANNOUNCEMENT, EXIT_ANNOUNCEMENT
 
 BEGIN_SQL = text(
     """
@@ -434,17 +434,38 @@ async def running_at_nodes(
     return result.mappings().all()
 
 
+_ANNOUNCE_SQL = (
+    "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
+    "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
+    "WHERE workspace_id = :w AND status = 'running' AND {which}"
+)
+
+
 async def announce(
     conn: AsyncConnection, workspace_id: uuid.UUID, enrollment_ids: Sequence[uuid.UUID], name: str
 ) -> None:
     """Outbox rows telling running enrollments something (`$exit`, `$resume`)."""
     await conn.execute(
-        text(
-            "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
-            "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
-            "WHERE workspace_id = :w AND id = ANY(:ids) AND status = 'running'"
-        ),
+        text(_ANNOUNCE_SQL.format(which="id = ANY(:ids)")),
         {"c": Consumer.FLOWS.value, "n": name, "w": workspace_id, "ids": list(enrollment_ids)},
+    )
+
+
+async def erase_enrollments(conn: AsyncConnection, workspace_id: uuid.UUID, profile_id: uuid.UUID) -> None:
+    """A person is erased: their running enrollments exit (announced) and
+    every enrollment's payload is emptied."""
+    await conn.execute(
+        text(_ANNOUNCE_SQL.format(which="profile_id = :p")),
+        {"c": Consumer.FLOWS.value, "n": EXIT_ANNOUNCEMENT, "w": workspace_id, "p": profile_id},
+    )
+    await conn.execute(
+        text(
+            "UPDATE flow_enrollments SET payload = '{}'::jsonb, "
+            "status = CASE WHEN status = 'running' THEN 'exited' ELSE status END, "
+            "completed_at = COALESCE(completed_at, now()), updated_at = now() "
+            "WHERE workspace_id = :w AND profile_id = :p"
+        ),
+        {"w": workspace_id, "p": profile_id},
     )
 
 

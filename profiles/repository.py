@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, select, text, update
+from sqlalchemy import RowMapping, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import uuid7
 from db.engine import driver_connection
 from db.tables import events, profile_aliases, profiles, segment_memberships
-from definitions.events import Consumer, SystemEvent, profile_event_key
-from definitions.flow_runs import EXIT_ANNOUNCEMENT
+from definitions.events import SystemEvent, profile_event_key
 from events import writer as event_writer
 from events.writer import EventRow, ProfileChange
+from flows import runs_repository as flow_runs
 
 PROFILE_COLUMNS = (
     profiles.c.id,
@@ -158,23 +158,7 @@ async def delete_profile(session: AsyncSession, workspace_id: uuid.UUID, profile
     )
     # Running flow enrollments of the person exit (announced, so their runs
     # stop at once); what they were given is erased with the rest.
-    await session.execute(
-        text(
-            "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
-            "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
-            "WHERE workspace_id = :w AND profile_id = :p AND status = 'running'"
-        ),
-        {"c": Consumer.FLOWS.value, "n": EXIT_ANNOUNCEMENT, "w": workspace_id, "p": profile_id},
-    )
-    await session.execute(
-        text(
-            "UPDATE flow_enrollments SET payload = '{}'::jsonb, "
-            "status = CASE WHEN status = 'running' THEN 'exited' ELSE status END, "
-            "completed_at = COALESCE(completed_at, now()), updated_at = now() "
-            "WHERE workspace_id = :w AND profile_id = :p"
-        ),
-        {"w": workspace_id, "p": profile_id},
-    )
+    await flow_runs.erase_enrollments(await session.connection(), workspace_id, profile_id)
     await session.execute(
         delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.id == profile_id)
     )

@@ -65,75 +65,68 @@ async def register_search_attributes(client: Client, namespace: str) -> list[str
     return missing
 
 
-def _partitions_schedule(settings: Settings) -> Schedule:
+def _every(
+    settings: Settings,
+    every: timedelta,
+    workflow: str,
+    arg: object,
+    workflow_id: str,
+    timeout: timedelta,
+    note: str,
+) -> Schedule:
+    """A schedule that starts `workflow` every `every` on the platform's
+    task queue, skipping a tick while the previous run still runs."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "EventPartitionsWorkflow",
-            EnsurePartitionsInput(months_ahead=settings.partitions_months_ahead),
-            id=workflow_ids.event_partitions(),
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(seconds=settings.partitions_run_timeout_seconds),
+            workflow, arg, id=workflow_id, task_queue=settings.temporal_task_queue, execution_timeout=timeout
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=12))]),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Creates monthly events partitions ahead of time."),
-    )
-
-
-def _segments_schedule(settings: Settings) -> Schedule:
-    # Every minute; each workspace's own interval decides which segments
-    # are due (DueSegmentsInput / segments.repository.due_segments).
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            "SegmentRefreshDispatchWorkflow",
-            DueSegmentsInput(limit=500),
-            id=workflow_ids.segment_refresh_dispatch(),
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(seconds=settings.segment_dispatch_timeout_seconds),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Starts refreshes of segments whose workspace interval has passed."),
-    )
-
-
-def _outbox_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            "OutboxSweepWorkflow",
-            OutboxSweepInput(),
-            id=workflow_ids.outbox_sweep(),
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(minutes=10),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Re-dispatches outbox rows whose dispatcher died or that Temporal refused."),
-    )
-
-
-def _date_triggers_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            "FlowDateTriggersWorkflow",
-            DateTriggersInput(),
-            id=workflow_ids.flow_date_triggers(),
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(minutes=30),
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=5))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Enrolls people whose date trait makes a date-triggered flow due."),
+        state=ScheduleState(note=note),
     )
 
 
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every schedule the platform runs, by id."""
     return {
-        EVENT_PARTITIONS_SCHEDULE: _partitions_schedule(settings),
-        SEGMENT_REFRESH_SCHEDULE: _segments_schedule(settings),
-        OUTBOX_SWEEP_SCHEDULE: _outbox_schedule(settings),
-        FLOW_DATE_TRIGGERS_SCHEDULE: _date_triggers_schedule(settings),
+        EVENT_PARTITIONS_SCHEDULE: _every(
+            settings,
+            timedelta(hours=12),
+            "EventPartitionsWorkflow",
+            EnsurePartitionsInput(months_ahead=settings.partitions_months_ahead),
+            workflow_ids.event_partitions(),
+            timedelta(seconds=settings.partitions_run_timeout_seconds),
+            "Creates monthly events partitions ahead of time.",
+        ),
+        # Every minute; each workspace's own interval decides which segments
+        # are due (DueSegmentsInput / segments.repository.due_segments).
+        SEGMENT_REFRESH_SCHEDULE: _every(
+            settings,
+            timedelta(minutes=1),
+            "SegmentRefreshDispatchWorkflow",
+            DueSegmentsInput(limit=500),
+            workflow_ids.segment_refresh_dispatch(),
+            timedelta(seconds=settings.segment_dispatch_timeout_seconds),
+            "Starts refreshes of segments whose workspace interval has passed.",
+        ),
+        OUTBOX_SWEEP_SCHEDULE: _every(
+            settings,
+            timedelta(minutes=1),
+            "OutboxSweepWorkflow",
+            OutboxSweepInput(),
+            workflow_ids.outbox_sweep(),
+            timedelta(minutes=10),
+            "Re-dispatches outbox rows whose dispatcher died or that Temporal refused.",
+        ),
+        FLOW_DATE_TRIGGERS_SCHEDULE: _every(
+            settings,
+            timedelta(minutes=5),
+            "FlowDateTriggersWorkflow",
+            DateTriggersInput(),
+            workflow_ids.flow_date_triggers(),
+            timedelta(minutes=30),
+            "Enrolls people whose date trait makes a date-triggered flow due.",
+        ),
     }
 
 

@@ -160,12 +160,10 @@ class FlowRunWorkflow:
     async def run(self, params: FlowRunInput) -> FlowRunResult:
         p = params
         if p.resume is None:
-            begun = await workflow.execute_activity(
+            begun = await self._step_activity(
                 "begin_flow_enrollment",
                 BeginInput(run=p, workflow_id=workflow.info().workflow_id),
-                result_type=BeginResult,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
+                BeginResult,
             )
             if begun.status != "started":
                 return FlowRunResult(enrollment_id=p.enrollment_id, status=begun.status)
@@ -181,12 +179,10 @@ class FlowRunWorkflow:
                     break
                 seq += 1
                 workflow.upsert_search_attributes([FLOW_STEP.value_set(node_id)])
-                step = await workflow.execute_activity(
+                step = await self._step_activity(
                     "record_flow_step",
                     self._step(seq, node_id, edge),
-                    result_type=StepResult,
-                    start_to_close_timeout=_SHORT,
-                    retry_policy=_RETRY,
+                    StepResult,
                 )
                 if not step.proceed:
                     self._stop = self._stop or step.reason or "exited"
@@ -228,7 +224,7 @@ class FlowRunWorkflow:
         )
 
     async def _leave(self, seq: int, edge: str | None) -> None:
-        await workflow.execute_activity(
+        await self._step_activity(
             "leave_flow_step",
             FinishInput(
                 workspace_id=self._params.workspace_id,
@@ -237,8 +233,6 @@ class FlowRunWorkflow:
                 seq=seq,
                 edge=edge,
             ),
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
         )
 
     def _resumed(self, node_id: str, seq: int) -> FlowRunInput:
@@ -252,7 +246,7 @@ class FlowRunWorkflow:
         return self._params.model_copy(update={"resume": resume})
 
     async def _finish(self, status: str, seq: int, edge: str | None) -> None:
-        await workflow.execute_activity(
+        await self._step_activity(
             "finish_flow_enrollment",
             FinishInput(
                 workspace_id=self._params.workspace_id,
@@ -262,8 +256,13 @@ class FlowRunWorkflow:
                 edge=edge,
                 converted=self._converted,
             ),
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
+        )
+
+    async def _step_activity(self, name: str, arg: Any, result_type: type | None = None) -> Any:
+        """One of the run's short bookkeeping and evaluation activities,
+        all with the same timeout and retry policy."""
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=_SHORT, retry_policy=_RETRY
         )
 
     async def _held(self) -> None:
@@ -297,7 +296,7 @@ class FlowRunWorkflow:
             await self._sleep(node.seconds)
             return "next", node.next
         if isinstance(node, WaitUntilNode):
-            wait = await workflow.execute_activity(
+            wait = await self._step_activity(
                 "flow_wait_seconds",
                 WaitUntilInput(
                     workspace_id=p.workspace_id,
@@ -306,25 +305,21 @@ class FlowRunWorkflow:
                     trait=node.trait,
                     offset_days=node.offset_days,
                 ),
-                result_type=WaitResult,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
+                WaitResult,
             )
             await self._sleep(wait.seconds)
             return "next", node.next
         if isinstance(node, WaitForEventNode):
             return await self._wait_for_event(node)
         if isinstance(node, BranchNode):
-            chosen = await workflow.execute_activity(
+            chosen = await self._step_activity(
                 "evaluate_flow_conditions",
                 ConditionInput(
                     workspace_id=p.workspace_id,
                     profile_id=p.profile_id,
                     conditions=[b.condition.model_dump(mode="json") for b in node.branches],
                 ),
-                result_type=ConditionResult,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
+                ConditionResult,
             )
             if chosen.index < 0:
                 return "otherwise", node.otherwise
@@ -335,11 +330,9 @@ class FlowRunWorkflow:
         if isinstance(node, SendEmailNode):
             return await self._send_email(node)
         if isinstance(node, UpdateProfileNode):
-            await workflow.execute_activity(
+            await self._step_activity(
                 "update_flow_profile",
                 UpdateProfileInput(workspace_id=p.workspace_id, profile_id=p.profile_id, traits=node.traits),
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
             )
             return "next", node.next
         if isinstance(node, WebhookNode):
@@ -414,12 +407,10 @@ class FlowRunWorkflow:
             quiet_hours=None if node.transactional else p.graph.settings.quiet_hours,
         )
         while True:
-            prepared = await workflow.execute_activity(
+            prepared = await self._step_activity(
                 "prepare_flow_email",
                 request,
-                result_type=FlowEmailPrepared,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
+                FlowEmailPrepared,
             )
             if prepared.status == "paused":
                 await self._held()
