@@ -5,11 +5,15 @@ a page newest first, one row, insert, update, delete, and the name check."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from core.pagination import cut_page, decode_cursor
+
+T = TypeVar("T")
 
 Conn = AsyncSession | AsyncConnection
 
@@ -41,6 +45,21 @@ async def page(
     if after is not None:
         stmt = stmt.where(table.c.id < after)
     return (await conn.execute(stmt.order_by(table.c.id.desc()).limit(limit))).mappings().all()
+
+
+async def newest_page(
+    conn: Conn,
+    table: Any,
+    columns: Sequence[Any],
+    workspace_id: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+    to_item: Callable[[Any], T],
+) -> tuple[list[T], str | None]:
+    """One page of a list endpoint, newest first: the items and the cursor
+    of the next page (None on the last)."""
+    rows = await page(conn, table, columns, workspace_id, decode_cursor(cursor), limit + 1)
+    return cut_page(rows, limit, to_item)
 
 
 async def get(

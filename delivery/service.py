@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import cut_page, decode_cursor
+from core.pagination import cut_page
 from core.secret_box import SecretBox
 from db import queries
 from db.tables import providers, templates
@@ -53,10 +53,15 @@ async def list_templates(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> TemplatePage:
     """Newest first."""
-    rows = await queries.page(
-        session, templates, repo.TEMPLATE_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    data, next_cursor = await queries.newest_page(
+        session,
+        templates,
+        repo.TEMPLATE_COLUMNS,
+        workspace_id,
+        cursor,
+        limit,
+        lambda r: TemplateOut.model_validate(dict(r)),
     )
-    data, next_cursor = cut_page(rows, limit, lambda r: TemplateOut.model_validate(dict(r)))
     return TemplatePage(data=data, next_cursor=next_cursor)
 
 
@@ -194,10 +199,15 @@ async def list_providers(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int, tracking_url: str
 ) -> ProviderPage:
     """Newest first."""
-    rows = await queries.page(
-        session, providers, repo.PROVIDER_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    data, next_cursor = await queries.newest_page(
+        session,
+        providers,
+        repo.PROVIDER_COLUMNS,
+        workspace_id,
+        cursor,
+        limit,
+        lambda r: provider_out(r, tracking_url),
     )
-    data, next_cursor = cut_page(rows, limit, lambda r: provider_out(r, tracking_url))
     return ProviderPage(data=data, next_cursor=next_cursor)
 
 

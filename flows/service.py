@@ -23,7 +23,7 @@ from temporalio.service import RPCError
 
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from core.ids import uuid7
-from core.pagination import cut_page, decode_cursor
+from core.pagination import cut_page
 from core.settings import Settings
 from core.temporal import TemporalConnection
 from db import queries
@@ -251,10 +251,15 @@ async def list_flows(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> FlowPage:
     """One page of flows, newest first."""
-    rows = await queries.page(
-        session, flows_table, repo.FLOW_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    page, next_cursor = await queries.newest_page(
+        session,
+        flows_table,
+        repo.FLOW_COLUMNS,
+        workspace_id,
+        cursor,
+        limit,
+        lambda r: FlowSummary.model_validate(dict(r)),
     )
-    page, next_cursor = cut_page(rows, limit, lambda r: FlowSummary.model_validate(dict(r)))
     return FlowPage(data=page, next_cursor=next_cursor)
 
 

@@ -119,10 +119,15 @@ async def list_segments(
     session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int
 ) -> SegmentPage:
     """One page of segments, newest first."""
-    rows = await queries.page(
-        session, segments, repo.SEGMENT_COLUMNS, workspace_id, decode_cursor(cursor), limit + 1
+    page, next_cursor = await queries.newest_page(
+        session,
+        segments,
+        repo.SEGMENT_COLUMNS,
+        workspace_id,
+        cursor,
+        limit,
+        lambda r: SegmentOut.model_validate(dict(r)),
     )
-    page, next_cursor = cut_page(rows, limit, lambda r: SegmentOut.model_validate(dict(r)))
     return SegmentPage(data=page, next_cursor=next_cursor)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cli import embedded
 from core.settings import Settings
-from worker.setup import dev_server_search_attribute_args
+from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,28 +76,9 @@ def tail(log: Path, lines: int = 30) -> str:
 
 def temporal_dev_server(data_dir: Path, port: int, *, persist: bool = True) -> embedded.Child:
     """A Temporal dev server (not started) on `port`, persisting to
-    `data_dir/temporal.db` (in memory with `persist=False`), with the
-    platform's search attributes and no UI. Start a persisting one again
-    with the same arguments and it finds its workflows."""
-    storage = ["--db-filename", str(data_dir / "temporal.db")] if persist else []
-    return embedded.Child(
-        "temporal",
-        [
-            embedded.temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            *storage,
-            "--log-level",
-            "error",
-            *dev_server_search_attribute_args(),
-        ],
-        log_path=data_dir / "temporal.log",
-    )
+    `data_dir/temporal.db` (in memory with `persist=False`). Start a
+    persisting one again with the same arguments and it finds its workflows."""
+    return services.temporal_child(data_dir, port, data_dir / "temporal.db" if persist else None)
 
 
 async def wait_for_temporal(address: str, timeout: float = 90) -> None:

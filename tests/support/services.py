@@ -81,10 +81,11 @@ def redis_server() -> Iterator[str]:
             child.stop()
 
 
-def temporal_child(data_dir: Path, port: int) -> embedded.Child:
-    """An in-memory Temporal dev server on `port` with the platform's search
-    attributes (not started); starting it again gives a fresh, empty server
-    on the same address."""
+def temporal_child(data_dir: Path, port: int, db_file: Path | None = None) -> embedded.Child:
+    """A Temporal dev server on `port` with the platform's search attributes
+    (not started). In memory: starting it again gives a fresh, empty server
+    on the same address; with `db_file` it persists there and a restart
+    finds its workflows."""
     return embedded.Child(
         "temporal",
         [
@@ -96,6 +97,7 @@ def temporal_child(data_dir: Path, port: int) -> embedded.Child:
             "--port",
             str(port),
             "--headless",
+            *(["--db-filename", str(db_file)] if db_file is not None else []),
             "--log-level",
             "error",
             "--ui-port",
