@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -479,3 +480,28 @@ async def is_running(conn: AsyncConnection, flow_id: uuid.UUID, profile_id: uuid
         {"f": flow_id, "p": profile_id, "k": key},
     )
     return found is not None
+
+
+# Flow enrollments follow the surviving profile. Rule for a collision (both
+# run the same flow with the same enrollment key): the survivor's enrollment
+# goes on, the merged one exits (announced, so its run stops at once).
+_EXIT_COLLIDING_ON_MERGE_SQL = f"""
+WITH collide AS (
+    UPDATE flow_enrollments s SET status = 'exited', completed_at = now(), updated_at = now()
+    WHERE s.workspace_id = $1 AND s.profile_id = $2 AND s.status = 'running'
+      AND EXISTS (SELECT 1 FROM flow_enrollments t
+                  WHERE t.flow_id = s.flow_id AND t.profile_id = $3 AND t.enrollment_key = s.enrollment_key
+                    AND t.status = 'running')
+    RETURNING s.id
+)
+INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
+SELECT $1, '{Consumer.FLOWS}', $3, id, '{EXIT_ANNOUNCEMENT}' FROM collide
+"""
+_MOVE_ON_MERGE_SQL = "UPDATE flow_enrollments SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
+
+
+async def follow_merge(conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UUID, target: uuid.UUID) -> None:
+    """Inside the tracking writer's merge (raw asyncpg, same transaction):
+    the merged profile's enrollments move to the survivor."""
+    await conn.execute(_EXIT_COLLIDING_ON_MERGE_SQL, ws, source, target)
+    await conn.execute(_MOVE_ON_MERGE_SQL, ws, source, target)

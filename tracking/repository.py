@@ -18,10 +18,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from definitions.events import Consumer
-from definitions.flow_runs import EXIT_ANNOUNCEMENT
 from events import writer as event_writer
 from events.writer import ProfileChange
+from flows import runs_repository as flow_runs
 from tracking.identity import PlannedProfile
 from tracking.items import IngestItem
 
@@ -75,24 +74,6 @@ MOVE_EVENTS_SQL = "UPDATE events SET profile_id = $3 WHERE workspace_id = $1 AND
 MOVE_ALIASES_SQL = "UPDATE profile_aliases SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
 # The merged profile leaves its segments; the target is re-checked.
 DROP_MEMBERSHIPS_SQL = "DELETE FROM segment_memberships WHERE workspace_id = $1 AND profile_id = $2"
-# Flow enrollments follow the surviving profile. Rule for a collision (both
-# run the same flow with the same enrollment key): the survivor's enrollment
-# goes on, the merged one exits (announced, so its run stops at once).
-EXIT_COLLIDING_ENROLLMENTS_SQL = f"""
-WITH collide AS (
-    UPDATE flow_enrollments s SET status = 'exited', completed_at = now(), updated_at = now()
-    WHERE s.workspace_id = $1 AND s.profile_id = $2 AND s.status = 'running'
-      AND EXISTS (SELECT 1 FROM flow_enrollments t
-                  WHERE t.flow_id = s.flow_id AND t.profile_id = $3 AND t.enrollment_key = s.enrollment_key
-                    AND t.status = 'running')
-    RETURNING s.id
-)
-INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
-SELECT $1, '{Consumer.FLOWS}', $3, id, '{EXIT_ANNOUNCEMENT}' FROM collide
-"""
-MOVE_ENROLLMENTS_SQL = (
-    "UPDATE flow_enrollments SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
-)
 ABSORB_PROFILE_SQL = """
 WITH source AS (
     DELETE FROM profiles WHERE workspace_id = $1 AND id = $2 RETURNING traits, first_seen, last_seen
@@ -218,8 +199,7 @@ async def merge_profile(
     await conn.execute(MOVE_EVENTS_SQL, ws, source, target)
     await conn.execute(MOVE_ALIASES_SQL, ws, source, target)
     await conn.execute(DROP_MEMBERSHIPS_SQL, ws, source)
-    await conn.execute(EXIT_COLLIDING_ENROLLMENTS_SQL, ws, source, target)
-    await conn.execute(MOVE_ENROLLMENTS_SQL, ws, source, target)
+    await flow_runs.follow_merge(conn, ws, source, target)
     await conn.execute(ABSORB_PROFILE_SQL, ws, source, target)
 
 
