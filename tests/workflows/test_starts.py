@@ -77,10 +77,13 @@ async def test_signal_workflow_reaches_an_open_run_and_never_starts_one(temporal
 async def test_signal_with_start_many_reports_each_item(temporal_client, collector_queue):
     ids = [f"test-batch-{uuid.uuid4()}" for _ in range(3)]
     unknown_attribute = SearchAttributeKey.for_keyword("NotRegisteredHere")
+    # Items 1 and 3 share an id and run concurrently: either may be the one
+    # that starts the run, so both carry its search attributes.
+    tagged = {WORKSPACE_ID: uuid.uuid4()}
     starts = [
-        _collect(ids[0], 1, search_attributes={WORKSPACE_ID: uuid.uuid4()}),
+        _collect(ids[0], 1, search_attributes=tagged),
         _collect(ids[1], 2),
-        _collect(ids[0], 3),  # same id: signals the run the first item started
+        _collect(ids[0], 3, search_attributes=tagged),  # same id: signals the run the other one started
         _collect(ids[2], 4, search_attributes={unknown_attribute: "x"}),  # rejected by Temporal
     ]
     # A generous timeout: the suite's shared dev server can be slow under load.
