@@ -29,9 +29,11 @@ def upgrade() -> None:
         )
         """
     )
-    # One row per (profile, topic) the person left. Deleting the topic or
-    # erasing the profile removes its rows; the send path and the segment
-    # compiler probe the primary key.
+    # One row per (profile, topic) the person left; erasing the profile
+    # removes its rows. Deleting a topic keeps them on purpose: a send still
+    # tagged with the key (a flow node, a queued message) and a topic made
+    # again with the same key keep honouring the person's choice. The send
+    # path and the segment compiler probe the primary key.
     op.execute(
         """
         CREATE TABLE topic_optouts (
@@ -39,8 +41,7 @@ def upgrade() -> None:
             profile_id uuid NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
             topic_key text NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (workspace_id, profile_id, topic_key),
-            FOREIGN KEY (workspace_id, topic_key) REFERENCES topics (workspace_id, key) ON DELETE CASCADE
+            PRIMARY KEY (workspace_id, profile_id, topic_key)
         )
         """
     )
