@@ -76,3 +76,23 @@ async def test_a_person_who_left_the_topic_gets_no_flow_email(
     assert messages[0][:3] == ("leaves@example.com", "suppressed", "newsletter")
     assert "newsletter" in messages[0][3]
     assert messages[1][:3] == ("stays@example.com", "sent", "newsletter")
+
+
+async def test_leaving_a_topic_triggers_a_flow(api, tracking, worker, engine, sessionmaker, workspace):
+    for key in ("newsletter", "offers"):
+        assert (await api.post("/api/v1/topics", json={"key": key, "name": key})).status_code == 201
+    definition = {
+        "trigger": {
+            "type": "event",
+            "name": "Topic Unsubscribed",
+            "where": [{"path": "topic", "op": "eq", "value": "newsletter"}],
+        },
+        "start": "hold",
+        "nodes": [{"id": "hold", "type": "wait", "seconds": 3600}],
+    }
+    flow_id = await active_flow(sessionmaker, workspace.workspace_id, definition)
+    pid = (await api.post("/api/v1/profiles", json={"email": "winback@example.com"})).json()["id"]
+    await api.put(f"/api/v1/profiles/{pid}/topics/offers", json={"subscribed": False})
+    await api.put(f"/api/v1/profiles/{pid}/topics/newsletter", json={"subscribed": False})
+    [enrollment] = await wait_for(lambda: enrollments(engine, flow_id))
+    assert str(enrollment["profile_id"]) == pid
