@@ -258,3 +258,24 @@ async def test_audience_filter_for_snapshots(api, engine, workspace):
     assert await audience("newsletter") == {ids["stay"]}
     assert await audience("product-updates") == {ids["stay"], ids["leave"]}
     assert await audience(None) == {ids["stay"], ids["leave"]}
+
+
+async def test_an_erased_person_can_still_unsubscribe(api, tracking_app, worker, sendgrid, engine, workspace):
+    template = await _setup(api, sendgrid)
+    message = await send(api, template["id"], "erased@example.com", topic="newsletter")
+    url = _path(sendgrid.received[-1]["headers"]["List-Unsubscribe"].strip("<>"))
+    assert (await api.delete(f"/api/v1/profiles/{message['profile_id']}")).status_code == 204
+    async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
+        page = await client.get(url)
+        # No choices can be stored for nobody: only "unsubscribe from all" is offered.
+        assert page.status_code == 200 and _checked(page.text) == {}
+        assert "Unsubscribe from all emails" in page.text
+        saved = await client.post(url, data={"action": "save", "topic": "newsletter"})
+        assert saved.status_code == 200
+        # One-click on a topic message whose person is gone leaves everything.
+        done = await client.post(url, **ONE_CLICK)
+        assert done.status_code == 200 and "will get no more emails" in done.text
+    assert await _suppressed(api) == ["erased@example.com"]
+    sql = "SELECT count(*) FROM topic_optouts WHERE workspace_id = :w"
+    async with engine.connect() as conn:
+        assert await conn.scalar(text(sql), {"w": workspace.workspace_id}) == 0
