@@ -10,7 +10,8 @@ breakers and rate limits — is unreachable) the message goes back to
 `queued` and the activity raises a retryable error, so Temporal tries
 again with backoff and the message goes out once Redis is back.
 
-Order: read the row (with its suppression and profile) → render →
+Order: read the row (with its suppression, whether the person left the
+message's topic, and the profile) → render →
 tracking links and unsubscribe headers → router: breaker and rate limit,
 then claim the message (`queued` → `sending`, one conditional update) just
 before the first provider call → record the outcome and `Email Sent` (one
@@ -188,6 +189,12 @@ class EmailSender:
                     conn, workspace_id, message_id, "suppressed", error, only_from=("queued",)
                 )
                 return self._result(row, "suppressed", error)
+            if row["topic_opted_out"]:
+                error = f"the person left the topic {row['topic']!r}"
+                await send_repo.set_status(
+                    conn, workspace_id, message_id, "suppressed", error, only_from=("queued",)
+                )
+                return self._result(row, "suppressed", error)
             template = await self._template(workspace_id, row["template_id"]) if row["template_id"] else None
             providers = await self._providers(workspace_id)
             error = (
@@ -270,6 +277,7 @@ class EmailSender:
                     "template_id": str(row["template_id"]),
                     "campaign_id": row["campaign_id"],
                     "provider": delivery.provider_kind,
+                    **({"topic": row["topic"]} if row["topic"] else {}),
                 },
             )
         return SendEmailResult(

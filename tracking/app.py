@@ -19,6 +19,7 @@ from core.settings import Settings, get_settings
 from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
 from delivery.engagement import LinkEvents
 from delivery.links import LinkSigner
+from delivery.preferences import PreferenceCenter
 from delivery.webhooks import SNSVerifier, WebhookHandler
 from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
@@ -38,6 +39,7 @@ class TrackingServices:
     keys: KeyAuthenticator
     writer: GroupCommitWriter
     links: LinkEvents
+    preferences: PreferenceCenter
     webhooks: WebhookHandler
     http: httpx.AsyncClient
 
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             ),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
+            PreferenceCenter(engine, LinkSigner(settings.secret_key)),
             WebhookHandler(
                 engine,
                 http,

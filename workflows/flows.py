@@ -420,6 +420,7 @@ class FlowRunWorkflow:
             data={"payload": p.payload, "trigger": p.trigger.properties if p.trigger else {}},
             frequency_cap=None if node.transactional else p.graph.settings.frequency_cap,
             quiet_hours=None if node.transactional else p.graph.settings.quiet_hours,
+            topic=node.topic,
         )
         while True:
             prepared = await self._step_activity(
