@@ -1,14 +1,14 @@
 """Subscription topics: the workspace's topics, each profile's opt-outs, and
 the topic a message belongs to.
 
-Revision ID: 0008_topics
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
-revision = "0008_topics"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
