@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tracking.ingest import ENDPOINTS, Endpoint, ingest
-from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall, WriteResponse
+from tracking.schemas import CALL_TYPES, AliasCall, CallBase, IdentifyCall, PageCall, TrackCall, WriteResponse
+from tracking.segment import BATCH_PATHS, SINGLE_CALL_PATHS, decode_body
 
 router = APIRouter()
 
@@ -42,8 +43,19 @@ _BATCH_SCHEMA = {
 
 async def _handle(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     services = request.app.state.services
-    body = await request.body()
-    return await ingest(services.keys, services.writer, endpoint, request.headers.get("authorization"), body)
+    body = decode_body(
+        await request.body(), request.headers.get("content-encoding", "").strip().lower(), endpoint.max_bytes
+    )
+    client = request.client.host if request.client else None
+    return await ingest(
+        services.keys,
+        services.writer,
+        endpoint,
+        request.headers.get("authorization"),
+        body,
+        client,
+        request.headers.get("origin"),
+    )
 
 
 @router.post(
@@ -93,6 +105,44 @@ async def alias(request: Request) -> dict[str, Any]:
     openapi_extra=_body_schema(_BATCH_SCHEMA),
 )
 async def batch(request: Request) -> dict[str, Any]:
-    """`{"batch": [...]}` of up to 1,000 calls and 500 KB; one invalid call
-    rejects the whole request, so nothing of it is stored."""
+    """`{"batch": [...]}` (or `{"events": [...]}`) of up to 1,000 calls and
+    500 KB; one invalid call rejects the whole request, so nothing of it is
+    stored. A `sentAt` corrects browser calls' timestamps for clock skew."""
     return await _handle(request, ENDPOINTS["/track/batch"])
+
+
+def _segment_route(path: str, endpoint: Endpoint, summary: str, doc: str, schema: dict[str, Any]) -> None:
+    async def route(request: Request) -> dict[str, Any]:
+        return await _handle(request, endpoint)
+
+    route.__doc__ = doc
+    router.add_api_route(
+        path,
+        route,
+        methods=["POST"],
+        response_model=WriteResponse,
+        summary=summary,
+        tags=["Segment-compatible"],
+        openapi_extra=_body_schema(schema),
+        name=f"segment {path}",
+    )
+
+
+for _path, _kind in SINGLE_CALL_PATHS.items():
+    _segment_route(
+        _path,
+        ENDPOINTS[_path],
+        f"Segment {_kind}" + (" (analytics.js short path)" if not _path.startswith("/v1/") else ""),
+        f"Segment's `{_kind}` call (Basic auth with the write key as user name, or `writeKey` "
+        "in the body; `Content-Encoding: gzip` accepted).",
+        CALL_TYPES[_kind].model_json_schema(by_alias=True),
+    )
+for _path in BATCH_PATHS:
+    _segment_route(
+        _path,
+        ENDPOINTS[_path],
+        "Segment batch",
+        'Segment\'s batch: `{"batch": [...], "sentAt": ...}` of calls of any `type`, '
+        "all or nothing, up to 1,000 calls and 500 KB (gzip accepted).",
+        _BATCH_SCHEMA,
+    )
