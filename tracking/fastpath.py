@@ -39,12 +39,14 @@ _PREFLIGHT_HEADERS = [
     (b"content-length", b"0"),
 ]
 _VARY_ORIGIN = (b"vary", b"Origin")
+# Lets the SDK read how long a 429 or 503 asks it to wait.
+_EXPOSE = (b"access-control-expose-headers", b"Retry-After")
 
 
 def _cors(origin: bytes | None) -> list[tuple[bytes, bytes]]:
     if origin is None:
         return []
-    return [(b"access-control-allow-origin", origin), _VARY_ORIGIN]
+    return [(b"access-control-allow-origin", origin), _VARY_ORIGIN, _EXPOSE]
 
 
 async def _send_json(

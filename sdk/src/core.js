@@ -197,8 +197,10 @@ export function createMarketing(env) {
   }
 
   // pagehide: hand the whole queue to the browser, which sends it after the
-  // page is gone. A chunk the browser accepted leaves the queue; one it
-  // refused stays persisted for the next page.
+  // page is gone. A chunk the browser accepted leaves the queue, unless the
+  // API was failing (a backoff is running): then the calls also stay
+  // persisted for the next page, whose re-send the server deduplicates by
+  // messageId. A chunk the browser refused stays persisted too.
   function unload() {
     if (!opts || !queue.length) return
     let chunk = []
@@ -225,7 +227,10 @@ export function createMarketing(env) {
           ok = false
         }
       }
-      if (ok) remove(chunk)
+      if (ok && !attempt) {
+        remove(chunk)
+        settle(chunk, true)
+      }
       chunk = []
     }
     for (const msg of queue.slice()) {
