@@ -27,7 +27,7 @@ from core.http import log_outage
 from core.request_limits import RequestLimits
 from definitions.limits import API_BODY_BYTES, WEBHOOK_BODY_BYTES
 from tracking.ingest import ENDPOINTS, ingest
-from tracking.segment import decode_body
+from tracking.segment import METRICS_MAX_BYTES, METRICS_PATHS, decode_body
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,9 @@ class TrackingFastPath:
             return
         endpoint = ENDPOINTS.get(scope["path"])
         if endpoint is None:
+            if scope["path"] in METRICS_PATHS:
+                await self._metrics(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         authorization = origin = encoding = None
@@ -163,3 +166,17 @@ class TrackingFastPath:
             )
             return
         await _send_json(send, 200, payload, None, cors)
+
+    async def _metrics(self, scope: dict, receive: Any, send: Any) -> None:
+        """analytics-next's performance counters (`/v1/m`): read and dropped,
+        answered like Segment so the library keeps quiet."""
+        origin = next((value for name, value in scope["headers"] if name == b"origin"), None)
+        if scope["method"] == "OPTIONS":
+            await _send_preflight(send, origin)
+            return
+        try:
+            await _read_body(scope, receive, METRICS_MAX_BYTES)
+        except AppError as exc:
+            await _send_error(send, exc, _cors(origin))
+            return
+        await _send_json(send, 200, {"success": True}, None, _cors(origin))

@@ -5,8 +5,11 @@ Segment's libraries, pointed at this host, work unchanged:
 - **Paths.** `/v1/identify|track|page|screen|group|alias|batch` (the HTTP
   Tracking API; server libraries post `/v1/batch`), `/v1/import` (its old
   name for batch), and the one-letter paths analytics.js (analytics-next)
-  posts to: `/{type[0]}` for single calls (`/i`, `/t`, `/p`, `/s`, `/g`,
-  `/a`) and `/b` for its batching delivery strategy.
+  posts to under its `apiHost` (default `api.segment.io/v1`):
+  `${apiHost}/${type[0]}` for single calls (`/v1/i`, `/v1/t`, `/v1/p`,
+  `/v1/s`, `/v1/g`, `/v1/a`), `/v1/b` for its batching delivery strategy
+  and `/v1/m` for its own performance metrics (accepted and discarded);
+  the same without `/v1` for an `apiHost` that is the bare host.
 - **Auth.** Basic auth with the write key as user name, or `writeKey` in
   the body (tracking/ingest.py accepts both).
 - **Bodies.** `Content-Encoding: gzip` (analytics-python's `gzip=True`,
@@ -28,15 +31,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import BadRequest, PayloadTooLarge
 
+_KINDS = ("identify", "track", "page", "screen", "group", "alias")
 SINGLE_CALL_PATHS: dict[str, str] = {
-    **{f"/v1/{kind}": kind for kind in ("identify", "track", "page", "screen", "group", "alias")},
+    **{f"/v1/{kind}": kind for kind in _KINDS},
     # analytics-next's standard delivery: `${apiHost}/${event.type.charAt(0)}`.
-    **{f"/{kind[0]}": kind for kind in ("identify", "track", "page", "screen", "group", "alias")},
+    **{f"/v1/{kind[0]}": kind for kind in _KINDS},
+    **{f"/{kind[0]}": kind for kind in _KINDS},
 }
 """Segment paths that take one call, and the call type each takes."""
 
-BATCH_PATHS = ("/v1/batch", "/v1/import", "/b")
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b")
 """Segment paths that take `{"batch": [...]}` (`/b`: analytics-next's batching strategy)."""
+
+METRICS_PATHS = frozenset({"/v1/m", "/m"})
+"""Where analytics-next reports its own counters: answered, not stored."""
+METRICS_MAX_BYTES = 64 * 1024
 
 # Libraries whose calls carry a device clock (analytics.js and the mobile
 # SDKs, and this project's own browser SDK); calls with a browser user agent

@@ -56,7 +56,7 @@ class Storefront:
     def __init__(self) -> None:
         self.pages: dict[str, str] = {}
         self.url = ""
-        self.sdk = SDK_BUILD.read_bytes()
+        self.assets: dict[str, bytes] = {"/assets/sdk.js": SDK_BUILD.read_bytes()}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -68,8 +68,8 @@ class Storefront:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         path = scope["path"]
-        if path == "/assets/sdk.js":
-            body, kind = self.sdk, b"application/javascript"
+        if path in self.assets:
+            body, kind = self.assets[path], b"application/javascript"
         elif path in self.pages:
             body, kind = self.pages[path].encode(), b"text/html; charset=utf-8"
         else:
