@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from tracking.ingest import ENDPOINTS, Endpoint, ingest
 from tracking.schemas import CALL_TYPES, AliasCall, CallBase, IdentifyCall, PageCall, TrackCall, WriteResponse
-from tracking.segment import BATCH_PATHS, SINGLE_CALL_PATHS, decode_body
+from tracking.segment import BATCH_PATHS, SHORT_PATHS, SINGLE_CALL_PATHS, decode_body
 
 router = APIRouter()
 
@@ -28,15 +28,27 @@ def _model_body(model: type[CallBase]) -> dict[str, Any]:
 
 _BATCH_SCHEMA = {
     "type": "object",
-    "required": ["batch"],
     "properties": {
         "batch": {
             "type": "array",
             "maxItems": 1000,
-            "description": "Calls with `type` track (default), identify, page or alias; all or nothing.",
+            "description": (
+                "Calls with `type` track (default), identify, page, alias, screen or group; all or nothing."
+            ),
+            "items": {"type": "object"},
+        },
+        "events": {
+            "type": "array",
+            "maxItems": 1000,
+            "description": 'The same as `batch` (the seed\'s form: `[{"email": …, "name": …}]`).',
             "items": {"type": "object"},
         },
         "context": {"type": "object", "description": "Context applied to calls that have none."},
+        "sentAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the client sent the batch: corrects browser calls' clock skew.",
+        },
     },
 }
 
@@ -111,7 +123,9 @@ async def batch(request: Request) -> dict[str, Any]:
     return await _handle(request, ENDPOINTS["/track/batch"])
 
 
-def _segment_route(path: str, endpoint: Endpoint, summary: str, doc: str, schema: dict[str, Any]) -> None:
+def _segment_route(
+    path: str, endpoint: Endpoint, summary: str, doc: str, schema: dict[str, Any], documented: bool = True
+) -> None:
     async def route(request: Request) -> dict[str, Any]:
         return await _handle(request, endpoint)
 
@@ -125,24 +139,33 @@ def _segment_route(path: str, endpoint: Endpoint, summary: str, doc: str, schema
         tags=["Segment-compatible"],
         openapi_extra=_body_schema(schema),
         name=f"segment {path}",
+        include_in_schema=documented,
     )
 
 
-for _path, _kind in SINGLE_CALL_PATHS.items():
-    _segment_route(
-        _path,
-        ENDPOINTS[_path],
-        f"Segment {_kind}" + (" (analytics.js short path)" if not _path.startswith("/v1/") else ""),
-        f"Segment's `{_kind}` call (Basic auth with the write key as user name, or `writeKey` "
-        "in the body; `Content-Encoding: gzip` accepted).",
-        CALL_TYPES[_kind].model_json_schema(by_alias=True),
-    )
-for _path in BATCH_PATHS:
-    _segment_route(
-        _path,
-        ENDPOINTS[_path],
-        "Segment batch",
-        'Segment\'s batch: `{"batch": [...], "sentAt": ...}` of calls of any `type`, '
-        "all or nothing, up to 1,000 calls and 500 KB (gzip accepted).",
-        _BATCH_SCHEMA,
-    )
+_SEGMENT_DOCS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    **{
+        path: (
+            f"Segment {kind}",
+            f"Segment's `{kind}` call (Basic auth with the write key as user name, or `writeKey` "
+            "in the body; `Content-Encoding: gzip` accepted).",
+            CALL_TYPES[kind].model_json_schema(by_alias=True),
+        )
+        for path, kind in SINGLE_CALL_PATHS.items()
+    },
+    **{
+        path: (
+            "Segment batch",
+            'Segment\'s batch: `{"batch": [...], "sentAt": ...}` of calls of any `type`, all or '
+            "nothing, up to 1,000 calls and 500 KB (gzip accepted).",
+            _BATCH_SCHEMA,
+        )
+        for path in BATCH_PATHS
+    },
+}
+for _path, (_summary, _doc, _schema) in _SEGMENT_DOCS.items():
+    _segment_route(_path, ENDPOINTS[_path], _summary, _doc, _schema)
+# analytics.js's short paths: served like the path each names, documented there.
+for _alias, _path in SHORT_PATHS.items():
+    _summary, _doc, _schema = _SEGMENT_DOCS[_path]
+    _segment_route(_alias, ENDPOINTS[_alias], _summary, _doc, _schema, documented=False)

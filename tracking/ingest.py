@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from core.errors import BadRequest, Forbidden, PayloadTooLarge, ValidationFailed
 from tracking.items import MAX_EVENT_BYTES, IngestItem, check_event_size, may_nest_deeply, to_item
 from tracking.schemas import CALL_TYPES, AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
-from tracking.segment import BATCH_PATHS, SINGLE_CALL_PATHS
+from tracking.segment import BATCH_PATHS, SHORT_PATHS, SINGLE_CALL_PATHS
 
 if TYPE_CHECKING:
     from tracking.writer import GroupCommitWriter
@@ -44,10 +44,12 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/identify": Endpoint(IdentifyCall, MAX_EVENT_BYTES),
     "/alias": Endpoint(AliasCall, MAX_EVENT_BYTES),
     "/track/batch": Endpoint(None, MAX_BATCH_BYTES),
-    # Segment's HTTP Tracking API and analytics.js's short paths.
+    # Segment's HTTP Tracking API.
     **{path: Endpoint(CALL_TYPES[kind], MAX_EVENT_BYTES) for path, kind in SINGLE_CALL_PATHS.items()},
     **{path: Endpoint(None, MAX_BATCH_BYTES) for path in BATCH_PATHS},
 }
+# ... and the short paths analytics.js posts to (tracking/segment.py).
+ENDPOINTS.update({alias: ENDPOINTS[path] for alias, path in SHORT_PATHS.items()})
 
 
 def key_from_header(authorization: str | None) -> str | None:

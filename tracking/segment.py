@@ -32,16 +32,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.errors import BadRequest, PayloadTooLarge
 
 _KINDS = ("identify", "track", "page", "screen", "group", "alias")
-SINGLE_CALL_PATHS: dict[str, str] = {
-    **{f"/v1/{kind}": kind for kind in _KINDS},
-    # analytics-next's standard delivery: `${apiHost}/${event.type.charAt(0)}`.
-    **{f"/v1/{kind[0]}": kind for kind in _KINDS},
-    **{f"/{kind[0]}": kind for kind in _KINDS},
-}
+SINGLE_CALL_PATHS: dict[str, str] = {f"/v1/{kind}": kind for kind in _KINDS}
 """Segment paths that take one call, and the call type each takes."""
 
-BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b")
-"""Segment paths that take `{"batch": [...]}` (`/b`: analytics-next's batching strategy)."""
+BATCH_PATHS = ("/v1/batch",)
+"""Segment paths that take `{"batch": [...]}`."""
+
+SHORT_PATHS: dict[str, str] = {
+    # analytics-next's standard delivery: `${apiHost}/${event.type.charAt(0)}`,
+    # with apiHost `host/v1` (Segment's default) or the bare host.
+    **{f"/v1/{kind[0]}": f"/v1/{kind}" for kind in _KINDS},
+    **{f"/{kind[0]}": f"/v1/{kind}" for kind in _KINDS},
+    # Its batching delivery strategy, and the HTTP API's old name for batch.
+    "/v1/b": "/v1/batch",
+    "/b": "/v1/batch",
+    "/v1/import": "/v1/batch",
+}
+"""Other names of Segment paths: each is served exactly as the path it
+names (the same endpoint object), and only that one is in the OpenAPI spec."""
 
 METRICS_PATHS = frozenset({"/v1/m", "/m"})
 """Where analytics-next reports its own counters: answered, not stored."""

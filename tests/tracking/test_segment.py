@@ -34,6 +34,7 @@ async def raw(tracking_app):
         ("/v1/track", {"event": "Order Completed", "properties": {"total": 3}}, "Order Completed", "track"),
         ("/v1/page", {"name": "Home", "properties": {"path": "/"}}, "Page Viewed", "page"),
         ("/v1/screen", {"name": "Cart", "properties": {"items": 2}}, "Screen Viewed", "screen"),
+        ("/v1/t", {"event": "Short Track"}, "Short Track", "track"),
         ("/t", {"event": "Short Track"}, "Short Track", "track"),
         ("/p", {"name": "Short Page"}, "Page Viewed", "page"),
         ("/s", {"name": "Short Screen"}, "Screen Viewed", "screen"),
