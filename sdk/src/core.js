@@ -35,6 +35,8 @@ export function createMarketing(env) {
   let userId = null
   let timer = null
   let sending = false
+  let inflight = null
+  let hooked = false
   let attempt = 0
   let waiters = []
 
@@ -160,11 +162,19 @@ export function createMarketing(env) {
   }
 
   function run() {
-    return flush().catch((err) => {
-      log('error', err)
-      sending = false
-      return false
-    })
+    if (!inflight) {
+      inflight = flush()
+        .catch((err) => {
+          log('error', err)
+          sending = false
+          return false
+        })
+        .then((done) => {
+          inflight = null
+          return done
+        })
+    }
+    return inflight
   }
 
   async function flush() {
@@ -256,7 +266,8 @@ export function createMarketing(env) {
       const seen = new Set(saved.map((m) => m.messageId))
       queue = [...saved, ...queue.filter((m) => !seen.has(m.messageId))].slice(-opts.maxQueue)
       persist()
-      env.onPageHide(unload)
+      if (!hooked) env.onPageHide(unload)
+      hooked = true
       log('init', opts.apiUrl, queue.length + ' queued')
       if (queue.length) schedule(0)
       return Promise.resolve(true)
@@ -294,7 +305,8 @@ export function createMarketing(env) {
       ids()
       log('reset', anonymousId)
     }),
-    flush: safe(() => run()),
+    // Waits for a send under way, then sends what is left.
+    flush: safe(() => (inflight ? inflight.then(() => run()) : run())),
     anonymousId: safe(() => {
       ids()
       return anonymousId

@@ -265,3 +265,33 @@ test('debug logs every call', async () => {
   m.track('Logged')
   assert.ok(env.logs.some((args) => args[0] === '[marketing]' && args[1] === 'track'))
 })
+
+test('flush waits for a send under way, then sends the rest', async () => {
+  const env = fakeEnv()
+  let release
+  const gate = new Promise((r) => (release = r))
+  const fetch = env.fetch
+  env.fetch = async (url, init) => {
+    if (env.requests.length === 0) await gate
+    return fetch(url, init)
+  }
+  const m = started(env, { flushAt: 1 })
+  m.track('first')
+  await env.advance(0) // the first send is under way, held at the gate
+  m.track('second')
+  const flushed = m.flush()
+  release()
+  assert.equal(await flushed, true)
+  assert.equal(m.queued(), 0)
+  assert.deepEqual(env.sentIds().length, 2)
+})
+
+test('init twice hooks pagehide once', () => {
+  const env = fakeEnv()
+  let hooks = 0
+  env.onPageHide = () => hooks++
+  const m = createMarketing(env)
+  m.init({ apiKey: 'pk_test' })
+  m.init({ apiKey: 'pk_test' })
+  assert.equal(hooks, 1)
+})
