@@ -84,9 +84,10 @@ export function createMarketing(env) {
     if (userId && !msg.userId) msg.userId = userId
     log(type, msg)
     queue.push(msg)
-    if (queue.length > (opts ? opts.maxQueue : DEFAULTS.maxQueue)) queue.shift()
-    persist()
     const done = new Promise((resolve) => waiters.push({ id: msg.messageId, resolve }))
+    // Past the bound the oldest call is dropped (its promise answers false).
+    if (queue.length > (opts ? opts.maxQueue : DEFAULTS.maxQueue)) settle([queue.shift()], false)
+    persist()
     // During a backoff the retry timer sends everything queued.
     if (opts && !attempt) schedule(queue.length >= opts.flushAt ? 0 : opts.flushInterval)
     return done

@@ -174,9 +174,11 @@ test('the anonymous id and user id persist across page loads; the queue survives
 test('the persisted queue is bounded: the oldest calls go first', async () => {
   const env = fakeEnv({ answers: Array(10).fill('network') })
   const m = started(env, { maxQueue: 5, flushAt: 100 })
-  for (let i = 0; i < 8; i++) m.track('e' + i)
+  const calls = []
+  for (let i = 0; i < 8; i++) calls.push(m.track('e' + i))
   const stored = JSON.parse(env.storage.get('mp_queue_pk_test'))
   assert.deepEqual(stored.map((e) => e.event), ['e3', 'e4', 'e5', 'e6', 'e7'])
+  assert.deepEqual(await Promise.all(calls.slice(0, 3)), [false, false, false])
 })
 
 test('reset starts a new anonymous id and forgets the user id', async () => {
