@@ -95,7 +95,7 @@ events = Table(
     Column("id", UUID(as_uuid=True), nullable=False),
     Column("workspace_id", UUID(as_uuid=True), nullable=False),
     Column("profile_id", UUID(as_uuid=True), nullable=False),
-    Column("type", Text, nullable=False),  # 'track' | 'page' | 'system'
+    Column("type", Text, nullable=False),  # 'track' | 'page' | 'screen' | 'system'
     Column("name", Text, nullable=False),
     Column("properties", JSONB, nullable=False),
     Column("context", JSONB, nullable=True),

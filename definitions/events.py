@@ -21,6 +21,7 @@ class EventType(StrEnum):
 
     TRACK = "track"
     PAGE = "page"
+    SCREEN = "screen"
     SYSTEM = "system"
 
 
@@ -28,6 +29,7 @@ class SystemEvent(StrEnum):
     """Events the platform writes itself."""
 
     PAGE_VIEWED = "Page Viewed"
+    SCREEN_VIEWED = "Screen Viewed"
     SEGMENT_ENTERED = "Segment Entered"
     SEGMENT_EXITED = "Segment Exited"
     EMAIL_SENT = "Email Sent"

@@ -24,6 +24,7 @@ from delivery.webhooks import SNSVerifier, WebhookHandler
 from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
+from tracking.sdk_asset import router as sdk_router
 from tracking.writer import GroupCommitWriter
 from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(email_router)
+    app.include_router(sdk_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, object]:
