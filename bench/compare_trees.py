@@ -1,26 +1,31 @@
 """Tracking throughput of this tree against another checkout, in one run.
 
     git worktree add /tmp/mp-before <commit>
-    python bench/compare_trees.py /tmp/mp-before [--listen] [--rounds 5] [--seconds 6]
+    python bench/compare_trees.py /tmp/mp-before --listen [--rounds 6] [--seconds 6]
     git worktree remove --force /tmp/mp-before
+
+`--after PATH` (repeatable) compares other trees instead of this one, all
+in the same run (e.g. before, the previous state and the candidate).
 
 Each tree gets its own fresh database, migrated by that tree's own
 migrations, a workspace (and with `--listen` a segment reading the
-benchmark's event, so every event is announced to a consumer: in this tree
-an outbox row written by the hot path's statement), and its own tracking
-process (`mp tracking`, run from that tree with `PYTHONPATH` pointing at
-it; both run on this tree's virtualenv, so library versions are equal).
-One bare FastAPI endpoint is the same-run baseline.
+benchmark's event, so every event is announced to a consumer: since the
+event backbone, in the outbox by the hot path's statement), and its own
+tracking process (`mp tracking`, run from that tree with `PYTHONPATH`
+pointing at it; all run on this tree's virtualenv, so library versions are
+equal). One bare FastAPI endpoint is the same-run baseline.
 
 Every round drives the bare endpoint, then `/track` on each tree, then
 `/track/batch` on each tree, with the same request bodies (same seed) and
-the same connections as bench/tracking.py. The order of the two trees
-alternates from round to round (ABBA…), so a drift in the machine's load
-falls on both. It prints, per round and as medians with their spread,
-events/s of each tree and this tree's figure over the other's: the
-ratio the issue's "within 0.95× of before" target reads. No worker runs, as
-in bench/tracking.py: outbox rows are written but not drained. Finally it
-counts the stored rows of each database against the acknowledged events.
+the same connections as bench/tracking.py. The trees' order rotates from
+round to round (AB, BA, …), so a drift in the machine's load falls on all.
+It prints, per round and as medians with their spread, each tree's
+events/s over `before`'s (the figure the issue's "within 0.95× of before"
+target reads) and the CPU an event cost the tracking process and its
+PostgreSQL backends (steadier than events/s on a busy machine). No worker
+runs, as in bench/tracking.py: outbox rows are written but not drained.
+Finally it counts each database's stored rows against the acknowledged
+events.
 """
 
 from __future__ import annotations
@@ -182,23 +187,47 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f}x (min {min(values):.3f}, max {max(values):.3f})"
 
 
+def _round_line(one: dict, afters: list[Tree]) -> str:
+    parts = [f"bare {one['bare_rps']:,.0f} req/s"]
+    for key, name in (("track", "/track"), ("batch", "/track/batch")):
+        figures = " / ".join(f"{one[f'{key}_{t.label}']:,.0f}" for t in afters)
+        ratios = " / ".join(f"{one[f'{key}_{t.label}_ratio']:.3f}x" for t in afters)
+        cpu = " / ".join(f"{one[f'{key}_{t.label}_cpu_us']:.0f}" for t in afters)
+        parts.append(
+            f"{name} {one[f'{key}_before']:,.0f} -> {figures} ev/s ({ratios}), "
+            f"CPU {one[f'{key}_before_cpu_us']:.0f} -> {cpu} us/event"
+        )
+    return "; ".join(parts)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("before", type=Path, help="the other checkout (e.g. a worktree of the old commit)")
-    parser.add_argument("--after", type=Path, default=ROOT, help="the tree under test (default: this one)")
+    parser.add_argument(
+        "--after",
+        type=Path,
+        action="append",
+        help="a tree under test (default: this one); repeat it to compare several with `before` in one run",
+    )
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each measured phase")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds; the trees' order alternates")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds; the trees' order rotates")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--track-connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, default=8)
-    parser.add_argument("--listen", action="store_true", help="a segment reads the event in both trees")
+    parser.add_argument("--listen", action="store_true", help="a segment reads the event in every tree")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER))
     parser.add_argument("--json", dest="json_out", help="also write per-round figures to this file")
     args = parser.parse_args()
 
-    trees = [Tree("before", args.before.resolve()), Tree("after", args.after.resolve())]
+    after_paths = args.after or [ROOT]
+    afters = [
+        Tree("after" if len(after_paths) == 1 else f"after{n + 1}", path.resolve())
+        for n, path in enumerate(after_paths)
+    ]
+    before = Tree("before", args.before.resolve())
+    trees = [before, *afters]
     print("preparing databases...", flush=True)
     for tree in trees:
         await asyncio.to_thread(tree.setup, args.server, args.listen)
@@ -219,7 +248,9 @@ async def main() -> None:
             tree.acked = 0
         bare_bodies = Bodies(args.users)
         for n in range(args.rounds):
-            order = trees if n % 2 == 0 else trees[::-1]
+            # Rotate the order (AB, BA, … or ABC, BCA, CAB, …) so that drift
+            # in the machine's load falls on every tree alike.
+            order = trees[n % len(trees) :] + trees[: n % len(trees)]
             one: dict = {"order": [t.label for t in order]}
             one["bare_rps"] = (
                 await run_load(
@@ -237,19 +268,14 @@ async def main() -> None:
                     one[f"{key}_{tree.label}_cpu_us"] = cpu
                     one[f"{key}_{tree.label}_p99"] = res.percentile(99)
                     one[f"{key}_{tree.label}_errors"] = res.errors
-            one["track_ratio"] = one["track_after"] / one["track_before"]
-            one["batch_ratio"] = one["batch_after"] / one["batch_before"]
-            for key in ("track", "batch"):
-                one[f"{key}_cpu_ratio"] = one[f"{key}_after_cpu_us"] / one[f"{key}_before_cpu_us"]
+                for tree in afters:
+                    one[f"{key}_{tree.label}_ratio"] = one[f"{key}_{tree.label}"] / one[f"{key}_before"]
+                    one[f"{key}_{tree.label}_cpu_ratio"] = (
+                        one[f"{key}_{tree.label}_cpu_us"] / one[f"{key}_before_cpu_us"]
+                    )
             rounds.append(one)
             print(
-                f"round {n + 1}/{args.rounds} ({' then '.join(one['order'])}): "
-                f"bare {one['bare_rps']:,.0f} req/s; "
-                f"/track {one['track_before']:,.0f} -> {one['track_after']:,.0f} ev/s "
-                f"({one['track_ratio']:.3f}x); /track/batch {one['batch_before']:,.0f} -> "
-                f"{one['batch_after']:,.0f} ev/s ({one['batch_ratio']:.3f}x); CPU/event "
-                f"/track {one['track_before_cpu_us']:.0f} -> {one['track_after_cpu_us']:.0f} us, "
-                f"/track/batch {one['batch_before_cpu_us']:.0f} -> {one['batch_after_cpu_us']:.0f} us",
+                f"round {n + 1}/{args.rounds} ({', '.join(one['order'])}): {_round_line(one, afters)}",
                 flush=True,
             )
         stored = {tree.label: await tree.stored() for tree in trees}
@@ -263,23 +289,21 @@ async def main() -> None:
 
     print()
     print(
-        f"after ({trees[1].path}) over before ({trees[0].path}): {os.cpu_count()} CPUs, "
-        f"{args.rounds} rounds of {args.seconds:.0f}s phases, listener {'on' if args.listen else 'off'}"
+        f"over before ({before.path}): {os.cpu_count()} CPUs, {args.rounds} rounds of {args.seconds:.0f}s "
+        f"phases, listener {'on' if args.listen else 'off'}"
     )
-    for key, name in (("track", "/track      "), ("batch", "/track/batch")):
-        before = statistics.median(r[f"{key}_before"] for r in rounds)
-        after = statistics.median(r[f"{key}_after"] for r in rounds)
-        ratios = [r[f"{key}_ratio"] for r in rounds]
-        print(
-            f"  {name} before {before:>9,.0f} ev/s, after {after:>9,.0f} ev/s   "
-            f"after/before {_spread(ratios)}   rounds {', '.join(f'{x:.3f}' for x in ratios)}"
-        )
-        cpu = [r[f"{key}_cpu_ratio"] for r in rounds]
-        print(
-            f"  {name} CPU per event (server + its PostgreSQL backends) after/before {_spread(cpu)}; "
-            f"median {statistics.median(r[f'{key}_before_cpu_us'] for r in rounds):.1f} -> "
-            f"{statistics.median(r[f'{key}_after_cpu_us'] for r in rounds):.1f} us"
-        )
+    for key, name in (("track", "/track"), ("batch", "/track/batch")):
+        base = statistics.median(r[f"{key}_before"] for r in rounds)
+        base_cpu = statistics.median(r[f"{key}_before_cpu_us"] for r in rounds)
+        print(f"  {name}: before {base:,.0f} ev/s, {base_cpu:.1f} us CPU an event (medians)")
+        for tree in afters:
+            ratios = [r[f"{key}_{tree.label}_ratio"] for r in rounds]
+            cpu = [r[f"{key}_{tree.label}_cpu_ratio"] for r in rounds]
+            print(
+                f"    {tree.label} ({tree.path}): events/s {_spread(ratios)} of before "
+                f"(rounds {', '.join(f'{x:.3f}' for x in ratios)}); "
+                f"CPU an event (server + its PostgreSQL backends) {_spread(cpu)}"
+            )
     print(f"  bare endpoint {statistics.median(r['bare_rps'] for r in rounds):,.0f} req/s (median)")
     for tree in trees:
         # Warm-up identifies are not track events; every acknowledged track event must be stored.

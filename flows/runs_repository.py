@@ -404,8 +404,11 @@ async def announce_dates(
                    ARRAY[d.o], ARRAY[CAST(:f AS text)]
             FROM unnest(CAST(:ps AS uuid[]), CAST(:es AS uuid[]), CAST(:os AS timestamptz[])) AS d(p, e, o)
             WHERE NOT EXISTS (SELECT 1 FROM flow_enrollments x WHERE x.id = d.e)
+              -- `$date` rows are rows of one: compare their single id (a hashable
+              -- join), never search the arrays of tracked events' rows.
               AND NOT EXISTS (
-                  SELECT 1 FROM outbox o WHERE d.e = ANY(o.event_ids) AND o.consumer = '{Consumer.FLOWS}')
+                  SELECT 1 FROM outbox o
+                  WHERE o.consumer = '{Consumer.FLOWS}' AND o.size = 1 AND o.event_ids[1] = d.e)
             """
         ),
         {

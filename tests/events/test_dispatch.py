@@ -167,20 +167,21 @@ async def test_a_claim_is_bounded_in_events_and_expands_rows(engine, workspace):
     limit in events is reached (at least one row) and hands out one
     OutboxRow per event, sharing its row's id."""
     ws = workspace.workspace_id
-    await listen(engine, ws, PROBE, traits=["plan"])
+    consumer = f"probe-{uuid.uuid4().hex[:8]}"  # rows of other tests' workspaces stay out
+    await listen(engine, ws, consumer, traits=["plan"])
     async with engine.begin() as conn:
         raw = await driver_connection(conn)
         pids = [uuid.uuid4() for _ in range(3)]
         for _ in range(3):  # three statements, three rows of three
             await event_writer.write(raw, [], [ProfileChange(ws, p, trait_keys=["plan"]) for p in pids])
-    first = await outbox.claim(engine, [PROBE], 2, 60, expired=False)
-    assert [r.profile_id for r in first] == pids and len({r.id for r in first}) == 1
+    first = await outbox.claim(engine, [consumer], 2, 60, expired=False)
+    assert sorted(r.profile_id for r in first) == sorted(pids) and len({r.id for r in first}) == 1
     assert {r.event_name for r in first} == {None}
-    rest = await outbox.claim(engine, [PROBE], 4, 60, expired=False)
+    rest = await outbox.claim(engine, [consumer], 4, 60, expired=False)
     assert len(rest) == 6 and len({r.id for r in rest}) == 2
-    assert await outbox.claim(engine, [PROBE], 4, 60, expired=False) == []
+    assert await outbox.claim(engine, [consumer], 4, 60, expired=False) == []
     await _expire_leases(engine, ws)
-    again = await outbox.claim(engine, [PROBE], 100, 60, expired=True)
+    again = await outbox.claim(engine, [consumer], 100, 60, expired=True)
     assert len(again) == 9 and {r.attempts for r in again} == {2}
 
 
@@ -188,7 +189,8 @@ async def test_a_row_with_one_refused_delivery_waits_whole_for_the_sweep(engine,
     """One event of a row refused: the row is kept (delayed), not deleted;
     the sweep hands all its events again (consumers drop those seen)."""
     ws = workspace.workspace_id
-    await listen(engine, ws, PROBE, traits=["plan"])
+    consumer = f"probe-{uuid.uuid4().hex[:8]}"  # rows of other tests' workspaces stay out
+    await listen(engine, ws, consumer, traits=["plan"])
     async with engine.begin() as conn:
         raw = await driver_connection(conn)
         await event_writer.write(
@@ -206,7 +208,7 @@ async def test_a_row_with_one_refused_delivery_waits_whole_for_the_sweep(engine,
             Delivery("ProbeWorkflow", f"gone-{uuid.uuid4()}", None, "events", events, [second.id]),
         ]
 
-    dispatcher = OutboxDispatcher(engine, temporal_client, "nowhere", {PROBE: half_refused})
+    dispatcher = OutboxDispatcher(engine, temporal_client, "nowhere", {consumer: half_refused})
     assert await dispatcher.dispatch_once() == 2
     assert dispatcher.dispatched == 0
     async with engine.connect() as conn:

@@ -59,10 +59,10 @@ def downgrade() -> None:
         """
         CREATE TABLE outbox_single AS
         SELECT o.workspace_id, o.consumer, u.p AS profile_id, u.e AS event_id, u.n AS event_name,
-               u.o AS occurred_at, u.m AS message_id, o.created_at, o.claimed_until, o.attempts
+               u.o AS occurred_at, u.m AS message_id, o.created_at, o.claimed_until, o.attempts,
+               row_number() OVER (ORDER BY o.id, u.k) AS position
         FROM outbox o, unnest(o.profile_ids, o.event_ids, o.event_names, o.occurred_ats, o.message_ids)
              WITH ORDINALITY AS u(p, e, n, o, m, k)
-        ORDER BY o.id, u.k
         """
     )
     op.execute("DELETE FROM outbox")
@@ -79,7 +79,9 @@ def downgrade() -> None:
         """
         INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id,
                             created_at, claimed_until, attempts)
-        SELECT * FROM outbox_single
+        SELECT workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id,
+               created_at, claimed_until, attempts
+        FROM outbox_single ORDER BY position
         """
     )
     op.execute("DROP TABLE outbox_single")
