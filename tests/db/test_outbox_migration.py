@@ -66,3 +66,5 @@ async def test_rows_survive_upgrade_and_downgrade(engine, workspace, settings):
             await conn.execute(text("SELECT size FROM outbox WHERE workspace_id = :w ORDER BY id"), {"w": ws})
         ).scalars()
         assert list(sizes) == [1, 1, 1, 1]
+        options = await conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'"))
+        assert "toast_tuple_target=8160" in options
