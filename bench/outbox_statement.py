@@ -14,7 +14,9 @@ variants taking turns block by block:
 - `per-event`: one outbox row per announced event (the outbox as it was
   before migration 0010_outbox_batches, in a table of that shape);
 - `batched`: the statement as it is (one row per statement and consumer
-  carrying arrays).
+  carrying arrays);
+- `unheard`: the statement as it is, for events nobody listens for (what
+  matching costs when it finds nothing).
 
 Each statement commits on its own, as in tracking. It prints, per
 variant, the median wall time of a statement and the median CPU time its
@@ -59,6 +61,7 @@ from tracking import repository as tracking_repo
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 EVENT = "Product Viewed"
+UNHEARD = "Product Compared"
 
 # The lock-and-check part of LOCK_AND_INSERT_SQL, then the events insert.
 _HEAD = tracking_repo.LOCK_AND_INSERT_SQL.split("announced AS (")[0]
@@ -97,6 +100,9 @@ def _variants() -> dict[str, str]:
         "none": head + _TAIL,
         "per-event": head + ",\n" + PER_EVENT_CTE + _TAIL,
         "batched": tracking_repo.LOCK_AND_INSERT_SQL,
+        # The same statement for events no listener waits for: the cost of
+        # matching alone (the join finds nothing, nothing is inserted).
+        "unheard": tracking_repo.LOCK_AND_INSERT_SQL,
     }
 
 
@@ -113,7 +119,7 @@ class Groups:
         self.now = datetime.now(UTC)
         self.counter = 0
 
-    def next(self) -> tuple[str, str]:
+    def next(self, name: str = EVENT) -> tuple[str, str]:
         chosen = sorted(self.rng.sample(self.profiles, self.size))
         locks, events = [], []
         for pid, external_id in chosen:
@@ -126,7 +132,7 @@ class Groups:
                     "w": self.ws,
                     "p": pid,
                     "y": "track",
-                    "n": EVENT,
+                    "n": name,
                     "pr": {"product_id": "sku_1", "price": 10.5, "currency": "USD"},
                     "c": {"library": {"name": "bench"}},
                     "o": at,
@@ -160,13 +166,13 @@ def _ctes(node: dict, out: dict[str, tuple[float, float, float]]) -> None:
 
 
 async def _work(
-    conn: asyncpg.Connection, sql: str, groups: Groups, statements: int
+    conn: asyncpg.Connection, sql: str, groups: Groups, statements: int, event: str
 ) -> tuple[list[float], list[float]]:
     """Per event: (WAL records, WAL bytes, buffers) of the statement's writing
     CTEs (lock, insert, announce) and of the announcing CTE alone."""
     total, announcing = [0.0] * 3, [0.0] * 3
     for _ in range(statements):
-        locks, events = groups.next()
+        locks, events = groups.next(event)
         plan = orjson.loads(
             await conn.fetchval("EXPLAIN (ANALYZE, WAL, BUFFERS, FORMAT JSON) " + sql, locks, events)
         )[0]["Plan"]
@@ -233,13 +239,17 @@ async def main() -> None:
         for block in range(args.blocks * len(names)):
             # Rotate the order so that no variant always follows another.
             name = names[(block + block // len(names)) % len(names)]
-            for locks, events in [groups.next() for _ in range(args.block)]:
+            event = UNHEARD if name == "unheard" else EVENT
+            for locks, events in [groups.next(event) for _ in range(args.block)]:
                 c0, t0 = _cpu_seconds(backend), time.perf_counter()
                 ok, inserted = await statements[name].fetchrow(locks, events)
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append((_cpu_seconds(backend) - c0) * 1e6 / args.group)
                 assert ok and len(inserted) == args.group
-        work = {name: await _work(conn, sql, groups, args.explained) for name, sql in variants.items()}
+        work = {
+            name: await _work(conn, sql, groups, args.explained, UNHEARD if name == "unheard" else EVENT)
+            for name, sql in variants.items()
+        }
         announced = await conn.fetchval("SELECT COALESCE(sum(size), 0) FROM outbox")
         per_event = await conn.fetchval("SELECT count(*) FROM outbox_per_event")
         await conn.close()
