@@ -1,13 +1,13 @@
 """What announcing events costs the tracking hot path's statement, measured
 in PostgreSQL alone (no HTTP, no Python server), in one run.
 
-    python bench/outbox_statement.py [--group 30] [--blocks 40] [--block 50]
+    python bench/outbox_statement.py [--group 30] [--rounds 2000]
 
 On a fresh database with one workspace, its profiles and one listener of
 the benchmark's event, it runs the hot path's single statement
 (tracking/repository.LOCK_AND_INSERT_SQL: lock the group's profiles, insert
 its events, announce them) for groups of `--group` events, in three
-variants taking turns block by block:
+variants taking turns statement by statement:
 
 - `none`: no announcement (the events insert alone: the code before the
   outbox, or no listener);
@@ -19,14 +19,14 @@ variants taking turns block by block:
   matching costs when it finds nothing).
 
 Each statement commits on its own, as in tracking. It prints, per
-variant, the median wall time of a statement and the median CPU time its
-PostgreSQL backend spent per event (per statement, from the scheduler),
-and each variant over `none`; then the work each variant does per event,
-counted by `EXPLAIN (ANALYZE, WAL, BUFFERS)`: WAL records and shared
-buffers touched by the whole statement, and WAL records, bytes and buffers
-of its announcing part.
-Those counts are exact whatever else runs on the machine; times are not
-(on a busy machine read CPU rather than wall time, with its spread).
+variant, the median wall time of a statement, the median CPU time its
+PostgreSQL backend spent per event (per statement, from the scheduler) and
+the median of its per-round difference to `none` (neighbouring statements
+share the machine's state, so that difference is the steady figure on a
+busy machine); then the work each variant does per event, counted by
+`EXPLAIN (ANALYZE, WAL, BUFFERS)`: WAL records and shared buffers touched
+by the whole statement, and WAL records, bytes and buffers of its
+announcing part. Those counts are exact whatever else runs.
 """
 
 from __future__ import annotations
@@ -218,8 +218,7 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--group", type=int, default=30, help="events per statement (a /track group is ~30)")
-    parser.add_argument("--blocks", type=int, default=40, help="blocks per variant")
-    parser.add_argument("--block", type=int, default=50, help="statements per block")
+    parser.add_argument("--rounds", type=int, default=2000, help="statements per variant")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--explained", type=int, default=100, help="statements explained per variant")
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER))
@@ -236,11 +235,12 @@ async def main() -> None:
         wall: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
-        for block in range(args.blocks * len(names)):
-            # Rotate the order so that no variant always follows another.
-            name = names[(block + block // len(names)) % len(names)]
-            event = UNHEARD if name == "unheard" else EVENT
-            for locks, events in [groups.next(event) for _ in range(args.block)]:
+        for n in range(args.rounds):
+            # One statement of each variant a round, in a rotating order:
+            # neighbours share the machine's state, so the per-round
+            # differences cancel what other processes do to the timings.
+            for name in names[n % len(names) :] + names[: n % len(names)]:
+                locks, events = groups.next(UNHEARD if name == "unheard" else EVENT)
                 c0, t0 = _cpu_seconds(backend), time.perf_counter()
                 ok, inserted = await statements[name].fetchrow(locks, events)
                 wall[name].append(time.perf_counter() - t0)
@@ -256,20 +256,21 @@ async def main() -> None:
     finally:
         await drop_database(args.server, url)
 
-    base_wall = statistics.median(wall["none"]) * 1e6
     base_cpu = statistics.median(cpu["none"])
     print(
-        f"\nhot-path statement, {args.group} events a statement, {args.blocks} blocks of {args.block} "
-        f"statements per variant ({os.cpu_count()} CPUs)"
+        f"\nhot-path statement, {args.group} events a statement, {args.rounds} rounds of one statement "
+        f"per variant ({os.cpu_count()} CPUs)"
     )
     for name in names:
         w = statistics.median(wall[name]) * 1e6
         c = statistics.median(cpu[name])
+        # Median of the per-round differences to `none` (paired: robust to load).
+        diff = statistics.median(x - y for x, y in zip(cpu[name], cpu["none"], strict=True))
         quartiles = statistics.quantiles(cpu[name], n=4)
         print(
-            f"  {name:<10} {w:8.0f} us a statement ({w / base_wall:5.2f}x none)   "
-            f"PostgreSQL CPU {c:6.1f} us an event ({c / base_cpu:5.2f}x none; "
-            f"statements' quartiles {quartiles[0]:.1f}-{quartiles[2]:.1f})"
+            f"  {name:<10} wall {w:7.0f} us a statement   PostgreSQL CPU {c:6.1f} us an event "
+            f"(quartiles {quartiles[0]:.1f}-{quartiles[2]:.1f}); over none, paired: "
+            f"{diff:+5.2f} us an event ({diff / base_cpu:+.1%})"
         )
     # The statement's WAL bytes are left out: full-page images after each
     # checkpoint (whenever it falls) swamp them; the announcing part's
