@@ -8,14 +8,14 @@ the number of events in a row, so that a dispatcher can bound a claim in
 events without reading the arrays. Existing rows become batches of one.
 
 Revision ID: 0010_outbox_batches
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
 revision = "0010_outbox_batches"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
