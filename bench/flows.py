@@ -531,7 +531,7 @@ async def main() -> None:
             hot.append((with_flows.events_per_second / plain.events_per_second, plain, with_flows))
             print(f"  {with_flows.events_per_second / plain.events_per_second:.2f}x", flush=True)
         announced = await _count(
-            conn, "SELECT count(*) FROM outbox WHERE workspace_id = $1", hot_keys.workspace_id
+            conn, "SELECT COALESCE(sum(size), 0) FROM outbox WHERE workspace_id = $1", hot_keys.workspace_id
         )
         hot_events = await _count(
             conn, "SELECT count(*) FROM events WHERE workspace_id = $1", hot_keys.workspace_id

@@ -10,6 +10,10 @@ event a request), `/track/batch` (100 events a request) and Segment's
 gzip body, Basic auth, a `sentAt`), beside the bare endpoint and an asyncpg
 COPY of the same rows into the same `events` table.
 Finally it counts stored rows: every acknowledged event must be there.
+
+To compare two checkouts (say, before and after a change to the hot path)
+in one run, use bench/compare_trees.py: the same load against each tree's
+own tracking process, the trees taking turns round by round.
 """
 
 from __future__ import annotations

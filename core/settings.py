@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         2, description="SQLAlchemy connections per tracking process for keys, links and webhooks."
     )
     api_db_pool_size: int = Field(10, description="PostgreSQL connections per api process.")
-    outbox_batch_size: int = Field(500, description="Outbox rows one dispatcher pass claims.")
+    outbox_batch_size: int = Field(
+        500, description="Events one dispatcher pass claims (whole outbox rows, at least one)."
+    )
     outbox_lease_seconds: float = Field(
         60.0, description="How long a claimed outbox row waits before the sweep takes it again."
     )

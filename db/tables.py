@@ -273,12 +273,15 @@ outbox = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("workspace_id", UUID(as_uuid=True), nullable=False),
     Column("consumer", Text, nullable=False),
-    Column("profile_id", UUID(as_uuid=True), nullable=False),
-    Column("event_id", UUID(as_uuid=True), nullable=False),
-    Column("event_name", Text, nullable=True),
-    # The event's idempotency key: consumers read the event by its index.
-    _ts("occurred_at", nullable=True),
-    Column("message_id", Text, nullable=True),
+    # The events (or profile changes) a row announces, as parallel arrays
+    # of `size` elements: one row per writing statement and consumer.
+    Column("size", Integer, nullable=False),
+    Column("profile_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("event_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("event_names", ARRAY(Text), nullable=False),  # NULL elements: profile changes
+    # Each event's idempotency key: consumers read the event by its index.
+    Column("occurred_ats", ARRAY(DateTime(timezone=True)), nullable=False),
+    Column("message_ids", ARRAY(Text), nullable=False),
     _ts("created_at", nullable=False, server_default=func.now()),
     _ts("claimed_until", nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),

@@ -77,7 +77,7 @@ class OutboxDispatcher:
         self.dispatched = 0
 
     async def dispatch_once(self, *, expired: bool = False) -> int:
-        """One batch; returns how many rows were claimed."""
+        """One batch; returns how many events (OutboxRows) were claimed."""
         rows = await outbox.claim(
             self._engine, list(self._consumers), self._batch_size, self._lease, expired=expired
         )
@@ -96,11 +96,13 @@ class OutboxDispatcher:
                 failed += [r.id for r in group]
         results = await asyncio.gather(*(self._deliver(d) for d in deliveries))
         failed += [i for d, ok in zip(deliveries, results, strict=True) if not ok for i in d.rows]
+        # A row is done when every delivery of its events was; one refusal
+        # sends all of it to the sweep (consumers drop what they have seen).
         refused = set(failed)
-        done = [r.id for r in rows if r.id not in refused]
+        done = sorted({r.id for r in rows} - refused)
         await outbox.delete(self._engine, done)
-        await outbox.delay(self._engine, failed)
-        self.dispatched += len(done)
+        await outbox.delay(self._engine, sorted(refused))
+        self.dispatched += sum(1 for r in rows if r.id not in refused)
         return len(rows)
 
     async def _deliver(self, delivery: Delivery) -> bool:

@@ -9,10 +9,12 @@ path and engagement, through `insert_cte` and `write_once`) and
 
 In the statement that inserts events, rows go into `outbox` for the events
 (and profile changes: trait keys, merges) that a listener of the event's
-workspace waits for (`outbox_listeners`). Only events actually inserted get
-a row: a duplicate (same idempotency key) is skipped with its outbox row,
-so a retried write announces nothing twice. With no listener the join is
-one probe of an empty index per event.
+workspace waits for (`outbox_listeners`): one row per workspace and
+consumer, carrying the statement's events as arrays (events/outbox.py hands
+consumers one `OutboxRow` per event). Only events actually inserted are
+announced: a duplicate (same idempotency key) is skipped with its outbox
+entry, so a retried write announces nothing twice. With no listener the
+join is one probe of an empty index per event.
 
 Rows are passed as one JSON document expanded by `json_to_recordset` (see
 tracking/repository.py for why that is cheapest on the hot path); names of
@@ -29,7 +31,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import and_, insert, literal, select
+from sqlalchemy import and_, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.selectable import CTE
@@ -57,29 +59,50 @@ def insert_cte(name: str, select_sql: str) -> str:
 )"""
 
 
+# One outbox row per statement, workspace and consumer carries the
+# announced events as parallel arrays: a group commit of 30 events writes
+# one row, not 30 heap tuples and primary-key entries.
+OUTBOX_COLUMNS = (
+    "workspace_id, consumer, size, profile_ids, event_ids, event_names, occurred_ats, message_ids"
+)
+
+# Set-wise writes (refreshes) split their announcements into rows of at
+# most this many events; a tracking group holds at most a few thousand.
+OUTBOX_ROW_EVENTS = 1000
+
+
 def outbox_cte(name: str, inserted: str) -> str:
-    """A CTE writing the outbox rows of the events a CTE inserted."""
+    """A CTE writing the outbox rows of the events a CTE inserted: one per
+    workspace and listening consumer."""
     return f"""{name} AS (
-    INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id)
-    SELECT e.workspace_id, l.consumer, e.profile_id, e.id, e.name, e.occurred_at, e.message_id
+    INSERT INTO outbox ({OUTBOX_COLUMNS})
+    SELECT e.workspace_id, l.consumer, count(*), array_agg(e.profile_id), array_agg(e.id), array_agg(e.name),
+           array_agg(e.occurred_at), array_agg(e.message_id)
     FROM {inserted} e
     JOIN outbox_listeners l
       ON l.workspace_id = e.workspace_id AND l.kind = '{ListenerKind.EVENT}' AND l.name = e.name
+    GROUP BY e.workspace_id, l.consumer
 )"""
 
 
 def changes_cte(name: str, param: str) -> str:
     """A CTE writing outbox rows for profile changes given as JSON
-    `[{w, p, i, k: [trait keys], m: merged}]`: one row per profile and
-    consumer listening for one of the keys, or for merges."""
+    `[{w, p, i, k: [trait keys], m: merged}]`: each profile once per
+    consumer listening for one of the keys, or for merges, in one row per
+    workspace and consumer (no event name, time or key)."""
     return f"""{name} AS (
-    INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
-    SELECT DISTINCT ON (c.w, c.p, l.consumer) c.w, l.consumer, c.p, c.i, NULL
-    FROM json_to_recordset({param}::text::json) AS c(w uuid, p uuid, i uuid, k text[], m boolean)
-    JOIN outbox_listeners l ON l.workspace_id = c.w
-     AND ((l.kind = '{ListenerKind.TRAIT}' AND l.name = ANY(c.k))
-          OR (l.kind = '{ListenerKind.MERGE}' AND c.m))
-    ORDER BY c.w, c.p, l.consumer
+    INSERT INTO outbox ({OUTBOX_COLUMNS})
+    SELECT d.w, d.consumer, count(*), array_agg(d.p), array_agg(d.i), array_agg(NULL::text),
+           array_agg(NULL::timestamptz), array_agg(NULL::text)
+    FROM (
+        SELECT DISTINCT ON (c.w, c.p, l.consumer) c.w, l.consumer, c.p, c.i
+        FROM json_to_recordset({param}::text::json) AS c(w uuid, p uuid, i uuid, k text[], m boolean)
+        JOIN outbox_listeners l ON l.workspace_id = c.w
+         AND ((l.kind = '{ListenerKind.TRAIT}' AND l.name = ANY(c.k))
+              OR (l.kind = '{ListenerKind.MERGE}' AND c.m))
+        ORDER BY c.w, c.p, l.consumer
+    ) d
+    GROUP BY d.w, d.consumer
 )"""
 
 
@@ -191,28 +214,35 @@ def insert_from_select(name: str, source: Select[Any]) -> list[CTE]:
         )
         .cte(name)
     )
+    # A refresh may insert a million events: rows of at most
+    # OUTBOX_ROW_EVENTS each, so that a dispatcher's claim stays bounded.
+    numbered = select(stored, ((func.row_number().over() - 1) // OUTBOX_ROW_EVENTS).label("chunk")).subquery(
+        f"{name}_numbered"
+    )
     announced = (
         insert(outbox)
         .from_select(
-            ["workspace_id", "consumer", "profile_id", "event_id", "event_name", "occurred_at", "message_id"],
+            [c.strip() for c in OUTBOX_COLUMNS.split(",")],
             select(
-                stored.c.workspace_id,
+                numbered.c.workspace_id,
                 outbox_listeners.c.consumer,
-                stored.c.profile_id,
-                stored.c.id,
-                stored.c.name,
-                stored.c.occurred_at,
-                stored.c.message_id,
+                func.count(),
+                func.array_agg(numbered.c.profile_id),
+                func.array_agg(numbered.c.id),
+                func.array_agg(numbered.c.name),
+                func.array_agg(numbered.c.occurred_at),
+                func.array_agg(numbered.c.message_id),
             )
-            .select_from(stored)
+            .select_from(numbered)
             .join(
                 outbox_listeners,
                 and_(
-                    outbox_listeners.c.workspace_id == stored.c.workspace_id,
+                    outbox_listeners.c.workspace_id == numbered.c.workspace_id,
                     outbox_listeners.c.kind == literal(ListenerKind.EVENT.value),
-                    outbox_listeners.c.name == stored.c.name,
+                    outbox_listeners.c.name == numbered.c.name,
                 ),
-            ),
+            )
+            .group_by(numbered.c.workspace_id, outbox_listeners.c.consumer, numbered.c.chunk),
         )
         .cte(f"{name}_outbox")
     )

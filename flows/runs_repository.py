@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from definitions.events import Consumer
 from definitions.flow_runs import DATE_ANNOUNCEMENT, EXIT_ANNOUNCEMENT
+from events.writer import OUTBOX_COLUMNS
 
 BEGIN_SQL = text(
     """
@@ -398,13 +399,16 @@ async def announce_dates(
     result = await conn.execute(
         text(
             f"""
-            INSERT INTO outbox
-                (workspace_id, consumer, profile_id, event_id, event_name, occurred_at, message_id)
-            SELECT :w, '{Consumer.FLOWS}', d.p, d.e, '{DATE_ANNOUNCEMENT}', d.o, :f
+            INSERT INTO outbox ({OUTBOX_COLUMNS})
+            SELECT :w, '{Consumer.FLOWS}', 1, ARRAY[d.p], ARRAY[d.e], ARRAY['{DATE_ANNOUNCEMENT}'],
+                   ARRAY[d.o], ARRAY[CAST(:f AS text)]
             FROM unnest(CAST(:ps AS uuid[]), CAST(:es AS uuid[]), CAST(:os AS timestamptz[])) AS d(p, e, o)
             WHERE NOT EXISTS (SELECT 1 FROM flow_enrollments x WHERE x.id = d.e)
+              -- `$date` rows are rows of one: compare their single id (a hashable
+              -- join), never search the arrays of tracked events' rows.
               AND NOT EXISTS (
-                  SELECT 1 FROM outbox o WHERE o.event_id = d.e AND o.consumer = '{Consumer.FLOWS}')
+                  SELECT 1 FROM outbox o
+                  WHERE o.consumer = '{Consumer.FLOWS}' AND o.size = 1 AND o.event_ids[1] = d.e)
             """
         ),
         {
@@ -436,8 +440,9 @@ async def running_at_nodes(
 
 
 _ANNOUNCE_SQL = (
-    "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
-    "SELECT workspace_id, :c, profile_id, id, :n FROM flow_enrollments "
+    f"INSERT INTO outbox ({OUTBOX_COLUMNS}) "
+    "SELECT workspace_id, :c, 1, ARRAY[profile_id], ARRAY[id], ARRAY[CAST(:n AS text)], "
+    "ARRAY[CAST(NULL AS timestamptz)], ARRAY[CAST(NULL AS text)] FROM flow_enrollments "
     "WHERE workspace_id = :w AND status = 'running' AND {which}"
 )
 
@@ -494,8 +499,10 @@ WITH collide AS (
                     AND t.status = 'running')
     RETURNING s.id
 )
-INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name)
-SELECT $1, '{Consumer.FLOWS}', $3, id, '{EXIT_ANNOUNCEMENT}' FROM collide
+INSERT INTO outbox ({OUTBOX_COLUMNS})
+SELECT $1, '{Consumer.FLOWS}', 1, ARRAY[$3::uuid], ARRAY[id], ARRAY['{EXIT_ANNOUNCEMENT}'],
+       ARRAY[NULL::timestamptz], ARRAY[NULL::text]
+FROM collide
 """
 _MOVE_ON_MERGE_SQL = "UPDATE flow_enrollments SET profile_id = $3 WHERE workspace_id = $1 AND profile_id = $2"
 

@@ -13,11 +13,22 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from temporalio.worker import Worker
 
+from db.engine import driver_connection
 from definitions.events import SystemEvent
 from events import outbox
-from events.dispatcher import OutboxDispatcher
+from events import writer as event_writer
+from events.dispatcher import Delivery, OutboxDispatcher
+from events.writer import ProfileChange
 from segments import service as segment_service
-from tests.events.probe import PROBE, ProbeState, ProbeWorkflow, probe_deliveries, probe_workflow_id
+from tests.events.probe import (
+    PROBE,
+    ProbeEvents,
+    ProbeStart,
+    ProbeState,
+    ProbeWorkflow,
+    probe_deliveries,
+    probe_workflow_id,
+)
 from tests.support.outbox import listen
 
 HEARD = ["Order Completed", "Cart Viewed"]
@@ -26,6 +37,7 @@ UNHEARD = ["Viewed Pricing"]
 call = st.one_of(
     st.tuples(st.just("track"), st.sampled_from(HEARD + UNHEARD), st.sampled_from(["u1", "u2", "a1"]),
               st.one_of(st.none(), st.sampled_from(["m1", "m2", "m3"]))),
+    st.tuples(st.just("batch"), st.sampled_from(HEARD), st.just(""), st.none()),
     st.tuples(st.just("identify"), st.sampled_from(["plan", "age"]), st.sampled_from(["u1", "u2"]),
               st.none()),
     st.tuples(st.just("merge"), st.just(""), st.sampled_from(["u1", "u2"]), st.none()),
@@ -59,6 +71,14 @@ async def _run_mix(calls, *, tracking, api, engine, dispatcher, temporal_client,
             if message_id:
                 body["messageId"] = f"{message_id}-{who}"
             assert (await tracking.post("/track", json=body)).status_code == 200
+        elif kind == "batch":  # several events in one statement: one outbox row carries them
+            batch = [
+                {"userId": "u1", "event": name},
+                {"userId": "u2", "event": name},
+                {"anonymousId": "a1", "event": UNHEARD[0]},
+                {"anonymousId": "a1", "event": HEARD[0]},
+            ]
+            assert (await tracking.post("/track/batch", json={"batch": batch})).status_code == 200
         elif kind == "identify":
             await tracking.post("/identify", json={"userId": who, "traits": {name: uuid.uuid4().hex[:4]}})
         elif kind == "merge":
@@ -140,3 +160,61 @@ async def test_every_announced_event_is_applied_once(
 
     async with Worker(temporal_client, task_queue=queue, workflows=[ProbeWorkflow]):
         await asyncio.to_thread(check)
+
+
+async def test_a_claim_is_bounded_in_events_and_expands_rows(engine, workspace):
+    """Rows carry several events; a claim takes rows in order until the
+    limit in events is reached (at least one row) and hands out one
+    OutboxRow per event, sharing its row's id."""
+    ws = workspace.workspace_id
+    consumer = f"probe-{uuid.uuid4().hex[:8]}"  # rows of other tests' workspaces stay out
+    await listen(engine, ws, consumer, traits=["plan"])
+    async with engine.begin() as conn:
+        raw = await driver_connection(conn)
+        pids = [uuid.uuid4() for _ in range(3)]
+        for _ in range(3):  # three statements, three rows of three
+            await event_writer.write(raw, [], [ProfileChange(ws, p, trait_keys=["plan"]) for p in pids])
+    first = await outbox.claim(engine, [consumer], 2, 60, expired=False)
+    assert sorted(r.profile_id for r in first) == sorted(pids) and len({r.id for r in first}) == 1
+    assert {r.event_name for r in first} == {None}
+    rest = await outbox.claim(engine, [consumer], 4, 60, expired=False)
+    assert len(rest) == 6 and len({r.id for r in rest}) == 2
+    assert await outbox.claim(engine, [consumer], 4, 60, expired=False) == []
+    await _expire_leases(engine, ws)
+    again = await outbox.claim(engine, [consumer], 100, 60, expired=True)
+    assert len(again) == 9 and {r.attempts for r in again} == {2}
+
+
+async def test_a_row_with_one_refused_delivery_waits_whole_for_the_sweep(engine, workspace, temporal_client):
+    """One event of a row refused: the row is kept (delayed), not deleted;
+    the sweep hands all its events again (consumers drop those seen)."""
+    ws = workspace.workspace_id
+    consumer = f"probe-{uuid.uuid4().hex[:8]}"  # rows of other tests' workspaces stay out
+    await listen(engine, ws, consumer, traits=["plan"])
+    async with engine.begin() as conn:
+        raw = await driver_connection(conn)
+        await event_writer.write(
+            raw, [], [ProfileChange(ws, uuid.uuid4(), trait_keys=["plan"]) for _ in range(2)]
+        )
+
+    async def half_refused(rows):
+        # The first event's start is refused (Temporal rejects an id that
+        # long); the second event's signal finds no run: done.
+        first, second = rows
+        assert first.id == second.id
+        events = ProbeEvents(event_ids=[first.event_id], profile_ids=[first.profile_id])
+        return [
+            Delivery("ProbeWorkflow", "x" * 5000, ProbeStart(workspace_id=ws), "events", events, [first.id]),
+            Delivery("ProbeWorkflow", f"gone-{uuid.uuid4()}", None, "events", events, [second.id]),
+        ]
+
+    dispatcher = OutboxDispatcher(engine, temporal_client, "nowhere", {consumer: half_refused})
+    assert await dispatcher.dispatch_once() == 2
+    assert dispatcher.dispatched == 0
+    async with engine.connect() as conn:
+        kept = (
+            await conn.execute(
+                text("SELECT size, claimed_until > now() FROM outbox WHERE workspace_id = :w"), {"w": ws}
+            )
+        ).all()
+    assert kept == [(2, True)]

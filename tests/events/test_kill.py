@@ -25,7 +25,7 @@ from events.writer import ProfileChange
 from segments import service as segment_service
 from segments.schemas import SegmentCreate
 from tests.support import services
-from tests.support.outbox import listen
+from tests.support.outbox import OUTBOX_EVENTS, listen
 from tests.support.servers import free_port
 from workspaces.service import create_workspace_keys
 
@@ -100,22 +100,28 @@ async def test_tracking_killed_after_acknowledging_loses_no_outbox_row(settings,
 
             await asyncio.gather(*(sender(n) for n in range(4)))
     assert len(acknowledged) >= 150
-    # Every acknowledged event is stored with its outbox row; every stored
-    # event (acknowledged or caught mid-flight) has exactly one.
+    # Every acknowledged event is stored and announced; every stored event
+    # (acknowledged or caught mid-flight) is announced exactly once.
     missing = await _count(
         engine,
         "SELECT count(*) FROM unnest(CAST(:ids AS text[])) AS m(id) WHERE NOT EXISTS ("
-        " SELECT 1 FROM events e JOIN outbox o ON o.event_id = e.id AND o.consumer = 'probe'"
+        f" SELECT 1 FROM events e JOIN ({OUTBOX_EVENTS}) o ON o.event_id = e.id AND o.consumer = 'probe'"
         " WHERE e.workspace_id = :w AND e.message_id = m.id)",
         ids=acknowledged,
         w=ws,
     )
     assert missing == 0
     stored = await _count(engine, "SELECT count(*) FROM events WHERE workspace_id = :w", w=ws)
-    rows = await _count(
-        engine, "SELECT count(*) FROM outbox WHERE workspace_id = :w AND consumer = 'probe'", w=ws
+    announced = await _count(
+        engine,
+        f"SELECT count(DISTINCT event_id) FROM ({OUTBOX_EVENTS}) o "
+        "WHERE workspace_id = :w AND consumer = 'probe'",
+        w=ws,
     )
-    assert stored == rows >= len(acknowledged)
+    entries = await _count(
+        engine, "SELECT sum(size) FROM outbox WHERE workspace_id = :w AND consumer = 'probe'", w=ws
+    )
+    assert stored == announced == entries >= len(acknowledged)
 
 
 async def test_worker_killed_while_dispatching_loses_nothing_and_applies_once(
@@ -147,10 +153,14 @@ async def test_worker_killed_while_dispatching_loses_nothing_and_applies_once(
                     {"w": ws, "n": people},
                 )
             ]
-        async with engine.begin() as conn:
-            raw = await driver_connection(conn)
-            await event_writer.write(raw, [], [ProfileChange(ws, pid, trait_keys=["plan"]) for pid in ids])
-        assert await _count(engine, "SELECT count(*) FROM outbox") == people
+        # 40 statements of 10 changes: 40 outbox rows, one claim each (batch size 10).
+        for start in range(0, people, 10):
+            async with engine.begin() as conn:
+                raw = await driver_connection(conn)
+                changes = [ProfileChange(ws, pid, trait_keys=["plan"]) for pid in ids[start : start + 10]]
+                await event_writer.write(raw, [], changes)
+        assert await _count(engine, "SELECT count(*) FROM outbox") == people // 10
+        assert await _count(engine, "SELECT sum(size) FROM outbox") == people
 
         queue = f"kill-{uuid.uuid4().hex[:8]}"
         env = _env(
@@ -161,7 +171,9 @@ async def test_worker_killed_while_dispatching_loses_nothing_and_applies_once(
         )
         with _process(["worker"], env) as doomed:
             for _ in range(600):
-                left = await _count(engine, "SELECT count(*) FROM outbox WHERE claimed_until IS NULL")
+                left = await _count(
+                    engine, "SELECT COALESCE(sum(size), 0) FROM outbox WHERE claimed_until IS NULL"
+                )
                 if left < people - 50:
                     break
                 await asyncio.sleep(0.05)

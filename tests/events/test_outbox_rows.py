@@ -12,7 +12,7 @@ from sqlalchemy import text
 from definitions.events import SystemEvent
 from segments import recheck as recheck_service
 from segments import service as segment_service
-from tests.support.outbox import announced, listen
+from tests.support.outbox import OUTBOX_EVENTS, announced, listen, outbox_sizes
 
 PROBE = "probe"
 
@@ -48,7 +48,8 @@ async def test_tracked_events_are_announced_once_and_only_when_listened(tracking
         for name, pid, event_id in rows:
             stored = await conn.execute(
                 text(
-                    "SELECT e.name, e.profile_id FROM events e JOIN outbox o ON o.event_id = e.id "
+                    f"SELECT e.name, e.profile_id FROM events e JOIN ({OUTBOX_EVENTS}) o "
+                    "ON o.event_id = e.id "
                     "AND o.message_id = e.message_id AND o.occurred_at = e.occurred_at "
                     "WHERE e.workspace_id = :w AND e.id = :i AND o.consumer = :c"
                 ),
@@ -109,7 +110,8 @@ async def test_segment_refresh_and_recheck_announce_entered_and_exited(tracking,
     async with engine.connect() as conn:
         unkeyed = await conn.scalar(
             text(
-                "SELECT count(*) FROM outbox o WHERE o.workspace_id = :w AND o.consumer = :c AND NOT EXISTS ("
+                f"SELECT count(*) FROM ({OUTBOX_EVENTS}) o "
+                "WHERE o.workspace_id = :w AND o.consumer = :c AND NOT EXISTS ("
                 " SELECT 1 FROM events e WHERE e.workspace_id = o.workspace_id"
                 " AND e.message_id = o.message_id AND e.occurred_at = o.occurred_at AND e.id = o.event_id)"
             ),
@@ -178,3 +180,56 @@ async def test_profile_api_trait_changes_write_profile_updated(api, engine, work
             {"w": ws, "n": SystemEvent.PROFILE_UPDATED.value},
         )
         assert [r[0]["traits"] for r in stored] == [["plan", "seats"], ["seats"]]
+
+
+async def test_one_outbox_row_per_statement_and_consumer(tracking, api, engine, workspace):
+    """The events of one statement reach a consumer as one row carrying them
+    all (in the order stored); each consumer gets its own row."""
+    ws = workspace.workspace_id
+    await listen(engine, ws, PROBE, events=["Order Completed"], traits=["plan"])
+    await listen(engine, ws, "other", events=["Order Completed", "Cart Viewed"])
+    batch = [
+        {"userId": "hal", "event": "Order Completed", "messageId": "o-1"},
+        {"userId": "ida", "event": "Order Completed", "messageId": "o-2"},
+        {"userId": "hal", "event": "Cart Viewed", "messageId": "c-1"},
+        {"userId": "jon", "event": "Order Completed", "messageId": "o-3"},
+        {"type": "identify", "userId": "ida", "traits": {"plan": "pro"}},
+    ]
+    assert (await tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+    # Events in one row; the trait change (written by the same statement) in another.
+    assert sorted(await outbox_sizes(engine, ws, PROBE)) == [1, 3]
+    assert await outbox_sizes(engine, ws, "other") == [4]
+    hal, ida, jon = [await _profile_id(api, u) for u in ("hal", "ida", "jon")]
+    events = [(n, p) for n, p, _ in await announced(engine, ws, "other")]
+    assert sorted(events) == sorted(
+        [("Order Completed", hal), ("Order Completed", ida), ("Cart Viewed", hal), ("Order Completed", jon)]
+    )
+    # A retry of the whole batch stores nothing and announces nothing.
+    again = await tracking.post("/track/batch", json={"batch": batch[:4]})
+    assert again.json()["duplicates"] == 4
+    assert await outbox_sizes(engine, ws, "other") == [4]
+
+
+async def test_set_wise_announcements_are_split_into_bounded_rows(
+    tracking, api, engine, workspace, monkeypatch
+):
+    """A refresh that moves many people writes rows of at most
+    OUTBOX_ROW_EVENTS events each (a dispatcher's claim stays bounded)."""
+    from events import writer
+
+    monkeypatch.setattr(writer, "OUTBOX_ROW_EVENTS", 2)
+    ws = workspace.workspace_id
+    await listen(engine, ws, PROBE, events=[SystemEvent.SEGMENT_ENTERED])
+    users = [f"kim{n}" for n in range(5)]
+    batch = [{"type": "identify", "userId": u, "traits": {"plan": "pro"}} for u in users]
+    assert (await tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+    created = await api.post(
+        "/api/v1/segments",
+        json={"name": "Pro", "definition": {"type": "trait", "path": "plan", "op": "eq", "value": "pro"}},
+    )
+    async with engine.begin() as conn:
+        assert await segment_service.refresh(conn, ws, uuid.UUID(created.json()["id"])) == (5, 5, 0)
+    assert await outbox_sizes(engine, ws, PROBE) == [2, 2, 1]
+    profiles = {await _profile_id(api, u) for u in users}
+    rows = await announced(engine, ws, PROBE)
+    assert {p for _, p, _ in rows} == profiles and len({e for _, _, e in rows}) == 5

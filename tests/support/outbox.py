@@ -36,14 +36,36 @@ async def listen(
             )
 
 
+# The outbox as one row per announced event (a row of the table carries the
+# events of one statement as arrays): use as `FROM ({OUTBOX_EVENTS}) o`.
+OUTBOX_EVENTS = """
+SELECT o.id, o.workspace_id, o.consumer, o.claimed_until, u.profile_id, u.event_id, u.event_name,
+       u.occurred_at, u.message_id, u.k
+FROM outbox o,
+     unnest(o.profile_ids, o.event_ids, o.event_names, o.occurred_ats, o.message_ids)
+         WITH ORDINALITY AS u(profile_id, event_id, event_name, occurred_at, message_id, k)
+"""
+
+
 async def announced(engine: AsyncEngine, workspace_id: uuid.UUID, consumer: str) -> list[tuple]:
-    """(event_name, profile_id, event_id) of the consumer's outbox rows, oldest first."""
+    """(event_name, profile_id, event_id) of what the outbox announces to the
+    consumer, one tuple per event, oldest first."""
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT event_name, profile_id, event_id FROM outbox "
-                "WHERE workspace_id = :w AND consumer = :c ORDER BY id"
+                f"SELECT event_name, profile_id, event_id FROM ({OUTBOX_EVENTS}) o "
+                "WHERE workspace_id = :w AND consumer = :c ORDER BY id, k"
             ),
             {"w": workspace_id, "c": consumer},
         )
         return [tuple(r) for r in rows]
+
+
+async def outbox_sizes(engine: AsyncEngine, workspace_id: uuid.UUID, consumer: str) -> list[int]:
+    """How many events each of the consumer's outbox rows carries, oldest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT size FROM outbox WHERE workspace_id = :w AND consumer = :c ORDER BY id"),
+            {"w": workspace_id, "c": consumer},
+        )
+        return [r[0] for r in rows]

@@ -1,0 +1,70 @@
+"""Migration 0010_outbox_batches keeps what the outbox holds: rows of one
+event each become batches of one, and a downgrade expands batches back
+into rows of one event each."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from alembic import command
+from sqlalchemy import text
+
+from db.engine import driver_connection
+from db.migrate import alembic_config
+from events import writer as event_writer
+from events.writer import EventRow
+from tests.support.outbox import announced, listen
+
+REVISION = "0010_outbox_batches"
+
+
+async def _single_rows(engine, ws) -> list[tuple]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT consumer, profile_id, event_id, event_name, message_id FROM outbox "
+                "WHERE workspace_id = :w ORDER BY id"
+            ),
+            {"w": ws},
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_rows_survive_upgrade_and_downgrade(engine, workspace, settings):
+    ws = workspace.workspace_id
+    await listen(engine, ws, "probe", events=["Order Completed"])
+    now = datetime.now(UTC)
+    people = [uuid.uuid4() for _ in range(3)]
+    async with engine.begin() as conn:
+        rows = [EventRow(ws, p, "Order Completed", {}, now, f"m-{n}") for n, p in enumerate(people)]
+        await event_writer.write(await driver_connection(conn), rows)
+    batch = await announced(engine, ws, "probe")
+    assert [(n, p) for n, p, _ in batch] == [("Order Completed", p) for p in people]
+
+    cfg = alembic_config(settings.database_url)
+    cfg.attributes["settings"] = settings
+    await asyncio.to_thread(command.downgrade, cfg, f"{REVISION}-1")
+    try:
+        single = await _single_rows(engine, ws)
+        assert single == [("probe", p, e, "Order Completed", f"m-{n}") for n, (_, p, e) in enumerate(batch)]
+        async with engine.begin() as conn:  # a row written by the code before the migration
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (workspace_id, consumer, profile_id, event_id, event_name) "
+                    "VALUES (:w, 'probe', :p, :e, NULL)"
+                ),
+                {"w": ws, "p": people[0], "e": uuid.uuid4()},
+            )
+    finally:
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+    after = await announced(engine, ws, "probe")
+    assert after[:3] == batch and after[3][:2] == (None, people[0])
+    async with engine.connect() as conn:
+        sizes = (
+            await conn.execute(text("SELECT size FROM outbox WHERE workspace_id = :w ORDER BY id"), {"w": ws})
+        ).scalars()
+        assert list(sizes) == [1, 1, 1, 1]
+        options = await conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'"))
+        assert "toast_tuple_target=8160" in options
