@@ -12,7 +12,7 @@ variants taking turns statement by statement:
 - `none`: no announcement (the events insert alone: the code before the
   outbox, or no listener);
 - `per-event`: one outbox row per announced event (the outbox as it was
-  before migration 0010_outbox_batches, in a table of that shape);
+  before migration 0008_outbox_batches, in a table of that shape);
 - `batched`: the statement as it is (one row per statement and consumer
   carrying arrays);
 - `unheard`: the statement as it is, for events nobody listens for (what

@@ -1,6 +1,9 @@
-"""Migration 0010_outbox_batches keeps what the outbox holds: rows of one
+"""Migration 0008_outbox_batches keeps what the outbox holds: rows of one
 event each become batches of one, and a downgrade expands batches back
-into rows of one event each."""
+into rows of one event each.
+
+It runs on a database of its own migrated to exactly this revision, so
+later migrations are never downgraded under the suite's shared database."""
 
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ from datetime import UTC, datetime
 from alembic import command
 from sqlalchemy import text
 
-from db.engine import driver_connection
+from core.settings import Settings
+from db.engine import create_engine, driver_connection
 from db.migrate import alembic_config
 from events import writer as event_writer
 from events.writer import EventRow
+from tests.support import services
 from tests.support.outbox import announced, listen
 
-REVISION = "0010_outbox_batches"
+REVISION = "0008"
 
 
 async def _single_rows(engine, ws) -> list[tuple]:
@@ -32,8 +37,24 @@ async def _single_rows(engine, ws) -> list[tuple]:
         return [tuple(r) for r in rows]
 
 
-async def test_rows_survive_upgrade_and_downgrade(engine, workspace, settings):
-    ws = workspace.workspace_id
+async def test_rows_survive_upgrade_and_downgrade(pg_server, settings):
+    url = await services.create_database(pg_server)
+    own = Settings(**(settings.model_dump() | {"database_url": url}))
+    cfg = alembic_config(url)
+    cfg.attributes["settings"] = own
+    engine = create_engine(url, pool_size=2)
+    try:
+        await asyncio.to_thread(command.upgrade, cfg, REVISION)
+        await _check(engine, cfg)
+    finally:
+        await engine.dispose()
+        await services.drop_database(pg_server, url)
+
+
+async def _check(engine, cfg) -> None:
+    ws = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO workspaces (id, name) VALUES (:w, :n)"), {"w": ws, "n": str(ws)})
     await listen(engine, ws, "probe", events=["Order Completed"])
     now = datetime.now(UTC)
     people = [uuid.uuid4() for _ in range(3)]
@@ -43,8 +64,6 @@ async def test_rows_survive_upgrade_and_downgrade(engine, workspace, settings):
     batch = await announced(engine, ws, "probe")
     assert [(n, p) for n, p, _ in batch] == [("Order Completed", p) for p in people]
 
-    cfg = alembic_config(settings.database_url)
-    cfg.attributes["settings"] = settings
     await asyncio.to_thread(command.downgrade, cfg, f"{REVISION}-1")
     try:
         single = await _single_rows(engine, ws)
@@ -58,7 +77,7 @@ async def test_rows_survive_upgrade_and_downgrade(engine, workspace, settings):
                 {"w": ws, "p": people[0], "e": uuid.uuid4()},
             )
     finally:
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.upgrade, cfg, REVISION)
     after = await announced(engine, ws, "probe")
     assert after[:3] == batch and after[3][:2] == (None, people[0])
     async with engine.connect() as conn:

@@ -7,14 +7,14 @@ writes one row (see bench/compare_trees.py for what it bought). `size` is
 the number of events in a row, so that a dispatcher can bound a claim in
 events without reading the arrays. Existing rows become batches of one.
 
-Revision ID: 0010_outbox_batches
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
-revision = "0010_outbox_batches"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
