@@ -24,6 +24,7 @@ from delivery.schemas import (
     MessageCreate,
     MessageEvent,
     MessageOut,
+    MessageSummary,
     PreviewOut,
     PreviewRequest,
     ProviderCreate,
@@ -391,6 +392,14 @@ async def link_message_to_flow(
             "marketing": marketing,
         },
     )
+
+
+async def profile_messages(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, limit: int = 20
+) -> list[MessageSummary]:
+    """A profile's latest messages, newest first."""
+    rows = await repo.profile_messages(session, workspace_id, profile_id, limit)
+    return [MessageSummary.model_validate(dict(r)) for r in rows]
 
 
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:
