@@ -122,7 +122,8 @@ async def add_email_hours(conn: AsyncConnection, lo: datetime, hi: datetime) -> 
             FROM events e
             LEFT JOIN messages m
               ON m.workspace_id = e.workspace_id
-             AND m.id = CASE WHEN e.properties ->> 'message_id' ~* '{_UUID_PATTERN}' THEN (e.properties ->> 'message_id')::uuid END
+             AND m.id = CASE WHEN e.properties ->> 'message_id' ~* '{_UUID_PATTERN}'
+                             THEN (e.properties ->> 'message_id')::uuid END
             WHERE {_WINDOW} AND e.name LIKE 'Email %'
             GROUP BY 1, 2, 3, 4, 5, 6
             ON CONFLICT (workspace_id, hour, name, flow_id, campaign_id, provider)
