@@ -218,7 +218,8 @@ def flow_graph(
     )
     sx, sy = pos[start]
     parts.append(
-        f'<path class="edge" d="M{width / 2:.0f},{trigger_h - 4} L{sx + NODE_W / 2:.0f},{sy}" marker-end="url(#arrow)"/>'
+        f'<path class="edge" d="M{width / 2:.0f},{trigger_h - 4} L{sx + NODE_W / 2:.0f},{sy}" '
+        'marker-end="url(#arrow)"/>'
     )
     for source, outs in edge_list.items():
         if source not in pos:
@@ -235,8 +236,8 @@ def flow_graph(
             bx, by = x2 + NODE_W / 2, y2
             mid = (ay + by) / 2
             parts.append(
-                f'<path class="edge" d="M{ax:.0f},{ay:.0f} C{ax:.0f},{mid:.0f} {bx:.0f},{mid:.0f} {bx:.0f},{by:.0f}" '
-                'marker-end="url(#arrow)"/>'
+                f'<path class="edge" d="M{ax:.0f},{ay:.0f} C{ax:.0f},{mid:.0f} {bx:.0f},{mid:.0f} '
+                f'{bx:.0f},{by:.0f}" marker-end="url(#arrow)"/>'
             )
             count = taken.get(label, 0)
             lx, ly = (ax + bx) / 2, mid
@@ -244,7 +245,8 @@ def flow_graph(
             parts.append(
                 f'<rect class="edge-label-bg" x="{lx - 4 * len(text) - 6:.0f}" y="{ly - 10:.0f}" '
                 f'width="{8 * len(text) + 12:.0f}" height="18" rx="9"/>'
-                f'<text class="edge-label" x="{lx:.0f}" y="{ly + 3:.0f}" text-anchor="middle">{escape(text)}</text>'
+                f'<text class="edge-label" x="{lx:.0f}" y="{ly + 3:.0f}" text-anchor="middle">'
+                f"{escape(text)}</text>"
             )
     for node_id, (nx, ny) in pos.items():
         node = nodes.get(node_id, {})
@@ -252,10 +254,12 @@ def flow_graph(
         parts.append(
             f'<g class="node" data-node="{escape(node_id)}"><rect x="{nx:.0f}" y="{ny:.0f}" width="{NODE_W}" '
             f'height="{NODE_H}" rx="10"/>'
-            f'<text class="node-type" x="{nx + 12:.0f}" y="{ny + 20:.0f}">{escape(str(node.get("type", "")).upper())}</text>'
+            f'<text class="node-type" x="{nx + 12:.0f}" y="{ny + 20:.0f}">'
+            f"{escape(str(node.get('type', '')).upper())}</text>"
             f'<text class="node-title" x="{nx + 12:.0f}" y="{ny + 40:.0f}">{escape(node_id[:26])}</text>'
             f'<text class="node-counts" x="{nx + 12:.0f}" y="{ny + 61:.0f}">'
-            f"entered {s.get('entered', 0):,} · waiting {s.get('waiting', 0):,} · done {s.get('completed', 0):,}"
+            f"entered {s.get('entered', 0):,} · waiting {s.get('waiting', 0):,} · "
+            f"done {s.get('completed', 0):,}"
             "</text></g>"
         )
     parts.append("</svg>")
