@@ -51,8 +51,14 @@ def resolve_range(
     (its bucket included), start to `default_days` before. ValidationFailed
     (naming the parameter) for an empty, reversed or too long range."""
     now = datetime.now(UTC)
-    end_at = _utc(end) if end is not None else now
-    start_at = _utc(start) if start is not None else end_at - timedelta(days=default_days)
+    try:
+        end_at = _utc(end) if end is not None else now
+        start_at = _utc(start) if start is not None else end_at - timedelta(days=default_days)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValidationFailed([{"loc": "query.from", "msg": "date out of range"}]) from None
+    for value, loc in ((start_at, "query.from"), (end_at, "query.to")):
+        if not now - timedelta(days=365 * 20) <= value <= now + timedelta(days=366):
+            raise ValidationFailed([{"loc": loc, "msg": "must be within 20 years before and 1 year after now"}])
     if start_at >= end_at:
         raise ValidationFailed([{"loc": "query.from", "msg": "must be before `to`"}])
     if end_at - start_at > timedelta(days=MAX_DAYS):
