@@ -58,7 +58,9 @@ def resolve_range(
         raise ValidationFailed([{"loc": "query.from", "msg": "date out of range"}]) from None
     for value, loc in ((start_at, "query.from"), (end_at, "query.to")):
         if not now - timedelta(days=365 * 20) <= value <= now + timedelta(days=366):
-            raise ValidationFailed([{"loc": loc, "msg": "must be within 20 years before and 1 year after now"}])
+            raise ValidationFailed(
+                [{"loc": loc, "msg": "must be within 20 years before and 1 year after now"}]
+            )
     if start_at >= end_at:
         raise ValidationFailed([{"loc": "query.from", "msg": "must be before `to`"}])
     if end_at - start_at > timedelta(days=MAX_DAYS):

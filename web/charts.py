@@ -44,10 +44,25 @@ def compact(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _x_label(at: datetime, interval: str, first: bool) -> str:
+def _x_ticks(buckets: Sequence[datetime], interval: str) -> list[tuple[int, str]]:
+    """(index, label) of the x axis: about seven labels, on day boundaries
+    when an hourly chart spans days."""
+    n = len(buckets)
+    if n == 0:
+        return []
+    if interval == "hour" and n > 36:
+        midnights = [i for i, at in enumerate(buckets) if at.hour == 0]
+        every = max(1, math.ceil(len(midnights) / 8))
+        return [(i, buckets[i].strftime("%b %-d")) for i in midnights[::every]]
+    step = max(1, math.ceil(n / 7))
     if interval == "hour":
-        return at.strftime("%b %-d %H:%M") if first or at.hour == 0 else at.strftime("%H:%M")
-    return at.strftime("%b %-d")
+        step = next((h for h in (1, 2, 3, 4, 6, 12) if n / h <= 8), 12)
+        return [
+            (i, at.strftime("%b %-d %H:%M") if i == 0 or at.hour == 0 else at.strftime("%H:%M"))
+            for i, at in enumerate(buckets)
+            if at.hour % step == 0
+        ]
+    return [(i, buckets[i].strftime("%b %-d")) for i in range(0, n, step)]
 
 
 def line_chart(
@@ -92,13 +107,14 @@ def line_chart(
     parts.append(
         f'<line class="axis" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/>'
     )
-    label_every = max(1, math.ceil(n / 7))
-    for i, at in enumerate(buckets):
-        if i % label_every == 0:
-            parts.append(
-                f'<text class="tick" x="{x(i):.1f}" y="{height - 8}" text-anchor="middle">'
-                f"{escape(_x_label(at, interval, i == 0))}</text>"
-            )
+    for i, label in _x_ticks(buckets, interval):
+        parts.append(
+            f'<line class="axis" x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top + plot_h}" '
+            f'y2="{top + plot_h + 4}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{x(i):.1f}" y="{height - 8}" text-anchor="middle">{escape(label)}</text>'
+        )
     for index, line in enumerate(lines):
         color = line.color or PALETTE[index % len(PALETTE)]
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(line.values))

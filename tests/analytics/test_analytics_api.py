@@ -14,7 +14,6 @@ import pytest
 from analytics.rollups import rollup_pass
 from tests.conftest import new_workspace
 from tests.delivery.conftest import add_sendgrid, make_template, send
-from tests.delivery.conftest import sendgrid  # noqa: F401 - a fixture, re-exported
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 
@@ -50,7 +49,9 @@ async def test_event_series_counts_each_event_once(api, tracking, engine):
     assert counts == {at(2)[:13]: 2, at(1)[:13]: 1}
     assert body["total"]["total"] == 3
 
-    await track(tracking, [{"userId": "c", "event": "Viewed", "timestamp": at(1), "properties": {"plan": "pro"}}])
+    await track(
+        tracking, [{"userId": "c", "event": "Viewed", "timestamp": at(1), "properties": {"plan": "pro"}}]
+    )
     await roll(engine)
     broken = (await api.get("/api/v1/analytics/events", params={**params, "breakdown": "plan"})).json()
     by_value = {s["label"]: s["total"] for s in broken["breakdown"]}
@@ -61,7 +62,9 @@ async def test_event_series_counts_each_event_once(api, tracking, engine):
 
 
 async def test_day_series_and_profiles(api, tracking, engine):
-    await track(tracking, [{"userId": f"p{n}", "event": "Opened App", "timestamp": at(0.1)} for n in range(3)])
+    await track(
+        tracking, [{"userId": f"p{n}", "event": "Opened App", "timestamp": at(0.1)} for n in range(3)]
+    )
     await track(tracking, [{"userId": "p0", "event": "Opened App", "timestamp": at(0.05)}])
     await roll(engine)
     body = (await api.get("/api/v1/analytics/events", params={"interval": "day"})).json()
@@ -72,7 +75,9 @@ async def test_day_series_and_profiles(api, tracking, engine):
     active = {p["at"][:10]: p["count"] for p in people["active_profiles"]["points"]}
     assert active[today] == 3  # p0 twice today counts once
     overview = (await api.get("/api/v1/analytics/overview")).json()
-    assert overview["events"] == 4 and overview["new_profiles"] == 3 and overview["active_profiles_today"] == 3
+    assert (
+        overview["events"] == 4 and overview["new_profiles"] == 3 and overview["active_profiles_today"] == 3
+    )
 
 
 async def test_funnel_orders_steps_within_the_window(api, tracking, engine):
@@ -98,7 +103,13 @@ async def test_funnel_orders_steps_within_the_window(api, tracking, engine):
 
 
 async def test_email_engagement_from_a_real_send_and_open(
-    api, tracking_app, worker, sendgrid, engine, workspace, settings  # noqa: F811
+    api,
+    tracking_app,
+    worker,
+    sendgrid,
+    engine,
+    workspace,
+    settings,
 ):
     provider = await add_sendgrid(api, sendgrid)
     template = await make_template(api)
@@ -112,10 +123,17 @@ async def test_email_engagement_from_a_real_send_and_open(
     body = (await api.get("/api/v1/analytics/email", params={"interval": "hour", "from": at(2)})).json()
     assert body["totals"]["Sent"] == 1 and body["totals"]["Opened"] == 1
     by_provider = (
-        await api.get("/api/v1/analytics/email", params={"provider": provider["kind"], "from": at(2), "interval": "hour"})
+        await api.get(
+            "/api/v1/analytics/email",
+            params={"provider": provider["kind"], "from": at(2), "interval": "hour"},
+        )
     ).json()
     assert by_provider["totals"]["Sent"] == 1
-    other = (await api.get("/api/v1/analytics/email", params={"provider": "ses", "from": at(2), "interval": "hour"})).json()
+    other = (
+        await api.get(
+            "/api/v1/analytics/email", params={"provider": "ses", "from": at(2), "interval": "hour"}
+        )
+    ).json()
     assert other["totals"]["Sent"] == 0
 
 
@@ -128,7 +146,9 @@ async def test_another_workspace_sees_none_of_it(api_app, tracking, engine, sess
         body = (await client.get("/api/v1/analytics/events", params={"name": "Private"})).json()
         assert body["total"]["total"] == 0
         assert (await client.get("/api/v1/analytics/events/names")).json()["data"] == []
-        funnel = (await client.get("/api/v1/analytics/funnel", params=[("steps", "Private"), ("steps", "Private")])).json()
+        funnel = (
+            await client.get("/api/v1/analytics/funnel", params=[("steps", "Private"), ("steps", "Private")])
+        ).json()
         assert funnel["steps"][0]["count"] == 0
 
 

@@ -20,10 +20,12 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="session")
-async def web_app(settings):
+async def web_app(settings, temporal_address):
+    from tests.support.services import TEMPORAL_UI_URLS
     from web.app import create_app
 
-    app = create_app(settings)
+    # Links into the Temporal UI point at the test server's own UI.
+    app = create_app(settings.model_copy(update={"temporal_ui_url": TEMPORAL_UI_URLS[temporal_address]}))
     async with serve(app) as url:
         app.state.base_url = url
         yield app
