@@ -98,18 +98,22 @@ async def event_names(
     )
 
 
-async def property_keys(
-    conn: Conn, ws: uuid.UUID, name: str, start: datetime, end: datetime, limit: int
-) -> list[str]:
-    """Property keys rolled up for an event in the range."""
+async def property_keys(conn: Conn, ws: uuid.UUID, name: str, limit: int) -> list[str]:
+    """Property keys ever rolled up for an event: a loose index scan of the
+    primary key (one probe per key, not a read of every row)."""
     rows = await _rows(
         conn,
         """
-        SELECT DISTINCT key FROM analytics_property_hours
-        WHERE workspace_id = :ws AND name = :name AND hour >= :start AND hour < :end
-        ORDER BY key LIMIT :limit
+        WITH RECURSIVE k AS (
+            SELECT min(key) AS key FROM analytics_property_hours WHERE workspace_id = :ws AND name = :name
+            UNION ALL
+            SELECT (SELECT min(key) FROM analytics_property_hours
+                    WHERE workspace_id = :ws AND name = :name AND key > k.key)
+            FROM k WHERE k.key IS NOT NULL
+        )
+        SELECT key FROM k WHERE key IS NOT NULL LIMIT :limit
         """,
-        {"ws": ws, "name": name, "start": start, "end": end, "limit": limit},
+        {"ws": ws, "name": name, "limit": limit},
     )
     return [r["key"] for r in rows]
 

@@ -146,7 +146,7 @@ async def event_names(
     """Event names of the range by frequency (and the property keys of `name`)."""
     lo, hi = resolve_range(start, end, "day", default_days=90)
     rows = await repo.event_names(session, ws, lo, hi, 200)
-    keys = await repo.property_keys(session, ws, name, lo, hi, 100) if name else []
+    keys = await repo.property_keys(session, ws, name, 100) if name else []
     return EventNames(data=[EventName(name=r["name"], count=r["count"]) for r in rows], properties=keys)
 
 
@@ -242,18 +242,37 @@ async def overview(
     lo, hi = resolve_range(start, end, "day")
     events = await repo.event_buckets(session, ws, None, "day", lo, hi)
     new = await repo.new_profile_buckets(session, ws, "day", lo, hi)
-    yesterday = _floor(datetime.now(UTC), "day")
-    active = await repo.active_days(session, ws, yesterday, yesterday + timedelta(days=1))
-    emails = await email_series(session, ws, interval="day", start=lo, end=hi - timedelta(microseconds=1))
+    emails = await repo.email_buckets(session, ws, "day", lo, hi, None, None)
+    totals = {kind: 0 for kind in EMAIL_KINDS[:5]}
+    for r in emails:
+        kind = r["name"].removeprefix("Email ")
+        totals[kind] = totals.get(kind, 0) + int(r["count"])
     return Overview(
         start=lo,
         end=hi,
         events=sum(int(r["count"]) for r in events),
         new_profiles=sum(int(r["count"]) for r in new),
-        active_profiles_today=int(active[-1]["count"]) if active else 0,
-        emails=emails.totals,
+        active_profiles_today=await active_today(session, ws),
+        emails=totals,
         running_flows=await repo.running_flows(session, ws),
         as_of=await repo.watermark(session),
+    )
+
+
+async def active_today(session: AsyncSession, ws: uuid.UUID) -> int:
+    """Distinct profiles with an event today (UTC)."""
+    today = _floor(datetime.now(UTC), "day")
+    rows = await repo.active_days(session, ws, today, today + timedelta(days=1))
+    return int(rows[-1]["count"]) if rows else 0
+
+
+async def status(session: AsyncSession, ws: uuid.UUID) -> tuple[int, int, datetime | None]:
+    """(active profiles today, running flows, rollups as of): what the
+    overview page shows beside the series it already has."""
+    return (
+        await active_today(session, ws),
+        await repo.running_flows(session, ws),
+        await repo.watermark(session),
     )
 
 

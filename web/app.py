@@ -6,6 +6,7 @@ missing row a 404 page, an outage a 503 page with Retry-After."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_pages(app)
     app.add_middleware(RequestLimits, default_limit=FORM_BODY_BYTES, json_prefixes=())
+    app.add_middleware(ServerTiming)
 
     from web.pages import auth, events, flows, overview, profiles, providers, segments, templates
 
@@ -118,6 +120,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+class ServerTiming:
+    """Adds `Server-Timing: app;dur=<ms>` to every response: the time the
+    app spent before its first byte (bench/dashboard.py reports it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - started) * 1000
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"server-timing", f"app;dur={ms:.2f}".encode())]
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 def _error_page(

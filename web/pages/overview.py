@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from analytics import service as analytics
+from analytics.schemas import Overview
 from delivery.health import provider_health
 from flows import service as flows
 from web.app import render
@@ -25,7 +26,17 @@ async def overview(
     events = await analytics.event_series(session, ws, name=None, interval=interval, start=start, end=end)
     people = await analytics.profile_series(session, ws, interval=interval, start=start, end=end)
     email = await analytics.email_series(session, ws, interval=interval, start=start, end=end)
-    totals = await analytics.overview(session, ws, start=start, end=end)
+    active_today, running_flows, as_of = await analytics.status(session, ws)
+    totals = Overview(
+        start=start,
+        end=end,
+        events=events.total.total,
+        new_profiles=people.new_profiles.total,
+        active_profiles_today=active_today,
+        emails=email.totals,
+        running_flows=running_flows,
+        as_of=as_of,
+    )
     providers = await provider_health(session, ws, request.app.state.services.limits)
     page = await flows.list_flows(session, ws, None, 100)
     active = [f for f in page.data if f.status == "active"][:8]

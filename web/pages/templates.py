@@ -20,8 +20,8 @@ router = APIRouter()
 
 FIELDS = ("name", "subject", "from_email", "from_name", "reply_to", "html", "text")
 STARTER = {
-    "subject": "Welcome, {{ profile.traits.first_name | default('there') }}!",
-    "html": "<h1>Hi {{ profile.traits.first_name | default('there') }}</h1>\n<p>Thanks for signing up.</p>\n"
+    "subject": "Welcome, {{ profile.first_name | default('there') }}!",
+    "html": "<h1>Hi {{ profile.first_name | default('there') }}</h1>\n<p>Thanks for signing up.</p>\n"
     '<p><a href="https://example.com/start">Get started</a></p>\n'
     '<p style="font-size:12px"><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
 }
