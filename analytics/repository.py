@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import RowMapping, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 Conn = AsyncSession | AsyncConnection
@@ -16,6 +17,14 @@ Conn = AsyncSession | AsyncConnection
 
 async def _rows(conn: Conn, sql: str, params: dict) -> Sequence[RowMapping]:
     return (await conn.execute(text(sql), params)).mappings().all()
+
+
+def _grain(interval: str, hourly: str, daily: str) -> tuple[str, str, str]:
+    """(table, its time column, the bucket expression): day series read the
+    daily rollup (24 times fewer rows), hour series the hourly one."""
+    if interval == "day":
+        return daily, "day", "(day::timestamp AT TIME ZONE 'UTC')"
+    return hourly, "hour", "hour"
 
 
 async def event_buckets(
@@ -38,15 +47,20 @@ async def event_buckets(
 async def top_values(
     conn: Conn, ws: uuid.UUID, name: str, key: str, start: datetime, end: datetime, limit: int
 ) -> list[str]:
-    """The most frequent values of a property of an event in the range."""
+    """The most frequent values of a property of an event in the range (day-aligned ranges read days)."""
+    aligned = start.hour == 0 and end.hour == 0 and start.minute == 0 and end.minute == 0
+    table, column, _ = _grain(
+        "day" if aligned else "hour", "analytics_property_hours", "analytics_property_days"
+    )
+    lo, hi = (start.date(), end.date()) if aligned else (start, end)
     rows = await _rows(
         conn,
-        """
-        SELECT value FROM analytics_property_hours
-        WHERE workspace_id = :ws AND name = :name AND key = :key AND hour >= :start AND hour < :end
+        f"""
+        SELECT value FROM {table}
+        WHERE workspace_id = :ws AND name = :name AND key = :key AND {column} >= :start AND {column} < :end
         GROUP BY value ORDER BY sum(count) DESC, value LIMIT :limit
         """,
-        {"ws": ws, "name": name, "key": key, "start": start, "end": end, "limit": limit},
+        {"ws": ws, "name": name, "key": key, "start": lo, "end": hi, "limit": limit},
     )
     return [r["value"] for r in rows]
 
@@ -62,24 +76,18 @@ async def value_buckets(
     end: datetime,
 ) -> Sequence[RowMapping]:
     """(value, at, count) for the given values of a property."""
+    table, column, bucket = _grain(interval, "analytics_property_hours", "analytics_property_days")
+    lo, hi = (start.date(), end.date()) if interval == "day" else (start, end)
     return await _rows(
         conn,
-        """
-        SELECT value, date_trunc(:interval, hour, 'UTC') AS at, sum(count)::bigint AS count
-        FROM analytics_property_hours
-        WHERE workspace_id = :ws AND name = :name AND key = :key AND hour >= :start AND hour < :end
+        f"""
+        SELECT value, {bucket} AS at, sum(count)::bigint AS count
+        FROM {table}
+        WHERE workspace_id = :ws AND name = :name AND key = :key AND {column} >= :start AND {column} < :end
           AND value = ANY(:values)
         GROUP BY 1, 2 ORDER BY 2
         """,
-        {
-            "ws": ws,
-            "name": name,
-            "key": key,
-            "values": values,
-            "interval": interval,
-            "start": start,
-            "end": end,
-        },
+        {"ws": ws, "name": name, "key": key, "values": values, "start": lo, "end": hi},
     )
 
 
@@ -128,6 +136,8 @@ async def email_buckets(
     provider: str | None,
 ) -> Sequence[RowMapping]:
     """(name, at, count) of `Email …` events, optionally of one flow or provider."""
+    table, column, bucket = _grain(interval, "analytics_email_hours", "analytics_email_days")
+    lo, hi = (start.date(), end.date()) if interval == "day" else (start, end)
     where = ""
     if flow_id is not None:
         where += " AND flow_id = :flow"
@@ -136,16 +146,15 @@ async def email_buckets(
     return await _rows(
         conn,
         f"""
-        SELECT name, date_trunc(:interval, hour, 'UTC') AS at, sum(count)::bigint AS count
-        FROM analytics_email_hours
-        WHERE workspace_id = :ws AND hour >= :start AND hour < :end {where}
+        SELECT name, {bucket} AS at, sum(count)::bigint AS count
+        FROM {table}
+        WHERE workspace_id = :ws AND {column} >= :start AND {column} < :end {where}
         GROUP BY 1, 2 ORDER BY 2
         """,
         {
             "ws": ws,
-            "interval": interval,
-            "start": start,
-            "end": end,
+            "start": lo,
+            "end": hi,
             "flow": str(flow_id) if flow_id else None,
             "provider": provider,
         },
@@ -214,7 +223,13 @@ async def running_flows(conn: Conn, ws: uuid.UUID) -> int:
 
 
 async def funnel(
-    conn: Conn, ws: uuid.UUID, steps: list[str], start: datetime, end: datetime, window_seconds: int
+    conn: AsyncSession,
+    ws: uuid.UUID,
+    steps: list[str],
+    start: datetime,
+    end: datetime,
+    window_seconds: int,
+    timeout_seconds: float,
 ) -> list[int]:
     """Profiles reaching each step. Reads `events` (by the (workspace, name,
     time) index), bounded by the range plus the window: first step in
@@ -241,5 +256,20 @@ async def funnel(
             GROUP BY p.profile_id)"""
         )
     counts = ", ".join(f"(SELECT count(*) FROM s{i})" for i in range(len(steps)))
-    row = (await conn.execute(text(f"WITH {', '.join(ctes)} SELECT {counts}"), params)).one()
+    # A savepoint and a time limit: a funnel over a busy range is refused
+    # (FunnelTooSlow) instead of holding a connection, and the page's
+    # transaction stays usable.
+    async with conn.begin_nested():
+        await conn.execute(text(f"SET LOCAL statement_timeout = {int(timeout_seconds * 1000)}"))
+        try:
+            row = (await conn.execute(text(f"WITH {', '.join(ctes)} SELECT {counts}"), params)).one()
+        except DBAPIError as exc:
+            if "QueryCanceled" in type(exc.orig).__name__ or "canceling statement" in str(exc.orig):
+                raise FunnelTooSlow from None
+            raise
+        await conn.execute(text("SET LOCAL statement_timeout = DEFAULT"))
     return [int(v) for v in row]
+
+
+class FunnelTooSlow(Exception):
+    """The funnel query ran past its time limit."""

@@ -83,54 +83,86 @@ async def add_event_hours(conn: AsyncConnection, lo: datetime, hi: datetime) -> 
     return int(result.scalar_one())
 
 
-async def add_property_hours(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+async def add_property_counts(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
     """Counts per top-level string or boolean property value (up to
-    MAX_VALUE_CHARS), per event name and hour: what a breakdown reads."""
+    MAX_VALUE_CHARS), per event name, by hour and by day: what a breakdown
+    reads. One scan of the slice's properties feeds both tables."""
     await conn.execute(
         text(
             f"""
-            INSERT INTO analytics_property_hours AS t (workspace_id, name, key, value, hour, count)
-            SELECT e.workspace_id, e.name, p.key, p.value #>> '{{}}',
-                   date_trunc('hour', e.occurred_at, 'UTC'), count(*)
-            FROM events e, jsonb_each(e.properties) p
-            WHERE {_WINDOW}
-              AND jsonb_typeof(e.properties) = 'object'
-              AND jsonb_typeof(p.value) IN ('string', 'boolean')
-              AND length(p.key) <= {MAX_VALUE_CHARS}
-              AND length(p.value #>> '{{}}') <= {MAX_VALUE_CHARS}
+            WITH agg AS (
+                SELECT e.workspace_id, e.name, p.key, p.value #>> '{{}}' AS value,
+                       date_trunc('hour', e.occurred_at, 'UTC') AS hour, count(*) AS n
+                FROM events e, jsonb_each(e.properties) p
+                WHERE {_WINDOW}
+                  AND jsonb_typeof(e.properties) = 'object'
+                  AND jsonb_typeof(p.value) IN ('string', 'boolean')
+                  AND length(p.key) <= {MAX_VALUE_CHARS}
+                  AND length(p.value #>> '{{}}') <= {MAX_VALUE_CHARS}
+                GROUP BY 1, 2, 3, 4, 5
+            ), hourly AS (
+                INSERT INTO analytics_property_hours AS t (workspace_id, name, key, value, hour, count)
+                SELECT workspace_id, name, key, value, hour, n FROM agg
+                ON CONFLICT (workspace_id, name, key, hour, value)
+                DO UPDATE SET count = t.count + EXCLUDED.count
+            )
+            INSERT INTO analytics_property_days AS t (workspace_id, name, key, value, day, count)
+            SELECT workspace_id, name, key, value, (hour AT TIME ZONE 'UTC')::date, sum(n) FROM agg
             GROUP BY 1, 2, 3, 4, 5
-            ON CONFLICT (workspace_id, name, key, hour, value) DO UPDATE SET count = t.count + EXCLUDED.count
+            ON CONFLICT (workspace_id, name, key, day, value) DO UPDATE SET count = t.count + EXCLUDED.count
             """
         ),
         {"lo": lo, "hi": hi},
     )
 
 
-async def add_email_hours(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
-    """`Email …` events per hour, with the flow, campaign and provider of
-    their message (from `messages`, else the event's own properties)."""
+async def add_email_counts(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+    """`Email …` events by hour and by day, with the flow, campaign and
+    provider of their message (from `messages`, else the event's own properties)."""
     await conn.execute(
         text(
             f"""
-            INSERT INTO analytics_email_hours AS t
-                (workspace_id, hour, name, flow_id, campaign_id, provider, count)
-            SELECT e.workspace_id, date_trunc('hour', e.occurred_at, 'UTC'), e.name,
-                   coalesce(m.flow_id::text, ''),
-                   left(coalesce(m.campaign_id, e.properties ->> 'campaign_id', ''), 200),
-                   left(coalesce(m.provider_kind, e.properties ->> 'provider', ''), 100),
-                   count(*)
-            FROM events e
-            LEFT JOIN messages m
-              ON m.workspace_id = e.workspace_id
-             AND m.id = CASE WHEN e.properties ->> 'message_id' ~* '{_UUID_PATTERN}'
-                             THEN (e.properties ->> 'message_id')::uuid END
-            WHERE {_WINDOW} AND e.name LIKE 'Email %'
-            GROUP BY 1, 2, 3, 4, 5, 6
-            ON CONFLICT (workspace_id, hour, name, flow_id, campaign_id, provider)
+            WITH agg AS (
+                SELECT e.workspace_id, date_trunc('hour', e.occurred_at, 'UTC') AS hour, e.name,
+                       coalesce(m.flow_id::text, '') AS flow_id,
+                       left(coalesce(m.campaign_id, e.properties ->> 'campaign_id', ''), 200) AS campaign_id,
+                       left(coalesce(m.provider_kind, e.properties ->> 'provider', ''), 100) AS provider,
+                       count(*) AS n
+                FROM events e
+                LEFT JOIN messages m
+                  ON m.workspace_id = e.workspace_id
+                 AND m.id = CASE WHEN e.properties ->> 'message_id' ~* '{_UUID_PATTERN}'
+                                 THEN (e.properties ->> 'message_id')::uuid END
+                WHERE {_WINDOW} AND e.name LIKE 'Email %'
+                GROUP BY 1, 2, 3, 4, 5, 6
+            ), hourly AS (
+                INSERT INTO analytics_email_hours AS t
+                    (workspace_id, hour, name, flow_id, campaign_id, provider, count)
+                SELECT workspace_id, hour, name, flow_id, campaign_id, provider, n FROM agg
+                ON CONFLICT (workspace_id, hour, name, flow_id, campaign_id, provider)
+                DO UPDATE SET count = t.count + EXCLUDED.count
+            )
+            INSERT INTO analytics_email_days AS t
+                (workspace_id, day, name, flow_id, campaign_id, provider, count)
+            SELECT workspace_id, (hour AT TIME ZONE 'UTC')::date, name, flow_id, campaign_id, provider, sum(n)
+            FROM agg GROUP BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT (workspace_id, day, name, flow_id, campaign_id, provider)
             DO UPDATE SET count = t.count + EXCLUDED.count
             """
         ),
         {"lo": lo, "hi": hi},
+    )
+
+
+async def summarize_received_index(conn: AsyncConnection) -> None:
+    """Summarize the BRIN ranges of `events.received_at` that filled since
+    the last pass (autosummarize does it too, but later): unsummarized
+    ranges are read by every pass, which after a bulk load is all of them."""
+    await conn.execute(
+        text(
+            "SELECT brin_summarize_new_values(i.inhrelid) FROM pg_inherits i "
+            "WHERE i.inhparent = 'events_received_brin'::regclass"
+        )
     )
 
 

@@ -35,6 +35,8 @@ async def rollup_pass(
     """Bring every rollup up to `now() - lag`; returns what it counted."""
     events = slices = 0
     async with engine.begin() as conn:
+        await repo.summarize_received_index(conn)
+    async with engine.begin() as conn:
         hi = await repo.db_now(conn) - timedelta(seconds=lag_seconds)
         lo = await repo.watermark(conn, repo.EVENTS_WATERMARK)
         if lo is None:
@@ -50,8 +52,8 @@ async def rollup_pass(
                 lo = current
                 continue
             events += await repo.add_event_hours(conn, lo, end)
-            await repo.add_property_hours(conn, lo, end)
-            await repo.add_email_hours(conn, lo, end)
+            await repo.add_property_counts(conn, lo, end)
+            await repo.add_email_counts(conn, lo, end)
             await repo.add_active_days(conn, lo, end)
             await repo.set_watermark(conn, repo.EVENTS_WATERMARK, end)
         slices += 1

@@ -30,6 +30,8 @@ from core.errors import ValidationFailed
 MAX_DAYS = 400
 MAX_HOUR_BUCKETS = 24 * 31
 MAX_FUNNEL_DAYS = 92
+# Funnels read `events` (no rollup): past this they are refused, not left running.
+FUNNEL_TIMEOUT_SECONDS = 10.0
 MAX_BREAKDOWN_VALUES = 8
 EMAIL_KINDS = ("Sent", "Delivered", "Opened", "Clicked", "Bounced", "Complained", "Unsubscribed")
 OTHER = "(other)"
@@ -219,7 +221,17 @@ async def funnel(
         raise ValidationFailed(
             [{"loc": "query.from", "msg": f"a funnel spans at most {MAX_FUNNEL_DAYS} days"}]
         )
-    counts = await repo.funnel(session, ws, steps, lo, hi, window_hours * 3600)
+    try:
+        counts = await repo.funnel(session, ws, steps, lo, hi, window_hours * 3600, FUNNEL_TIMEOUT_SECONDS)
+    except repo.FunnelTooSlow:
+        raise ValidationFailed(
+            [
+                {
+                    "loc": "query.from",
+                    "msg": "this funnel reads too many events; narrow the range or the window",
+                }
+            ]
+        ) from None
     first = counts[0] or 0
     out = []
     for i, (name, count) in enumerate(zip(steps, counts, strict=True)):

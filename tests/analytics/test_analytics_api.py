@@ -56,6 +56,9 @@ async def test_event_series_counts_each_event_once(api, tracking, engine):
     broken = (await api.get("/api/v1/analytics/events", params={**params, "breakdown": "plan"})).json()
     by_value = {s["label"]: s["total"] for s in broken["breakdown"]}
     assert by_value == {"pro": 3, "free": 1}
+    # Day series read the daily rollups: the same totals.
+    daily = (await api.get("/api/v1/analytics/events", params={"name": "Viewed", "breakdown": "plan"})).json()
+    assert {s["label"]: s["total"] for s in daily["breakdown"]} == {"pro": 3, "free": 1}
     names = (await api.get("/api/v1/analytics/events/names", params={"name": "Viewed"})).json()
     assert {n["name"]: n["count"] for n in names["data"]} == {"Viewed": 4, "Bought": 1}
     assert names["properties"] == ["plan"]
@@ -122,6 +125,8 @@ async def test_email_engagement_from_a_real_send_and_open(
     await roll(engine)
     body = (await api.get("/api/v1/analytics/email", params={"interval": "hour", "from": at(2)})).json()
     assert body["totals"]["Sent"] == 1 and body["totals"]["Opened"] == 1
+    daily = (await api.get("/api/v1/analytics/email", params={"interval": "day"})).json()
+    assert daily["totals"]["Sent"] == 1 and daily["totals"]["Opened"] == 1
     by_provider = (
         await api.get(
             "/api/v1/analytics/email",
