@@ -163,6 +163,19 @@ async def events_before(
     return (await session.execute(stmt)).mappings().all()
 
 
+async def labels(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """A readable name (email, else external id) of each profile that has one."""
+    if not ids:
+        return {}
+    stmt = select(profiles.c.id, profiles.c.email, profiles.c.external_id).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.id.in_(ids)
+    )
+    rows = (await session.execute(stmt)).all()
+    return {r.id: r.email or r.external_id for r in rows if r.email or r.external_id}
+
+
 async def memberships(
     session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID
 ) -> Sequence[RowMapping]:

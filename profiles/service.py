@@ -93,6 +93,13 @@ async def timeline(
     return EventPage(data=page, next_cursor=next_cursor)
 
 
+async def labels(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Email (else external id) by profile id, for lists that show people."""
+    return await repo.labels(session, workspace_id, ids)
+
+
 async def memberships(
     session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID
 ) -> list[Membership]:

@@ -14,6 +14,7 @@ from analytics import service as analytics
 from core.errors import Conflict
 from definitions.flows import FlowGraph, edges
 from flows import service as flows
+from profiles import service as profiles
 from web.app import render
 from web.deps import FormDep, SessionDep, ViewerDep
 from web.pages.common import RangeQ, lines, range_bounds
@@ -65,6 +66,7 @@ async def flow(
         session, ws, interval=interval, start=start, end=end, flow_id=flow_id
     )
     by_node = {n.node_id: n.model_dump() for n in stats.nodes}
+    people = await profiles.labels(session, ws, [e.profile_id for e in enrollments.data])
     return render(
         request,
         "flow.html",
@@ -81,6 +83,7 @@ async def flow(
         interval=interval,
         email=lines(email.series[:5]),
         runs_link=flows.temporal_ui_search(settings, FlowId=flow_id),
+        people=people,
         notice=notice,
     )
 
