@@ -136,6 +136,66 @@ def line_chart(
     return Markup("".join(parts))
 
 
+def stacked_bars(
+    buckets: Sequence[datetime],
+    lines: Sequence[Line],
+    *,
+    interval: str,
+    unit: str,
+    height: int = 240,
+    width: int = 760,
+) -> Markup:
+    """Bars per bucket, one coloured segment per line stacked (a breakdown):
+    the same axes as `line_chart`."""
+    left, right, top, bottom = 56, 16, 14, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(1, len(buckets))
+    sums = [sum(line.values[i] for line in lines) for i in range(len(buckets))]
+    ticks = nice_ticks(max(sums, default=0))
+    y_max = ticks[-1] or 1
+    slot = plot_w / n
+    bar = max(1.0, slot * 0.72)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(unit)} per {interval}" preserveAspectRatio="xMidYMid meet">'
+    ]
+    for t in ticks:
+        ty = top + plot_h - plot_h * (t / y_max)
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}"/>')
+        parts.append(
+            f'<text class="tick" x="{left - 8}" y="{ty + 4:.1f}" text-anchor="end">{compact(t)}</text>'
+        )
+    parts.append(
+        f'<text class="axis-title" transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(unit)} / {interval}</text>'
+    )
+    for i, at in enumerate(buckets):
+        base = top + plot_h
+        x0 = left + slot * i + (slot - bar) / 2
+        when = at.strftime("%b %-d %H:%M" if interval == "hour" else "%b %-d")
+        for index, line in enumerate(lines):
+            v = line.values[i]
+            if not v:
+                continue
+            h = plot_h * v / y_max
+            base -= h
+            color = line.color or PALETTE[index % len(PALETTE)]
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
+                f"<title>{escape(line.label)}: {v:,} {escape(unit)} ({when} UTC)</title></rect>"
+            )
+    parts.append(
+        f'<line class="axis" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/>'
+    )
+    for i, label in _x_ticks(buckets, interval):
+        cx = left + slot * (i + 0.5)
+        parts.append(
+            f'<text class="tick" x="{cx:.1f}" y="{height - 8}" text-anchor="middle">{escape(label)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 def legend(lines: Sequence[Line], totals: Sequence[int] | None = None) -> Markup:
     """Colour keys for a chart's lines (with each line's total)."""
     items = []
