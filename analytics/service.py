@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -297,9 +297,3 @@ async def segment_sizes(
     for r in await repo.segment_sizes(session, ws, segment_ids, since):
         out[r["segment_id"]].points.append(Point(at=_utc(r["at"]), count=int(r["count"])))
     return out
-
-
-def day_range(days: int) -> tuple[datetime, datetime]:
-    """The last `days` whole days up to now (for pages with a fixed window)."""
-    today = datetime.combine(date.today(), time(), UTC)
-    return today - timedelta(days=days - 1), datetime.now(UTC)

@@ -56,6 +56,8 @@ async def test_walkthrough_with_screenshots(page, api, tracking, engine, sendgri
     await expect(page.locator("text=Paying customers")).to_be_visible()
     await shot(page, "05-segments")
     await page.click("text=New segment")
+    await page.click("button.starter:has-text('Has not done an event')")
+    await expect(page.locator("#estimate")).to_contain_text("did Order Completed = 0 times")
     await page.fill("#f-name", "German pros")
     await page.fill(
         "#f-definition",

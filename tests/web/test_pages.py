@@ -3,11 +3,14 @@ isolated, forms put messages next to fields, bad parameters are 4xx pages."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from tests.conftest import new_workspace
 from tests.web.conftest import csrf_of, sign_in
+from web.pages.segments import STARTERS
 
 PAGES = [
     "/",
@@ -206,3 +209,12 @@ async def test_another_workspace_sees_nothing(web_app, web, api, sessionmaker):
         )
         assert r.status_code == 404
     assert (await api.get(f"/api/v1/segments/{created['id']}")).json()["name"] == "Mine"
+
+
+async def test_every_starter_tree_is_a_valid_definition(web):
+    csrf = csrf_of((await web.get("/segments/new")).text)
+    for label, tree in STARTERS.items():
+        r = await web.post(
+            "/segments/estimate", data={"definition": json.dumps(tree)}, headers={"X-CSRF-Token": csrf}
+        )
+        assert "data-estimate>" in r.text and "data-estimate-error" not in r.text, (label, r.text)

@@ -15,6 +15,7 @@ from core.errors import Conflict
 from definitions.flows import FlowGraph, edges
 from flows import service as flows
 from profiles import service as profiles
+from web import charts
 from web.app import render
 from web.deps import FormDep, SessionDep, ViewerDep
 from web.pages.common import RangeQ, lines, range_bounds
@@ -74,9 +75,7 @@ async def flow(
         nav="flows",
         flow=found,
         stats=stats,
-        graph=request.app.state.templates.env.globals["charts"].flow_graph(
-            found.definition, by_node, _edge_list(found.definition)
-        ),
+        graph=charts.flow_graph(found.definition, by_node, _edge_list(found.definition)),
         enrollments=enrollments,
         status=status,
         range=range,

@@ -32,6 +32,30 @@ EXAMPLE = {
         },
     ],
 }
+# Starting points the form offers next to the editor (each replaces the tree).
+STARTERS = {
+    "Trait equals": {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
+    "Did an event recently": {
+        "type": "event",
+        "name": "Order Completed",
+        "count": {"op": ">=", "value": 2},
+        "within": {"last": 30},
+    },
+    "Has not done an event": {
+        "type": "event",
+        "name": "Order Completed",
+        "count": {"op": "=", "value": 0},
+        "within": {"last": 90},
+    },
+    "All of (trait and event)": EXAMPLE,
+    "Any of two countries": {
+        "type": "any",
+        "conditions": [
+            {"type": "trait", "path": "country", "op": "eq", "value": "DE"},
+            {"type": "trait", "path": "country", "op": "eq", "value": "FR"},
+        ],
+    },
+}
 CursorQ = Annotated[str | None, Query(max_length=200)]
 
 
@@ -57,6 +81,7 @@ def _form_page(
         segment=segment,
         values=values or {},
         errors=errors or {},
+        starters={label: json.dumps(tree, indent=2) for label, tree in STARTERS.items()},
     )
 
 
