@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 EVENTS_WATERMARK = "events"
 PROFILES_WATERMARK = "profiles"
+# The day before which `analytics_active_days` was last pruned: pruning
+# scans the whole set (no index on the day alone), so it runs once a day.
+PRUNED_WATERMARK = "active_days_pruned"
 
 # Property values longer than this are left out of the breakdown rollup
 # (ids, URLs with query strings: nobody breaks a chart down by them).
@@ -191,14 +194,26 @@ async def add_active_days(conn: AsyncConnection, lo: datetime, hi: datetime) -> 
     )
 
 
-async def prune_active_days(conn: AsyncConnection) -> None:
-    """Forget who was active on days older than ACTIVE_DAYS_KEPT (their counts stay)."""
+async def prune_active_days(conn: AsyncConnection) -> bool:
+    """Forget who was active on days older than ACTIVE_DAYS_KEPT (their
+    counts stay), at most once per day; True when it pruned."""
+    cutoff = (
+        await conn.execute(
+            text(f"SELECT date_trunc('day', now(), 'UTC') - make_interval(days => {ACTIVE_DAYS_KEPT})")
+        )
+    ).scalar_one()
+    last = await watermark(conn, PRUNED_WATERMARK)
+    if last is not None and last >= cutoff:
+        return False
     await conn.execute(
         text(
             "DELETE FROM analytics_active_days "
-            f"WHERE day < (now() AT TIME ZONE 'UTC')::date - {ACTIVE_DAYS_KEPT}"
-        )
+            "WHERE day < (CAST(:cutoff AS timestamptz) AT TIME ZONE 'UTC')::date"
+        ),
+        {"cutoff": cutoff},
     )
+    await set_watermark(conn, PRUNED_WATERMARK, cutoff)
+    return True
 
 
 async def add_new_profiles(

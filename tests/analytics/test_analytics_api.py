@@ -184,3 +184,24 @@ async def test_analytics_are_in_the_openapi_document(api):
     paths = (await api.get("/openapi.json")).json()["paths"]
     for path in ("events", "events/names", "email", "profiles", "funnel", "overview"):
         assert f"/api/v1/analytics/{path}" in paths
+
+
+async def test_old_activity_is_forgotten_once_a_day(engine, workspace):
+    from sqlalchemy import text
+
+    from analytics import rollup_repository
+
+    old_day = (NOW - timedelta(days=40)).date()
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM analytics_watermarks WHERE name = 'active_days_pruned'"))
+        await conn.execute(
+            text("INSERT INTO analytics_active_days VALUES (:ws, :day, gen_random_uuid())"),
+            {"ws": workspace.workspace_id, "day": old_day},
+        )
+        assert await rollup_repository.prune_active_days(conn) is True
+        left = await conn.execute(
+            text("SELECT count(*) FROM analytics_active_days WHERE workspace_id = :ws AND day = :day"),
+            {"ws": workspace.workspace_id, "day": old_day},
+        )
+        assert left.scalar_one() == 0
+        assert await rollup_repository.prune_active_days(conn) is False  # not again today
