@@ -24,8 +24,13 @@ async def web_app(settings, temporal_address):
     from tests.support.services import TEMPORAL_UI_URLS
     from web.app import create_app
 
-    # Links into the Temporal UI point at the test server's own UI.
-    app = create_app(settings.model_copy(update={"temporal_ui_url": TEMPORAL_UI_URLS[temporal_address]}))
+    # Links into the Temporal UI point at the test server's own UI; a small
+    # pool, since the app lives for the rest of the run on a shared server.
+    app = create_app(
+        settings.model_copy(
+            update={"temporal_ui_url": TEMPORAL_UI_URLS[temporal_address], "api_db_pool_size": 3}
+        )
+    )
     async with serve(app) as url:
         app.state.base_url = url
         yield app
