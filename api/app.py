@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api import email, flows, profiles, segments, topics, workspace
+from api import analytics, email, flows, profiles, segments, topics, workspace
 from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
 from core.request_limits import RequestLimits
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flows.router)
     app.include_router(topics.router)
     app.include_router(workspace.router)
+    app.include_router(analytics.router)
     for router in (
         email.templates_router,
         email.providers_router,

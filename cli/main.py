@@ -45,8 +45,8 @@ def _logging(level: str = "INFO") -> None:
 def up() -> None:
     """Start everything: PostgreSQL, Redis and Temporal (embedded unless
     DATABASE_URL / REDIS_URL / TEMPORAL_ADDRESS are set), migrations, the
-    default workspace, then the api (:3001), tracking (:3002) and worker
-    processes. Ctrl-C stops it all; data stays in .mp/."""
+    default workspace, then the api (:3001), tracking (:3002), web
+    dashboard (:3000) and worker processes. Ctrl-C stops it all; data stays in .mp/."""
     from cli.up import run_up
 
     _exit(run_up(get_settings()))
@@ -104,6 +104,18 @@ def tracking(
         access_log=False,
         loop="uvloop",
         http="httptools",
+    )
+
+
+@app.command()
+def web() -> None:
+    """Serve the dashboard on WEB_PORT (3000): sign in with a workspace secret key."""
+    import uvicorn
+
+    settings = use_stack()
+    refuse_dev_secret(settings, "web")
+    uvicorn.run(
+        "web.app:create_app", factory=True, host=settings.host, port=settings.web_port, log_level="info"
     )
 
 

@@ -80,6 +80,7 @@ class Platform:
                 "services": services,
                 "api_url": f"http://127.0.0.1:{self.settings.port}",
                 "tracking_url": f"http://127.0.0.1:{self.settings.tracking_port}",
+                "web_url": f"http://127.0.0.1:{self.settings.web_port}",
                 "children": self.supervisor.status(),
             },
         )
@@ -182,10 +183,15 @@ class Platform:
         s = self.settings
         _check_port_free(s.port, "the management API", "PORT")
         _check_port_free(s.tracking_port, "the tracking API", "TRACKING_PORT")
+        _check_port_free(s.web_port, "the dashboard", "WEB_PORT")
         python = sys.executable
-        for name, port in (("worker", None), ("api", s.port), ("tracking", s.tracking_port)):
-            self._start(Child(name, [python, "-m", "cli", name], env=self.env), port)
-        for child, port in ((self.children[-2], s.port), (self.children[-1], s.tracking_port)):
+        apps = (("api", s.port), ("tracking", s.tracking_port), ("web", s.web_port))
+        self._start(Child("worker", [python, "-m", "cli", "worker"], env=self.env))
+        started = [
+            (self._start(Child(name, [python, "-m", "cli", name], env=self.env), port), port)
+            for name, port in apps
+        ]
+        for child, port in started:
             embedded.wait_for_port(child, port, 60)
 
 
@@ -301,6 +307,7 @@ def _banner(settings: Settings, keys: dict, data_dir: Path) -> None:
         f"""
 Marketing platform is up.
 
+  Dashboard        http://localhost:{settings.web_port}        (sign in with the secret key below)
   Management API   http://localhost:{settings.port}        (OpenAPI docs: http://localhost:{settings.port}/docs)
   Tracking API     http://localhost:{settings.tracking_port}
   Temporal UI      {settings.temporal_ui_url}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 
 _POOL_BYTES = 10 * 512
 _pool = b""
@@ -35,3 +36,10 @@ def uuid7() -> uuid.UUID:
     value |= 0x8000_0000_0000_0000  # variant 10
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
     return _UUID(int=value)
+
+
+def uuid7_floor(at: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of the millisecond `at`: `id >= uuid7_floor(t)`
+    selects rows created from `t` on through an index on the id."""
+    ms = int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    return _UUID(int=(ms << 80) | (0x7000 << 64) | 0x8000_0000_0000_0000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core.errors import BadRequest
@@ -52,3 +53,27 @@ def cut_page(
     items = [to_item(row) for row in rows[:limit]]
     more = len(rows) > limit and bool(items)
     return items, cursor_after(items[-1]) if more else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_time_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    """The cursor that continues after (at, row_id), for lists ordered by a time then an id."""
+    micros = (at - _EPOCH) // timedelta(microseconds=1)
+    raw = micros.to_bytes(8, "big", signed=True) + row_id.bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """(at, id) a page continues after; BadRequest when malformed."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(raw) != 24:
+            raise ValueError(cursor)
+        micros = int.from_bytes(raw[:8], "big", signed=True)
+        return _EPOCH + timedelta(microseconds=micros), uuid.UUID(bytes=raw[8:])
+    except (ValueError, OverflowError):
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page") from None

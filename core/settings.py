@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     segment_dispatch_timeout_seconds: float = Field(
         600.0, description="Execution timeout of each scheduled run that starts due segment refreshes."
     )
+    analytics_rollup_seconds: float = Field(
+        60.0, ge=1, description="How often the analytics rollups take in newly arrived events."
+    )
+    analytics_rollup_lag_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Events are rolled up once received this long ago (covers commits still in flight).",
+    )
+    web_port: int = Field(3000, description="Dashboard (web) port.")
     key_cache_seconds: float = Field(
         10.0, description="How long a process trusts a looked-up API key before re-checking it."
     )

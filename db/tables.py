@@ -11,12 +11,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -353,4 +355,94 @@ flow_steps = Table(
     Column("outcome", Text, nullable=True),
     _ts("entered_at", nullable=False, server_default=func.now()),
     _ts("left_at", nullable=True),
+)
+
+# -- analytics rollups (migration 0009; kept by analytics/rollups.py) ------------
+
+
+def _rollup(name: str, *columns: Column, key: tuple[str, ...]) -> Table:
+    return Table(name, metadata, *columns, PrimaryKeyConstraint(*key))
+
+
+analytics_event_hours = _rollup(
+    "analytics_event_hours",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    _ts("hour", nullable=False),
+    Column("count", BigInteger, nullable=False),
+    key=("workspace_id", "name", "hour"),
+)
+analytics_property_hours = _rollup(
+    "analytics_property_hours",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    _ts("hour", nullable=False),
+    Column("count", BigInteger, nullable=False),
+    key=("workspace_id", "name", "key", "hour", "value"),
+)
+analytics_property_days = _rollup(
+    "analytics_property_days",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    key=("workspace_id", "name", "key", "day", "value"),
+)
+
+
+def _email_rollup(name: str, time_column: Column) -> Table:
+    return _rollup(
+        name,
+        Column("workspace_id", UUID(as_uuid=True), nullable=False),
+        time_column,
+        Column("name", Text, nullable=False),
+        Column("flow_id", Text, nullable=False, server_default=text("''")),
+        Column("campaign_id", Text, nullable=False, server_default=text("''")),
+        Column("provider", Text, nullable=False, server_default=text("''")),
+        Column("count", BigInteger, nullable=False),
+        key=("workspace_id", time_column.name, "name", "flow_id", "campaign_id", "provider"),
+    )
+
+
+analytics_email_hours = _email_rollup("analytics_email_hours", _ts("hour", nullable=False))
+analytics_email_days = _email_rollup("analytics_email_days", Column("day", Date, nullable=False))
+analytics_profile_hours = _rollup(
+    "analytics_profile_hours",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    _ts("hour", nullable=False),
+    Column("new_profiles", BigInteger, nullable=False),
+    key=("workspace_id", "hour"),
+)
+analytics_active_days = _rollup(
+    "analytics_active_days",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    key=("workspace_id", "day", "profile_id"),
+)
+analytics_active_counts = _rollup(
+    "analytics_active_counts",
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("profiles", BigInteger, nullable=False),
+    key=("workspace_id", "day"),
+)
+analytics_segment_sizes = _rollup(
+    "analytics_segment_sizes",
+    Column("segment_id", UUID(as_uuid=True), nullable=False),
+    _ts("hour", nullable=False),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("member_count", BigInteger, nullable=False),
+    key=("segment_id", "hour"),
+)
+analytics_watermarks = _rollup(
+    "analytics_watermarks",
+    Column("name", Text, nullable=False),
+    _ts("value", nullable=False),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    key=("name",),
 )

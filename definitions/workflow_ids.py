@@ -16,11 +16,17 @@ EVENT_PARTITIONS_SCHEDULE = "maintenance-event-partitions"
 SEGMENT_REFRESH_DISPATCH_SCHEDULE = "segments-refresh-dispatch"
 OUTBOX_SWEEP_SCHEDULE = "maintenance-outbox-sweep"
 FLOW_DATE_TRIGGERS_SCHEDULE = "flows-date-triggers"
+ANALYTICS_ROLLUP_SCHEDULE = "analytics-rollup"
 
 
 def event_partitions() -> str:
     """The scheduled `EventPartitionsWorkflow` (one at a time)."""
     return "maintenance:event-partitions"
+
+
+def analytics_rollup() -> str:
+    """The scheduled `AnalyticsRollupWorkflow` (one at a time)."""
+    return "analytics:rollup"
 
 
 def outbox_sweep() -> str:

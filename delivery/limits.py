@@ -145,6 +145,29 @@ class ProviderLimits:
             self._clean_until[provider_id] = now + self._clean_cache_seconds
         return state
 
+    async def snapshot(self, provider_id: object) -> dict[str, float | str | None]:
+        """What a dashboard shows, read without side effects (unlike
+        `state`, which may take the half-open probe): breaker state
+        (`closed`, `open`, `half-open`), failures counted in the window,
+        seconds until an open breaker is tried again, and the tokens left in
+        the rate-limit bucket (None before the first send)."""
+        failures_key, open_key, _ = self._breaker_keys(provider_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(failures_key)
+            pipe.get(open_key)
+            pipe.hget(f"{self._prefix}rl:{provider_id}", "tokens")
+            pipe.time()
+            failures, open_until, tokens, now_parts = await pipe.execute()
+        now = float(now_parts[0]) + float(now_parts[1]) / 1e6
+        reopen = float(open_until) if open_until is not None else None
+        state = "closed" if reopen is None else ("open" if now < reopen else "half-open")
+        return {
+            "state": state,
+            "failures": float(failures or 0),
+            "retry_in": max(0.0, reopen - now) if reopen is not None and now < reopen else None,
+            "tokens": float(tokens) if tokens is not None else None,
+        }
+
     async def failed(self, provider_id: object, *, was_probe: bool) -> bool:
         """Record a provider failure; True when the breaker opened."""
         self._clean_until.pop(provider_id, None)

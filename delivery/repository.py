@@ -11,6 +11,7 @@ from sqlalchemy import RowMapping, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from core.ids import uuid7_floor
 from db.engine import driver_connection
 from db.tables import events, messages, profiles, providers, suppressions, templates
 from definitions.events import EMAIL_EVENT_PREFIX
@@ -55,6 +56,61 @@ async def enabled_providers(conn: Conn, workspace_id: uuid.UUID) -> Sequence[Row
         providers.c.workspace_id == workspace_id, providers.c.enabled.is_(True)
     )
     return (await conn.execute(stmt.order_by(providers.c.priority, providers.c.name))).mappings().all()
+
+
+async def providers_by_priority(conn: Conn, workspace_id: uuid.UUID) -> Sequence[RowMapping]:
+    """Every provider of the workspace in routing order, without secrets or settings."""
+    stmt = select(
+        providers.c.id,
+        providers.c.name,
+        providers.c.kind,
+        providers.c.priority,
+        providers.c.rate_limit,
+        providers.c.enabled,
+    ).where(providers.c.workspace_id == workspace_id)
+    return (await conn.execute(stmt.order_by(providers.c.priority, providers.c.name))).mappings().all()
+
+
+async def message_outcomes_since(
+    conn: Conn, workspace_id: uuid.UUID, since: datetime
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """provider id → (sent, failed) among messages created since `since`
+    (an id range: message ids are UUIDv7)."""
+    m = messages
+    stmt = (
+        select(
+            m.c.provider_id,
+            func.count().filter(m.c.sent_at.is_not(None)),
+            func.count().filter(m.c.status == "failed"),
+        )
+        .where(m.c.workspace_id == workspace_id, m.c.id >= uuid7_floor(since), m.c.provider_id.is_not(None))
+        .group_by(m.c.provider_id)
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in (await conn.execute(stmt)).all()}
+
+
+async def profile_messages(
+    conn: Conn, workspace_id: uuid.UUID, profile_id: uuid.UUID, limit: int
+) -> Sequence[RowMapping]:
+    """A profile's latest messages (index `messages_profile_idx`)."""
+    stmt = (
+        select(
+            messages.c.id,
+            messages.c.subject,
+            messages.c.status,
+            messages.c.provider_kind,
+            messages.c.flow_id,
+            messages.c.campaign_id,
+            messages.c.created_at,
+            messages.c.sent_at,
+            messages.c.opened_at,
+            messages.c.clicked_at,
+        )
+        .where(messages.c.workspace_id == workspace_id, messages.c.profile_id == profile_id)
+        .order_by(messages.c.id.desc())
+        .limit(limit)
+    )
+    return (await conn.execute(stmt)).mappings().all()
 
 
 async def provider_by_id(conn: Conn, provider_id: uuid.UUID) -> RowMapping | None:

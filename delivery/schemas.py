@@ -239,3 +239,18 @@ class MessageOut(BaseModel):
     clicked_at: datetime | None
     workflow_id: str
     events: list[MessageEvent] = Field(default_factory=list)
+
+
+class MessageSummary(BaseModel):
+    """A message as a profile's history lists it."""
+
+    id: uuid.UUID
+    subject: str | None
+    status: str
+    provider_kind: str | None
+    flow_id: uuid.UUID | None
+    campaign_id: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None

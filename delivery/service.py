@@ -24,6 +24,7 @@ from delivery.schemas import (
     MessageCreate,
     MessageEvent,
     MessageOut,
+    MessageSummary,
     PreviewOut,
     PreviewRequest,
     ProviderCreate,
@@ -121,6 +122,22 @@ async def preview(
 ) -> PreviewOut:
     """Render for a profile (or an address), reporting missing variables."""
     template = await _template_row(session, workspace_id, template_id)
+    return await preview_draft(
+        session, workspace_id, template["subject"], template["html"], template["text"], body
+    )
+
+
+async def preview_draft(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    subject: str,
+    html: str,
+    text: str | None,
+    body: PreviewRequest,
+) -> PreviewOut:
+    """Render unsaved template parts (the dashboard's editor) as `preview`
+    does, after the same syntax check as a save."""
+    await check_template(subject=subject, html=html, text=text)
     profile = None
     if body.profile_id is not None:
         profile = await repo.profile_for_send(session, workspace_id, body.profile_id)
@@ -134,7 +151,7 @@ async def preview(
         "unsubscribe_url": "https://example.invalid/unsubscribe",
     }
     try:
-        rendered = await render_async(template["subject"], template["html"], template["text"], context)
+        rendered = await render_async(subject, html, text, context)
     except RenderBudgetExceeded as exc:
         raise ValidationFailed([{"loc": "template", "msg": str(exc)}]) from None
     return PreviewOut(
@@ -402,6 +419,14 @@ async def link_message_to_flow(
             "marketing": marketing,
         },
     )
+
+
+async def profile_messages(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, limit: int = 20
+) -> list[MessageSummary]:
+    """A profile's latest messages, newest first."""
+    rows = await repo.profile_messages(session, workspace_id, profile_id, limit)
+    return [MessageSummary.model_validate(dict(r)) for r in rows]
 
 
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageOut:

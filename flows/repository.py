@@ -204,6 +204,21 @@ async def list_enrollments(
     return (await session.execute(stmt)).mappings().all()
 
 
+async def profile_enrollments(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, limit: int
+) -> Sequence[RowMapping]:
+    """A person's enrollments in every flow, newest first, with the flow's name."""
+    e = flow_enrollments
+    stmt = (
+        select(*ENROLLMENT_COLUMNS, e.c.flow_id, flows.c.name.label("flow_name"))
+        .join(flows, flows.c.id == e.c.flow_id)
+        .where(e.c.workspace_id == workspace_id, e.c.profile_id == profile_id)
+        .order_by(e.c.entered_at.desc(), e.c.id.desc())
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).mappings().all()
+
+
 async def get_enrollment(
     session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID, enrollment_id: uuid.UUID
 ) -> RowMapping | None:

@@ -181,6 +181,13 @@ class EnrollmentOut(BaseModel):
     temporal_ui: str = Field(description="The run in the Temporal web UI.")
 
 
+class ProfileEnrollment(EnrollmentOut):
+    """An enrollment as a profile lists it: with its flow."""
+
+    flow_id: uuid.UUID
+    flow_name: str
+
+
 class StepOut(BaseModel):
     """One node an enrollment passed through."""
 

@@ -14,6 +14,7 @@ import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from pydantic import ValidationError
@@ -56,6 +57,7 @@ from flows.schemas import (
     FlowVersionOut,
     FlowVersionPage,
     NodeStats,
+    ProfileEnrollment,
     SegmentEnrollOut,
     SegmentEnrollRequest,
     StepOut,
@@ -376,6 +378,22 @@ async def archive(session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.
 def temporal_ui_link(settings: Settings, workflow_id: str) -> str:
     """The run's page in the Temporal web UI."""
     return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+
+
+def temporal_ui_search(settings: Settings, **attributes: object) -> str:
+    """The Temporal web UI's workflow list filtered by search attributes
+    (`FlowId`, `ProfileId`, ...)."""
+    query = " AND ".join(f'{name}="{value}"' for name, value in attributes.items())
+    base = f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows"
+    return f"{base}?query={quote(query)}"
+
+
+async def profile_enrollments(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, settings: Settings, limit: int = 50
+) -> list[ProfileEnrollment]:
+    """A person's latest enrollments across flows, each with its run in the Temporal UI."""
+    rows = await repo.profile_enrollments(session, workspace_id, profile_id, limit)
+    return [ProfileEnrollment.model_validate(_enrollment(r, settings)) for r in rows]
 
 
 async def _require_active(session: AsyncSession, workspace_id: uuid.UUID, flow_id: uuid.UUID) -> None:

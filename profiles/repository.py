@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, select, update
+from sqlalchemy import RowMapping, and_, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import uuid7
 from db.engine import driver_connection
-from db.tables import events, profile_aliases, profiles, segment_memberships
+from db.tables import events, profile_aliases, profiles, segment_memberships, segments
 from definitions.events import SystemEvent, profile_event_key
 from events import writer as event_writer
 from events.writer import EventRow, ProfileChange
@@ -135,6 +135,58 @@ async def latest_events(
         .where(and_(events.c.workspace_id == workspace_id, events.c.profile_id == profile_id))
         .order_by(events.c.occurred_at.desc())
         .limit(limit)
+    )
+    return (await session.execute(stmt)).mappings().all()
+
+
+async def events_before(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """A page of a profile's events, newest first, older than `before`
+    (occurred_at, id): index `events_profile_time_idx`."""
+    stmt = select(
+        events.c.id,
+        events.c.type,
+        events.c.name,
+        events.c.properties,
+        events.c.occurred_at,
+        events.c.received_at,
+        events.c.message_id,
+    ).where(events.c.workspace_id == workspace_id, events.c.profile_id == profile_id)
+    if before is not None:
+        stmt = stmt.where(tuple_(events.c.occurred_at, events.c.id) < tuple_(*before))
+    stmt = stmt.order_by(events.c.occurred_at.desc(), events.c.id.desc()).limit(limit)
+    return (await session.execute(stmt)).mappings().all()
+
+
+async def labels(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """A readable name (email, else external id) of each profile that has one."""
+    if not ids:
+        return {}
+    stmt = select(profiles.c.id, profiles.c.email, profiles.c.external_id).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.id.in_(ids)
+    )
+    rows = (await session.execute(stmt)).all()
+    return {r.id: r.email or r.external_id for r in rows if r.email or r.external_id}
+
+
+async def memberships(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID
+) -> Sequence[RowMapping]:
+    """The segments a profile is in (as of their last refresh)."""
+    m = segment_memberships
+    stmt = (
+        select(segments.c.id, segments.c.name, m.c.entered_at)
+        .join(segments, segments.c.id == m.c.segment_id)
+        .where(m.c.profile_id == profile_id, m.c.workspace_id == workspace_id)
+        .where(segments.c.workspace_id == workspace_id)
+        .order_by(segments.c.name)
     )
     return (await session.execute(stmt)).mappings().all()
 

@@ -79,3 +79,18 @@ class ProfilePage(BaseModel):
 
     data: list[ProfileOut]
     next_cursor: str | None
+
+
+class EventPage(BaseModel):
+    """One page of a profile's events, newest first."""
+
+    data: list[EventOut]
+    next_cursor: str | None
+
+
+class Membership(BaseModel):
+    """A segment a profile is in."""
+
+    id: uuid.UUID
+    name: str
+    entered_at: datetime

@@ -13,9 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
-from core.pagination import cut_page, decode_cursor
+from core.pagination import cut_page, decode_cursor, decode_time_cursor, encode_time_cursor
 from profiles import repository as repo
-from profiles.schemas import EventOut, ProfileCreate, ProfileDetail, ProfileOut, ProfilePage, ProfileUpdate
+from profiles.schemas import (
+    EventOut,
+    EventPage,
+    Membership,
+    ProfileCreate,
+    ProfileDetail,
+    ProfileOut,
+    ProfilePage,
+    ProfileUpdate,
+)
 from topics import repository as topics_repo
 
 _TRAIT_PATH = re.compile(r"^[A-Za-z0-9_\-$]+(\.[A-Za-z0-9_\-$]+)*$")
@@ -73,6 +82,36 @@ async def get_profile(session: AsyncSession, workspace_id: uuid.UUID, profile_id
         topic_optouts=optouts,
         events=[EventOut.model_validate(dict(e)) for e in events],
     )
+
+
+async def timeline(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID, cursor: str | None, limit: int
+) -> EventPage:
+    """A page of a profile's events, newest first."""
+    rows = await repo.events_before(session, workspace_id, profile_id, decode_time_cursor(cursor), limit + 1)
+    page, next_cursor = cut_page(
+        rows,
+        limit,
+        lambda r: EventOut.model_validate(dict(r)),
+        lambda e: encode_time_cursor(e.occurred_at, e.id),
+    )
+    return EventPage(data=page, next_cursor=next_cursor)
+
+
+async def labels(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Email (else external id) by profile id, for lists that show people."""
+    return await repo.labels(session, workspace_id, ids)
+
+
+async def memberships(
+    session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID
+) -> list[Membership]:
+    """The segments a profile is in, as of their last refresh."""
+    return [
+        Membership.model_validate(dict(r)) for r in await repo.memberships(session, workspace_id, profile_id)
+    ]
 
 
 async def _ensure_identity_free(

@@ -46,16 +46,25 @@ def test_every_setting_is_documented_and_in_env_example():
 def test_compose_runs_the_whole_stack_with_known_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "temporal", "temporal-ui", "setup", "api", "tracking", "worker"} <= set(
-        services
-    )
+    assert {
+        "postgres",
+        "redis",
+        "temporal",
+        "temporal-ui",
+        "setup",
+        "api",
+        "tracking",
+        "web",
+        "worker",
+    } <= set(services)
     assert services["temporal"]["image"].startswith("temporalio/auto-setup")
-    for name in ("api", "tracking", "worker", "setup"):
+    for name in ("api", "tracking", "web", "worker", "setup"):
         env = services[name]["environment"]
         assert set(env) <= _setting_names(), f"{name} sets unknown settings {set(env) - _setting_names()}"
     assert services["api"]["command"] == ["mp", "api"]
     assert services["tracking"]["command"] == ["mp", "tracking"]
     assert services["worker"]["command"] == ["mp", "worker"]
+    assert services["web"]["command"] == ["mp", "web"]
 
 
 def _tracked_files() -> list[Path]:

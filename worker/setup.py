@@ -27,6 +27,7 @@ from temporalio.client import (
 
 from core.settings import Settings
 from definitions import search_attributes, workflow_ids
+from definitions.analytics import RollupInput
 from definitions.flow_runs import DateTriggersInput
 from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.segment_runs import DueSegmentsInput
@@ -37,6 +38,7 @@ EVENT_PARTITIONS_SCHEDULE = workflow_ids.EVENT_PARTITIONS_SCHEDULE
 SEGMENT_REFRESH_SCHEDULE = workflow_ids.SEGMENT_REFRESH_DISPATCH_SCHEDULE
 OUTBOX_SWEEP_SCHEDULE = workflow_ids.OUTBOX_SWEEP_SCHEDULE
 FLOW_DATE_TRIGGERS_SCHEDULE = workflow_ids.FLOW_DATE_TRIGGERS_SCHEDULE
+ANALYTICS_ROLLUP_SCHEDULE = workflow_ids.ANALYTICS_ROLLUP_SCHEDULE
 
 
 def dev_server_search_attribute_args() -> list[str]:
@@ -126,6 +128,15 @@ def schedules(settings: Settings) -> dict[str, Schedule]:
             workflow_ids.flow_date_triggers(),
             timedelta(minutes=30),
             "Enrolls people whose date trait makes a date-triggered flow due.",
+        ),
+        ANALYTICS_ROLLUP_SCHEDULE: _every(
+            settings,
+            timedelta(seconds=settings.analytics_rollup_seconds),
+            "AnalyticsRollupWorkflow",
+            RollupInput(lag_seconds=settings.analytics_rollup_lag_seconds),
+            workflow_ids.analytics_rollup(),
+            timedelta(hours=3),
+            "Adds newly arrived events and profiles to the hourly rollups the dashboard reads.",
         ),
     }
 

@@ -72,6 +72,20 @@ async def find_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | None
     return KeyRow(row.id, row.workspace_id, row.kind, frozenset(origins) if origins else None)
 
 
+async def session_key(
+    conn: AsyncConnection | AsyncSession, key_id: uuid.UUID
+) -> tuple[uuid.UUID, str] | None:
+    """(workspace id, workspace name) of an unrevoked secret key, by id (a
+    dashboard session re-checks its key on every page)."""
+    stmt = (
+        select(workspaces.c.id, workspaces.c.name)
+        .join(api_keys, api_keys.c.workspace_id == workspaces.c.id)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None), api_keys.c.kind == "secret")
+    )
+    row = (await conn.execute(stmt)).first()
+    return (row[0], row[1]) if row else None
+
+
 async def touch_key(conn: AsyncConnection, key_id: uuid.UUID, every_seconds: float) -> None:
     """Record that a key was used, unless that was recorded within `every_seconds`
     (by any process)."""

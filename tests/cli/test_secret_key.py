@@ -20,7 +20,7 @@ from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Settings a test must not inherit from the shell that runs the suite.
-CLEARED = ("SECRET_KEY", "MP_ALLOW_DEV_SECRET", "PORT", "TRACKING_PORT", "TEMPORAL_TASK_QUEUE")
+CLEARED = ("SECRET_KEY", "MP_ALLOW_DEV_SECRET", "PORT", "TRACKING_PORT", "WEB_PORT", "TEMPORAL_TASK_QUEUE")
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -35,6 +35,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
         "TRACKING_PORT": str(free_port()),
+        "WEB_PORT": str(free_port()),
         "TEMPORAL_TASK_QUEUE": f"secret-{uuid.uuid4().hex[:8]}",
     }
     return env | extra
@@ -87,7 +88,7 @@ def test_refuse_dev_secret_only_for_the_default_key():
     refuse_dev_secret(Settings(_env_file=None, secret_key=DEV_SECRET_KEY, MP_ALLOW_DEV_SECRET=True), "api")
 
 
-@pytest.mark.parametrize("process", ["api", "tracking", "worker"])
+@pytest.mark.parametrize("process", ["api", "tracking", "web", "worker"])
 async def test_process_with_the_dev_key_exits_with_one_line(process, settings, tmp_path):
     proc = await start(process, process_env(settings), tmp_path)
     try:
@@ -107,6 +108,7 @@ async def test_process_with_the_dev_key_exits_with_one_line(process, settings, t
     [
         ("api", "PORT", {"MP_ALLOW_DEV_SECRET": "1"}),  # the dev key, allowed on purpose
         ("tracking", "TRACKING_PORT", {"SECRET_KEY": "a-real-key-" + uuid.uuid4().hex}),
+        ("web", "WEB_PORT", {"SECRET_KEY": "a-real-key-" + uuid.uuid4().hex}),
     ],
 )
 async def test_http_process_starts_with_a_real_or_allowed_key(
@@ -115,7 +117,9 @@ async def test_http_process_starts_with_a_real_or_allowed_key(
     env = process_env(settings, **key_setting)
     proc = await start(process, env, tmp_path)
     try:
-        assert await until_ready(proc, f"http://127.0.0.1:{env[port_setting]}/openapi.json") == 200
+        # The dashboard publishes no OpenAPI document; it answers /health.
+        path = "/health" if process == "web" else "/openapi.json"
+        assert await until_ready(proc, f"http://127.0.0.1:{env[port_setting]}{path}") == 200
     finally:
         await stop(proc)
 

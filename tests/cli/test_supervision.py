@@ -21,7 +21,7 @@ from cli.stack import pid_alive
 from cli.supervisor import CrashLoop, Supervisor
 from tests.cli.test_up import PLATFORM_ENV, ROOT, Up, up_dir  # noqa: F401 - up_dir is a fixture
 
-CHILDREN = {"postgres", "redis", "temporal", "worker", "api", "tracking"}
+CHILDREN = {"postgres", "redis", "temporal", "worker", "api", "tracking", "web"}
 
 
 def _poll_until(supervisor: Supervisor, done, timeout: float = 10.0) -> None:

@@ -28,6 +28,7 @@ PLATFORM_ENV = (
     "TEMPORAL_NAMESPACE",
     "PORT",
     "TRACKING_PORT",
+    "WEB_PORT",
 )
 
 
@@ -42,6 +43,7 @@ class Up:
             "MP_TEMPORAL_UI_PORT": free_port(),
             "PORT": free_port(),
             "TRACKING_PORT": free_port(),
+            "WEB_PORT": free_port(),
         }
         self.data_dir = tmp / ".mp"
         self.log = tmp / f"up-{time.monotonic_ns()}.log"
@@ -110,6 +112,9 @@ async def test_up_serves_everything_and_keeps_its_data(up_dir):
             assert [p["external_id"] for p in listed.json()["data"]] == ["first-run"]
             assert (await client.get(first.url("PORT") + "/docs")).status_code == 200
             assert (await client.get(first.url("MP_TEMPORAL_UI_PORT"))).status_code == 200
+            # The dashboard is a supervised child too.
+            login = await client.get(first.url("WEB_PORT") + "/login")
+            assert login.status_code == 200 and "Secret key" in login.text
 
         # The partition-maintenance schedule ran its first workflow.
         client = await Client.connect(f"127.0.0.1:{first.ports['MP_TEMPORAL_PORT']}")

@@ -81,11 +81,14 @@ def redis_server() -> Iterator[str]:
             child.stop()
 
 
-def temporal_child(data_dir: Path, port: int, db_file: Path | None = None) -> embedded.Child:
+def temporal_child(
+    data_dir: Path, port: int, db_file: Path | None = None, ui_port: int | None = None
+) -> embedded.Child:
     """A Temporal dev server on `port` with the platform's search attributes
     (not started). In memory: starting it again gives a fresh, empty server
     on the same address; with `db_file` it persists there and a restart
-    finds its workflows."""
+    finds its workflows. With `ui_port` it serves its web UI there (the
+    dashboard's browser tests follow links into it), else none."""
     return embedded.Child(
         "temporal",
         [
@@ -96,12 +99,12 @@ def temporal_child(data_dir: Path, port: int, db_file: Path | None = None) -> em
             "127.0.0.1",
             "--port",
             str(port),
-            "--headless",
+            *(["--headless"] if ui_port is None else []),
             *(["--db-filename", str(db_file)] if db_file is not None else []),
             "--log-level",
             "error",
             "--ui-port",
-            str(free_port()),
+            str(ui_port or free_port()),
             "--dynamic-config-value",
             "frontend.WorkflowTimeSkippingEnabled=true",
             *dev_server_search_attribute_args(),
@@ -110,12 +113,18 @@ def temporal_child(data_dir: Path, port: int, db_file: Path | None = None) -> em
     )
 
 
+# host:port of a server `temporal_server` started → the URL of its web UI.
+TEMPORAL_UI_URLS: dict[str, str] = {}
+
+
 @contextmanager
 def temporal_server() -> Iterator[str]:
-    """host:port of a fresh in-memory Temporal dev server."""
+    """host:port of a fresh in-memory Temporal dev server (its web UI's URL
+    in TEMPORAL_UI_URLS)."""
     with tempfile.TemporaryDirectory(prefix="mp-test-temporal-") as tmp:
-        port = free_port()
-        child = temporal_child(Path(tmp), port)
+        port, ui_port = free_port(), free_port()
+        TEMPORAL_UI_URLS[f"127.0.0.1:{port}"] = f"http://127.0.0.1:{ui_port}"
+        child = temporal_child(Path(tmp), port, ui_port=ui_port)
         child.start()
         try:
             embedded.wait_for_port(child, port, 90)

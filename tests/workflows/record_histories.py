@@ -35,6 +35,7 @@ from core.temporal import WorkflowStart, start_workflow
 from db.engine import create_engine, create_sessionmaker, session_scope
 from db.migrate import upgrade
 from definitions import workflow_ids
+from definitions.analytics import RollupInput
 from definitions.flow_runs import DateTriggersInput
 from definitions.maintenance import EnsurePartitionsInput, OutboxSweepInput
 from definitions.messages import SendEmailInput
@@ -153,6 +154,22 @@ async def outbox_sweep(stack: Stack) -> WorkflowHandle:
             "OutboxSweepWorkflow",
             OutboxSweepInput(max_batches=10),
             id=workflow_ids.outbox_sweep(),
+        ),
+        stack.queue,
+    )
+    await handle.result()
+    return handle
+
+
+async def analytics_rollup(stack: Stack) -> WorkflowHandle:
+    batch = [{"userId": "dee", "event": "Signed Up"}, {"userId": "dee", "event": "Order Completed"}]
+    assert (await stack.tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+    handle = await start_workflow(
+        stack.client,
+        WorkflowStart(
+            "AnalyticsRollupWorkflow",
+            RollupInput(lag_seconds=0),
+            id=workflow_ids.analytics_rollup(),
         ),
         stack.queue,
     )
@@ -324,6 +341,7 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "FlowRunWorkflow-cart-reminded": flow_cart_reminded,
     "FlowRunWorkflow-welcome-series": flow_welcome_series,
     "FlowDateTriggersWorkflow-nothing-due": flow_date_triggers,
+    "AnalyticsRollupWorkflow-two-events": analytics_rollup,
 }
 
 

@@ -82,6 +82,7 @@ async def test_schedule_runs_the_workflow(temporal_client, worker, settings: Set
         setup.SEGMENT_REFRESH_SCHEDULE,
         setup.OUTBOX_SWEEP_SCHEDULE,
         setup.FLOW_DATE_TRIGGERS_SCHEDULE,
+        setup.ANALYTICS_ROLLUP_SCHEDULE,
     }
     # A second call updates in place.
     assert await setup.ensure_schedules(temporal_client, settings) == []

@@ -1,0 +1,3 @@
+"""Fixtures for analytics: the fake SendGrid of the delivery tests."""
+
+from tests.delivery.conftest import sendgrid  # noqa: F401 - a fixture, re-exported
