@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,11 @@ from tests.delivery.conftest import sendgrid  # noqa: F401 - a fixture, re-expor
 from tests.support.servers import serve
 
 CHROMIUM = os.environ.get("MP_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The walk-through's screenshots: into a temp folder, so a test run leaves
+# the checkout clean; `MP_SCREENSHOTS=docs/screenshots ./mp test
+# tests/web/test_browser.py` refreshes the ones the README shows.
+SCREENSHOTS = Path(os.environ.get("MP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "mp-screenshots")
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +89,5 @@ async def page(browser, web_app):
 
 
 async def shot(tab, name: str) -> None:
-    """A full-page screenshot into docs/screenshots (the README shows them)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """A full-page screenshot into SCREENSHOTS (docs/screenshots when refreshing the README's)."""
     await tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

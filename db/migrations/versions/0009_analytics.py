@@ -8,7 +8,7 @@ rows that arrived since its watermark; BRIN costs ingestion next to
 nothing (one summary per 128 pages, not an entry per row).
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-26
 """
 
