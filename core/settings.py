@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     email_send_cache_seconds: float = Field(
         5.0, description="How long a worker trusts a workspace's providers and a template before re-reading."
     )
+    campaign_send_concurrency: int = Field(
+        100,
+        description="Provider calls a campaign batch has in flight at once (claimed, recorded together).",
+    )
+    campaign_batch_size: int = Field(
+        500, description="Recipients one campaign `send_batch` activity handles."
+    )
+    campaign_window: int = Field(4, description="`send_batch` activities one campaign has in flight at once.")
     db_command_timeout_seconds: float = Field(
         60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
     )

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from activities import campaigns as campaign_activities
 from activities import email as email_activities
 from activities import flows as flow_activities
 from activities import outbox as outbox_activities
@@ -30,7 +31,7 @@ from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
-from workflows import flows, maintenance, messages
+from workflows import campaigns, flows, maintenance, messages
 from workflows import segments as segment_workflows
 
 WORKFLOWS: list[type] = [
@@ -38,6 +39,7 @@ WORKFLOWS: list[type] = [
     *flows.WORKFLOWS,
     *segment_workflows.WORKFLOWS,
     *messages.WORKFLOWS,
+    *campaigns.WORKFLOWS,
 ]
 
 
@@ -87,4 +89,5 @@ def build_activities(
         *segment_activities.build(engine),
         *flow_activities.build(engine, settings, http or httpx.AsyncClient()),
         *email_activities.build(sender),
+        *campaign_activities.build(engine, sender),
     ]

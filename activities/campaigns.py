@@ -1,0 +1,203 @@
+"""Activities of `CampaignSendWorkflow`: read the campaign, snapshot its
+audience, send a batch, mirror progress, finish. Each is idempotent: the
+snapshot is taken once, a batch's messages are keyed by (campaign,
+person), progress is written as absolute values."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.guards import heartbeating, permanent_errors
+from campaigns import repository as repo
+from core.errors import NotFound
+from db import queries
+from db.tables import segments, templates
+from definitions.campaigns import (
+    BatchResult,
+    CampaignAudience,
+    CampaignContent,
+    CampaignProgress,
+    CampaignRef,
+    CampaignState,
+    FinishInput,
+    SendBatchInput,
+    SnapshotResult,
+)
+from delivery import repository as delivery_repo
+from delivery.sender import EmailSender, RetryLater
+from segments.compiler import compile_members
+from segments.service import parse_definition
+
+# How long a worker trusts a campaign's content (it cannot change once sending).
+_CONTENT_SECONDS = 30.0
+
+
+class CampaignActivities:
+    """Built once in the worker around the shared engine and sender."""
+
+    def __init__(self, engine: AsyncEngine, sender: EmailSender) -> None:
+        self._engine = engine
+        self._sender = sender
+        self._content: dict[Any, tuple[float, Any]] = {}
+
+    @activity.defn(name="begin_campaign")
+    async def begin_campaign(self, params: CampaignRef) -> CampaignState:
+        """The campaign's status and time (`missing` when it was deleted).
+        The row is locked while read: a request that changed it and then
+        started or signalled this workflow has committed by then."""
+        async with self._engine.begin() as conn:
+            row = await repo.lock(conn, params.workspace_id, params.campaign_id)
+        if row is None:
+            return CampaignState(status="missing")
+        return CampaignState(status=row["status"], scheduled_at=row["scheduled_at"])
+
+    @activity.defn(name="snapshot_campaign")
+    async def snapshot_campaign(self, params: CampaignRef) -> SnapshotResult:
+        """Number the audience into `campaign_recipients` (once: a retry
+        after the commit finds it taken) and mark the campaign sending."""
+        async with heartbeating(), self._engine.begin() as conn:
+            row = await repo.lock(conn, params.workspace_id, params.campaign_id)
+            if row is None:
+                raise ApplicationError(
+                    f"campaign {params.campaign_id} is gone", type="NotFound", non_retryable=True
+                )
+            taken = await repo.recipient_count(conn, params.campaign_id)
+            if taken is not None:
+                return SnapshotResult(total=taken)
+            audience = CampaignAudience.model_validate(row["audience"])
+            now = datetime.now(UTC)
+            with permanent_errors():
+                included = [await self._members(conn, params, s, now) for s in audience.segment_ids]
+                excluded = [await self._members(conn, params, s, now) for s in audience.exclude_segment_ids]
+            total = await repo.snapshot(conn, params.workspace_id, params.campaign_id, included, excluded)
+            await repo.mark_started(conn, params.workspace_id, params.campaign_id, total, now)
+        return SnapshotResult(total=total)
+
+    async def _members(self, conn: Any, params: CampaignRef, segment_id: Any, now: datetime) -> Any:
+        segment = await queries.get(conn, segments, [segments.c.definition], params.workspace_id, segment_id)
+        if segment is None:
+            raise NotFound(f"segment {segment_id} of the audience no longer exists")
+        return compile_members(parse_definition(segment["definition"]), params.workspace_id, now)
+
+    async def _campaign_content(self, params: SendBatchInput) -> tuple[Any, dict[str, Any], Any]:
+        """(template id, data, content the messages render) of the campaign,
+        cached a little per worker; content None when its template is gone."""
+        key = params.campaign_id
+        hit = self._content.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        async with self._engine.connect() as conn:
+            row = await queries.get(
+                conn,
+                repo.campaigns,
+                [repo.campaigns.c.content, repo.campaigns.c.data],
+                params.workspace_id,
+                key,
+            )
+            if row is None:
+                raise ApplicationError(f"campaign {key} is gone", type="NotFound", non_retryable=True)
+            content = CampaignContent.model_validate(row["content"])
+            resolved: Any = None
+            if content.template_id is not None:
+                template = await queries.get(
+                    conn, templates, delivery_repo.TEMPLATE_COLUMNS, params.workspace_id, content.template_id
+                )
+                if template is not None:
+                    overrides = content.model_dump(exclude_none=True, exclude={"template_id"})
+                    resolved = {**dict(template), **overrides}
+            else:
+                resolved = {
+                    "text": None,
+                    "from_name": None,
+                    "reply_to": None,
+                    **content.model_dump(exclude_none=True),
+                }
+        value = (content.template_id, dict(row["data"]), resolved)
+        if len(self._content) > 1000:
+            self._content.clear()
+        self._content[key] = (time.monotonic() + _CONTENT_SECONDS, value)
+        return value
+
+    @activity.defn(name="send_batch")
+    async def send_batch(self, params: SendBatchInput) -> BatchResult:
+        """Send to the batch's recipients: their message rows in one
+        statement, then the sender's batch path (claims and outcomes
+        recorded a group at a time). A retry — after a failure, a killed
+        worker or a resume — finds the rows and sends only what is still
+        queued; the result counts every recipient of the batch once."""
+        template_id, data, content = await self._campaign_content(params)
+        async with self._engine.begin() as conn:
+            message_ids = await repo.batch_messages(
+                conn, params.campaign_id, template_id, params.first_seq, params.last_seq
+            )
+        stop = asyncio.Event()
+        work = asyncio.ensure_future(
+            self._sender.send_batch(params.workspace_id, message_ids, content, data, stop=stop)
+        )
+        try:
+            async with heartbeating(3.0):
+                results = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # Cancelled (the campaign was): finish the group of sends under
+            # way, start no other, then report the cancellation.
+            stop.set()
+            await asyncio.gather(work, return_exceptions=True)
+            raise
+        except RetryLater as exc:
+            raise ApplicationError(
+                f"some messages found no provider: {exc}", type="NoProviderAvailable"
+            ) from None
+        counts = Counter(r.status for r in results)
+        return BatchResult(
+            sent=counts["sent"],
+            failed=counts["failed"],
+            suppressed=counts["suppressed"],
+            unknown=counts["unknown"],
+        )
+
+    @activity.defn(name="record_campaign_progress")
+    async def record_campaign_progress(self, params: FinishInput) -> None:
+        """Mirror the workflow's progress into the campaign row."""
+        async with self._engine.begin() as conn:
+            await repo.record_progress(conn, params.workspace_id, params.campaign_id, params.progress)
+
+    @activity.defn(name="finish_campaign")
+    async def finish_campaign(self, params: FinishInput) -> CampaignProgress:
+        """The campaign ends with `status`; when cancelled, every recipient
+        not sent to (and its message still queued) is marked cancelled."""
+        progress = params.progress.model_copy(update={"status": params.status})
+        async with self._engine.begin() as conn:
+            if params.status == "cancelled":
+                progress.cancelled = await repo.cancel_remaining(conn, params.campaign_id)
+            await repo.record_progress(conn, params.workspace_id, params.campaign_id, progress)
+            await repo.set_status(
+                conn,
+                params.workspace_id,
+                params.campaign_id,
+                params.status,
+                ("scheduled", "sending", "paused", params.status),
+                finished_at=datetime.now(UTC),
+                detail=progress.detail,
+            )
+        return progress
+
+
+def build(engine: AsyncEngine, sender: EmailSender) -> list[Callable[..., Any]]:
+    """The campaign activities around the worker's engine and sender."""
+    campaigns = CampaignActivities(engine, sender)
+    return [
+        campaigns.begin_campaign,
+        campaigns.snapshot_campaign,
+        campaigns.send_batch,
+        campaigns.record_campaign_progress,
+        campaigns.finish_campaign,
+    ]

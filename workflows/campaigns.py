@@ -1,0 +1,254 @@
+"""`CampaignSendWorkflow`: one campaign's send, from its schedule to its
+last batch.
+
+1. `begin_campaign` reads the campaign (locking its row, so a request that
+   just changed it has committed). While its time has not come the run
+   waits on a timer that a `wake` (rescheduled, "send now") or `cancel`
+   signal cuts short, then reads it again.
+2. `snapshot_campaign` numbers the audience into `campaign_recipients` in
+   one SQL statement (a segment changing later changes nothing).
+3. The snapshot is walked in batches of `batch_size` sequence numbers with
+   at most `window` `send_batch` activities in flight. `pause` stops new
+   batches (those in flight finish), `resume` goes on, `cancel` cancels
+   the batches in flight and ends the campaign (recipients not handed to a
+   batch are marked cancelled). Each message has an idempotency key per
+   (campaign, person), so a retried batch never sends twice.
+4. Progress is the `progress` query, mirrored into the campaign row every
+   few batches. After `batches_per_run` batches (or when Temporal suggests
+   it) the run drains its window and continues as new with the cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from definitions.campaigns import (
+        CANCEL_SIGNAL,
+        LIVE,
+        PAUSE_SIGNAL,
+        PROGRESS_QUERY,
+        RESUME_SIGNAL,
+        WAKE_SIGNAL,
+        BatchResult,
+        CampaignProgress,
+        CampaignRef,
+        CampaignSendInput,
+        CampaignState,
+        FinishInput,
+        SendBatchInput,
+        SnapshotResult,
+    )
+
+# Short bookkeeping activities: transient failures retry with backoff; a
+# campaign or segment gone is raised non-retryable and ends the send failed.
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=["NotFound", "ValidationFailed"],
+)
+# A batch retries until every message found a provider (an outage of every
+# provider waits, it does not fail the campaign); pause and cancel still
+# take effect, cancelling the batch between attempts.
+_BATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=0,
+)
+_SHORT = timedelta(seconds=60)
+_MIRROR_EVERY = 8  # batches between progress writes to the campaign row
+
+
+@workflow.defn(name="CampaignSendWorkflow")
+class CampaignSendWorkflow:
+    """One campaign's send; see the module docstring."""
+
+    @workflow.init
+    def __init__(self, params: CampaignSendInput) -> None:
+        self._progress = params.progress.model_copy() if params.progress else CampaignProgress()
+        self._paused = params.paused
+        self._cancelled = False
+        self._wakes = 0
+
+    @workflow.signal(name=PAUSE_SIGNAL)
+    def pause(self, _: object = None) -> None:
+        """Start no new batch until `resume`."""
+        self._paused = True
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    def resume(self, _: object = None) -> None:
+        """Go on from where the send stopped."""
+        self._paused = False
+
+    @workflow.signal(name=CANCEL_SIGNAL)
+    def cancel(self, _: object = None) -> None:
+        """Stop now: nothing more is sent."""
+        self._cancelled = True
+
+    @workflow.signal(name=WAKE_SIGNAL)
+    def wake(self, _: object = None) -> None:
+        """The schedule changed: read it again."""
+        self._wakes += 1
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> CampaignProgress:
+        """Where the send stands."""
+        return self._progress.model_copy(update={"status": self._status()})
+
+    def _status(self) -> str:
+        if self._cancelled:
+            return "cancelled"
+        if self._paused:
+            return "paused"
+        return self._progress.status
+
+    @workflow.run
+    async def run(self, params: CampaignSendInput) -> CampaignProgress:
+        ref = CampaignRef(workspace_id=params.workspace_id, campaign_id=params.campaign_id)
+        try:
+            if params.progress is None:
+                if not await self._wait_for_schedule(ref):
+                    return self.progress()
+                snapshot = await self._activity("snapshot_campaign", ref, SnapshotResult)
+                self._progress.total = snapshot.total
+                self._progress.status = "sending"
+                if snapshot.total == 0:
+                    self._progress.detail = "empty audience: nobody to send to"
+                    return await self._finish(ref, "sent")
+            await self._walk(ref, params)
+        except ActivityError as exc:
+            self._progress.detail = f"the send failed: {exc.cause or exc}"[:1000]
+            return await self._finish(ref, "failed")
+        return await self._finish(ref, "cancelled" if self._cancelled else "sent")
+
+    async def _wait_for_schedule(self, ref: CampaignRef) -> bool:
+        """Wait until the campaign's time; False when it ended meanwhile
+        (cancelled, deleted, or never scheduled)."""
+        while True:
+            wakes = self._wakes
+            state = await self._activity("begin_campaign", ref, CampaignState)
+            if self._cancelled or state.status not in LIVE:
+                self._progress.status = state.status
+                if self._cancelled or state.status == "cancelled":
+                    self._cancelled = True
+                    await self._finish(ref, "cancelled")
+                return False
+            if state.status == "paused":
+                self._paused = True
+            if state.status != "scheduled" or state.scheduled_at is None:
+                return True
+            remaining = (state.scheduled_at - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return True
+            try:
+                await workflow.wait_condition(
+                    lambda wakes=wakes: self._cancelled or self._wakes != wakes,
+                    timeout=timedelta(seconds=remaining),
+                )
+            except TimeoutError:
+                pass
+
+    async def _walk(self, ref: CampaignRef, params: CampaignSendInput) -> None:
+        """Hand the snapshot to `send_batch` activities, `window` at a time."""
+        progress = self._progress
+        in_flight: dict[asyncio.Task[BatchResult], int] = {}
+        batches = finished = 0
+        while True:
+            can_start = not self._cancelled and not self._paused and batches < params.batches_per_run
+            while can_start and progress.cursor <= progress.total and len(in_flight) < params.window:
+                last = min(progress.cursor + params.batch_size - 1, progress.total)
+                task = asyncio.ensure_future(self._batch(ref, progress.cursor, last, params))
+                in_flight[task] = progress.cursor
+                progress.cursor = last + 1
+                batches += 1
+            if not in_flight:
+                if self._cancelled or progress.cursor > progress.total:
+                    return
+                if self._paused:
+                    await self._mirror(ref)
+                    await workflow.wait_condition(lambda: not self._paused or self._cancelled)
+                    continue
+                # This run's share is done: go on in a fresh run with the cursor.
+                await self._mirror(ref)
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    params.model_copy(update={"progress": self._progress, "paused": self._paused})
+                )
+            cancelled = self._cancelled
+            await workflow.wait_condition(
+                lambda cancelled=cancelled: (
+                    any(t.done() for t in in_flight) or (self._cancelled and not cancelled)
+                )
+            )
+            if self._cancelled and not cancelled:
+                for task in in_flight:
+                    task.cancel()
+            for task in [t for t in in_flight if t.done()]:
+                del in_flight[task]
+                try:
+                    progress.add(task.result())
+                except (ActivityError, asyncio.CancelledError):
+                    if not self._cancelled:
+                        raise
+                finished += 1
+                if finished % _MIRROR_EVERY == 0:
+                    await self._mirror(ref)
+            if workflow.info().is_continue_as_new_suggested():
+                batches = params.batches_per_run  # drain, then continue as new
+
+    async def _batch(self, ref: CampaignRef, first: int, last: int, params: CampaignSendInput) -> BatchResult:
+        return await workflow.execute_activity(
+            "send_batch",
+            SendBatchInput(
+                workspace_id=ref.workspace_id, campaign_id=ref.campaign_id, first_seq=first, last_seq=last
+            ),
+            result_type=BatchResult,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=params.heartbeat_seconds),
+            retry_policy=_BATCH_RETRY,
+            # A cancelled campaign waits for its batches to stop (each
+            # finishes the group of sends it is in), so nothing is sent after.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+
+    async def _mirror(self, ref: CampaignRef) -> None:
+        await self._activity(
+            "record_campaign_progress",
+            FinishInput(
+                workspace_id=ref.workspace_id,
+                campaign_id=ref.campaign_id,
+                status=self._status(),
+                progress=self._progress,
+            ),
+        )
+
+    async def _finish(self, ref: CampaignRef, status: str) -> CampaignProgress:
+        self._progress.status = status
+        finished = await self._activity(
+            "finish_campaign",
+            FinishInput(
+                workspace_id=ref.workspace_id,
+                campaign_id=ref.campaign_id,
+                status=status,
+                progress=self._progress,
+            ),
+            CampaignProgress,
+        )
+        self._progress = finished
+        return finished
+
+    async def _activity(self, name: str, arg: object, result_type: type | None = None) -> object:
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=_SHORT, retry_policy=_RETRY
+        )
+
+
+WORKFLOWS = [CampaignSendWorkflow]
