@@ -271,8 +271,7 @@ async def _control(
     row = await _row(session, workspace_id, campaign_id, lock=True)
     if row["status"] not in from_statuses:
         raise Conflict(f"campaign is {row['status']}; {signal} needs it {' or '.join(from_statuses)}")
-    extra: dict[str, Any] = {"finished_at": datetime.now(UTC)} if status == "cancelled" else {}
-    updated = await repo.set_status(session, workspace_id, campaign_id, status, from_statuses, **extra)
+    updated = await repo.set_status(session, workspace_id, campaign_id, status, from_statuses)
     delivered = await signal_workflow(client, workflow_ids.campaign(campaign_id), signal, None)
     if not delivered and status != "cancelled":
         raise Conflict(f"the send of campaign {campaign_id} is not running")

@@ -125,6 +125,8 @@ class CampaignProgress(BaseModel):
     unknown: int = 0
     cancelled: int = 0
     detail: str | None = None
+    # Batches stopped by a pause part-way, to hand out again (first, last).
+    redo: list[tuple[int, int]] = Field(default_factory=list)
 
     def add(self, result: BatchResult) -> None:
         """Count a finished batch."""

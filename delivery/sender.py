@@ -118,8 +118,12 @@ class EmailSender:
         self._signer = LinkSigner(settings.secret_key)
         self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
-        # Provider calls in flight per batch (claimed and recorded together).
+        # Provider calls in flight per batch group (claimed and recorded
+        # together), and in all of this worker's batches at once: more would
+        # only queue for the adapters' HTTP connections (100 each) and time
+        # out there, which the router would count against the provider.
         self._batch_concurrency = settings.campaign_send_concurrency
+        self._batch_slots = asyncio.Semaphore(settings.campaign_send_concurrency)
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
         return SendEmailResult(
@@ -310,6 +314,12 @@ class EmailSender:
         if overrides.get("html") and overrides.get("subject") and overrides.get("from_email"):
             return {**INLINE_DEFAULTS, **overrides}
         return None
+
+    async def _route_slot(
+        self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any
+    ) -> Outcome:
+        async with self._batch_slots:
+            return await self._route(row, providers, outgoing, claim)
 
     async def _route(
         self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any

@@ -8,10 +8,10 @@ last batch.
 2. `snapshot_campaign` numbers the audience into `campaign_recipients` in
    one SQL statement (a segment changing later changes nothing).
 3. The snapshot is walked in batches of `batch_size` sequence numbers with
-   at most `window` `send_batch` activities in flight. `pause` stops new
-   batches (those in flight finish), `resume` goes on, `cancel` cancels
-   the batches in flight and ends the campaign (recipients not handed to a
-   batch are marked cancelled). Each message has an idempotency key per
+   at most `window` `send_batch` activities in flight. `pause` and `cancel`
+   cancel the batches in flight, each stopping after the group of sends it
+   is in; `resume` hands a paused batch's range out again; a cancel ends
+   the campaign (recipients not sent to are marked cancelled). Each message has an idempotency key per
    (campaign, person), so a retried batch never sends twice.
 4. Progress is the `progress` query, mirrored into the campaign row every
    few batches. After `batches_per_run` batches (or when Temporal suggests
@@ -157,47 +157,63 @@ class CampaignSendWorkflow:
                 pass
 
     async def _walk(self, ref: CampaignRef, params: CampaignSendInput) -> None:
-        """Hand the snapshot to `send_batch` activities, `window` at a time."""
+        """Hand the snapshot to `send_batch` activities, `window` at a time.
+        A pause or cancel cancels the batches in flight (each stops after
+        the group of sends it is in); a paused batch's range is handed out
+        again on resume (its sent messages are found sent, not sent again)."""
         progress = self._progress
-        in_flight: dict[asyncio.Task[BatchResult], int] = {}
+        in_flight: dict[asyncio.Task[BatchResult], tuple[int, int]] = {}
+        stopped: set[asyncio.Task[BatchResult]] = set()
         batches = finished = 0
         while True:
             can_start = not self._cancelled and not self._paused and batches < params.batches_per_run
-            while can_start and progress.cursor <= progress.total and len(in_flight) < params.window:
-                last = min(progress.cursor + params.batch_size - 1, progress.total)
-                task = asyncio.ensure_future(self._batch(ref, progress.cursor, last, params))
-                in_flight[task] = progress.cursor
-                progress.cursor = last + 1
+            while (
+                can_start
+                and len(in_flight) < params.window
+                and (progress.redo or progress.cursor <= progress.total)
+            ):
+                if progress.redo:
+                    first, last = progress.redo.pop(0)
+                else:
+                    first, last = (
+                        progress.cursor,
+                        min(progress.cursor + params.batch_size - 1, progress.total),
+                    )
+                    progress.cursor = last + 1
+                in_flight[asyncio.ensure_future(self._batch(ref, first, last, params))] = (first, last)
                 batches += 1
             if not in_flight:
-                if self._cancelled or progress.cursor > progress.total:
+                if self._cancelled or (progress.cursor > progress.total and not progress.redo):
                     return
+                await self._mirror(ref)
                 if self._paused:
-                    await self._mirror(ref)
                     await workflow.wait_condition(lambda: not self._paused or self._cancelled)
                     continue
                 # This run's share is done: go on in a fresh run with the cursor.
-                await self._mirror(ref)
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     params.model_copy(update={"progress": self._progress, "paused": self._paused})
                 )
-            cancelled = self._cancelled
+            halted = self._cancelled or self._paused
             await workflow.wait_condition(
-                lambda cancelled=cancelled: (
-                    any(t.done() for t in in_flight) or (self._cancelled and not cancelled)
+                lambda halted=halted: (
+                    any(t.done() for t in in_flight) or ((self._cancelled or self._paused) and not halted)
                 )
             )
-            if self._cancelled and not cancelled:
+            if (self._cancelled or self._paused) and not halted:
                 for task in in_flight:
-                    task.cancel()
+                    if not task.done():
+                        stopped.add(task)
+                        task.cancel()
             for task in [t for t in in_flight if t.done()]:
-                del in_flight[task]
+                span = in_flight.pop(task)
                 try:
                     progress.add(task.result())
                 except (ActivityError, asyncio.CancelledError):
-                    if not self._cancelled:
+                    if task not in stopped:
                         raise
+                    progress.redo.append(span)
+                stopped.discard(task)
                 finished += 1
                 if finished % _MIRROR_EVERY == 0:
                     await self._mirror(ref)

@@ -20,7 +20,8 @@ from starlette.routing import Route
 @dataclass
 class FakeHTTPProvider:
     """One fake provider. `mode`: ok | slow | 429 | 500 | 400 | hang | accept-then-hang
-    (`slow` holds each request `delay` seconds, then accepts it)."""
+    (`slow` holds each request `delay` seconds, then accepts it). With
+    `fail_after`, the provider goes down (mode 500) once it accepted that many."""
 
     token: str = "secret-token"
     mode: str = "ok"
@@ -30,6 +31,7 @@ class FakeHTTPProvider:
     requests: int = 0
     extra_routes: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
+    fail_after: int | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def release(self) -> None:
@@ -58,6 +60,8 @@ class FakeHTTPProvider:
         if mode in ("ok", "slow", "accept-then-hang"):
             self.received.append(await request.json())
             self.received_at.append(time.monotonic())
+            if self.fail_after is not None and len(self.received) >= self.fail_after:
+                self.mode = "500"
             if mode == "accept-then-hang":
                 return await self._hang()
             return ok
