@@ -247,6 +247,7 @@ async def schedule(
             campaign_id=campaign_id,
             batch_size=settings.campaign_batch_size,
             window=settings.campaign_window,
+            heartbeat_seconds=settings.campaign_heartbeat_seconds,
         ),
         id=workflow_ids.campaign(campaign_id),
         start_signal=WAKE_SIGNAL,

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         500, description="Recipients one campaign `send_batch` activity handles."
     )
     campaign_window: int = Field(4, description="`send_batch` activities one campaign has in flight at once.")
+    campaign_heartbeat_seconds: float = Field(
+        30.0, description="Heartbeat timeout of `send_batch`: how soon a batch of a dead worker is retried."
+    )
     db_command_timeout_seconds: float = Field(
         60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
     )
