@@ -58,7 +58,9 @@ class CampaignActivities:
             row = await repo.lock(conn, params.workspace_id, params.campaign_id)
         if row is None:
             return CampaignState(status="missing")
-        return CampaignState(status=row["status"], scheduled_at=row["scheduled_at"])
+        return CampaignState(
+            status=row["status"], scheduled_at=row["scheduled_at"], throttle_per_hour=row["throttle_per_hour"]
+        )
 
     @activity.defn(name="snapshot_campaign")
     async def snapshot_campaign(self, params: CampaignRef) -> SnapshotResult:

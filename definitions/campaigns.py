@@ -105,6 +105,7 @@ class CampaignState(BaseModel):
 
     status: str
     scheduled_at: datetime | None = None
+    throttle_per_hour: int | None = None
 
 
 class SnapshotResult(BaseModel):
@@ -148,6 +149,17 @@ class CampaignSendInput(BaseModel):
     heartbeat_seconds: float = Field(30.0, ge=1, le=600)
     progress: CampaignProgress | None = None
     paused: bool = False
+    throttle_per_hour: int | None = Field(None, ge=1)
+
+
+# A throttled send hands out at most this many seconds' worth of recipients
+# at a time, then waits (a Temporal timer) until their share of the hour passed.
+THROTTLE_STEP_SECONDS = 10
+
+
+def throttled_batch(batch_size: int, throttle_per_hour: int) -> int:
+    """Recipients per batch of a send limited to `throttle_per_hour`."""
+    return max(1, min(batch_size, throttle_per_hour * THROTTLE_STEP_SECONDS // 3600))
 
 
 class SendBatchInput(BaseModel):

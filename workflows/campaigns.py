@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         SendBatchInput,
         SnapshotResult,
+        throttled_batch,
     )
 
 # Short bookkeeping activities: transient failures retry with backoff; a
@@ -77,6 +78,8 @@ class CampaignSendWorkflow:
         self._paused = params.paused
         self._cancelled = False
         self._wakes = 0
+        self._throttle = params.throttle_per_hour
+        self._next_launch = workflow.now()
 
     @workflow.signal(name=PAUSE_SIGNAL)
     def pause(self, _: object = None) -> None:
@@ -143,6 +146,7 @@ class CampaignSendWorkflow:
                 return False
             if state.status == "paused":
                 self._paused = True
+            self._throttle = state.throttle_per_hour
             if state.status != "scheduled" or state.scheduled_at is None:
                 return True
             remaining = (state.scheduled_at - workflow.now()).total_seconds()
@@ -160,46 +164,67 @@ class CampaignSendWorkflow:
         """Hand the snapshot to `send_batch` activities, `window` at a time.
         A pause or cancel cancels the batches in flight (each stops after
         the group of sends it is in); a paused batch's range is handed out
-        again on resume (its sent messages are found sent, not sent again)."""
+        again on resume (its sent messages are found sent, not sent again).
+        With a throttle, one batch of a few seconds' worth at a time, each
+        started once the previous one's share of the hour has passed."""
         progress = self._progress
+        throttle = self._throttle
+        size = throttled_batch(params.batch_size, throttle) if throttle else params.batch_size
+        window = 1 if throttle else params.window
         in_flight: dict[asyncio.Task[BatchResult], tuple[int, int]] = {}
         stopped: set[asyncio.Task[BatchResult]] = set()
         batches = finished = 0
+
+        def more() -> bool:
+            return bool(progress.redo) or progress.cursor <= progress.total
+
+        def launch_wait() -> float:
+            return (self._next_launch - workflow.now()).total_seconds() if throttle else 0.0
+
         while True:
             can_start = not self._cancelled and not self._paused and batches < params.batches_per_run
-            while (
-                can_start
-                and len(in_flight) < params.window
-                and (progress.redo or progress.cursor <= progress.total)
-            ):
+            while can_start and len(in_flight) < window and more() and launch_wait() <= 0:
                 if progress.redo:
                     first, last = progress.redo.pop(0)
                 else:
-                    first, last = (
-                        progress.cursor,
-                        min(progress.cursor + params.batch_size - 1, progress.total),
-                    )
+                    first, last = progress.cursor, min(progress.cursor + size - 1, progress.total)
                     progress.cursor = last + 1
                 in_flight[asyncio.ensure_future(self._batch(ref, first, last, params))] = (first, last)
                 batches += 1
+                if throttle:
+                    self._next_launch = workflow.now() + timedelta(
+                        seconds=(last - first + 1) * 3600 / throttle
+                    )
             if not in_flight:
-                if self._cancelled or (progress.cursor > progress.total and not progress.redo):
+                if self._cancelled or not more():
                     return
                 await self._mirror(ref)
                 if self._paused:
                     await workflow.wait_condition(lambda: not self._paused or self._cancelled)
                     continue
-                # This run's share is done: go on in a fresh run with the cursor.
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    params.model_copy(update={"progress": self._progress, "paused": self._paused})
-                )
+                if batches >= params.batches_per_run:
+                    # This run's share is done: go on in a fresh run with the cursor.
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        params.model_copy(
+                            update={
+                                "progress": progress,
+                                "paused": self._paused,
+                                "throttle_per_hour": throttle,
+                            }
+                        )
+                    )
             halted = self._cancelled or self._paused
-            await workflow.wait_condition(
-                lambda halted=halted: (
-                    any(t.done() for t in in_flight) or ((self._cancelled or self._paused) and not halted)
+            waiting = can_start and len(in_flight) < window and more()
+            try:
+                await workflow.wait_condition(
+                    lambda halted=halted: (
+                        any(t.done() for t in in_flight) or ((self._cancelled or self._paused) and not halted)
+                    ),
+                    timeout=timedelta(seconds=max(launch_wait(), 0.001)) if waiting and throttle else None,
                 )
-            )
+            except TimeoutError:
+                continue  # the throttle lets the next batch go
             if (self._cancelled or self._paused) and not halted:
                 for task in in_flight:
                     if not task.done():

@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
+from temporalio.api.enums.v1 import EventType
 
 from definitions import workflow_ids
 from definitions.campaigns import PROGRESS_QUERY, CampaignProgress
@@ -250,3 +251,26 @@ async def test_excluded_segments_and_one_message_per_address(api, worker, sendgr
     done = await finished(api, campaign["id"], timeout=60)
     assert done["sent"] == 8
     assert per_address(sendgrid) == {f"a-{i}@example.com": 1 for i in range(2, 10)}
+
+
+async def test_throttle_holds_back_the_rest(api, worker, sendgrid, engine, workspace, temporal_client):
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, 3, "warm")
+    # 60 an hour: one recipient, then a minute's timer before the next.
+    campaign = await inline_campaign(api, [await group_segment(api, "warm")], throttle_per_hour=60)
+    cid = campaign["id"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
+    await wait_for(lambda: _received_at_least(sendgrid, 1), timeout=60)
+    handle = temporal_client.get_workflow_handle(workflow_ids.campaign(cid))
+
+    async def timer_started():
+        history = await handle.fetch_history()
+        return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+    await wait_for(timer_started, timeout=30)
+    await asyncio.sleep(2.0)
+    assert len(sendgrid.received) == 1  # the others wait for their share of the hour
+    assert (await api.post(f"/api/v1/campaigns/{cid}/cancel")).status_code == 202
+    done = await finished(api, cid, timeout=60)
+    assert done["status"] == "cancelled" and done["sent"] == 1 and done["cancelled"] == 2
+    assert len(sendgrid.received) == 1
