@@ -145,15 +145,22 @@ class CampaignActivities:
         work = asyncio.ensure_future(
             self._sender.send_batch(params.workspace_id, message_ids, content, data, stop=stop)
         )
+        cancelled = False
+        async with heartbeating(1.0):
+            # Cancelled (the campaign was paused or cancelled, or this attempt
+            # timed out): the group of sends under way finishes — its messages
+            # are claimed, cutting it off would lose them — and no other starts.
+            # Shielded however often the cancellation comes.
+            while not work.done():
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    stop.set()
+        if cancelled:
+            raise asyncio.CancelledError
         try:
-            async with heartbeating(3.0):
-                results = await asyncio.shield(work)
-        except asyncio.CancelledError:
-            # Cancelled (the campaign was): finish the group of sends under
-            # way, start no other, then report the cancellation.
-            stop.set()
-            await asyncio.gather(work, return_exceptions=True)
-            raise
+            results = work.result()
         except RetryLater as exc:
             raise ApplicationError(
                 f"some messages found no provider: {exc}", type="NoProviderAvailable"

@@ -265,7 +265,7 @@ class EmailSender:
                     break
                 routed = await asyncio.gather(
                     *(
-                        self._route(
+                        self._route_slot(
                             row, providers, outgoing, group.claimer(row["id"], outgoing.subject, links)
                         )
                         for row, outgoing, links in chunk

@@ -69,6 +69,11 @@ async def finished(api, campaign_id: str, timeout: float = 120) -> dict:
     return await wait_for(ended, timeout=timeout, interval=0.25)
 
 
-def per_address(*fakes) -> Counter:
-    """Messages each address received, over the fake HTTP providers."""
-    return Counter(p["personalizations"][0]["to"][0]["email"] for fake in fakes for p in fake.received)
+def per_address(*fakes, arrived: bool = False) -> Counter:
+    """Messages each address received (answered 2xx), over the fake HTTP
+    providers; with `arrived`, every request that reached a provider in full."""
+    return Counter(
+        p["personalizations"][0]["to"][0]["email"]
+        for fake in fakes
+        for p in (fake.arrived if arrived else fake.received)
+    )

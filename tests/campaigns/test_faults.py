@@ -1,7 +1,10 @@
 """Campaign sends under real process faults: the worker process killed
 with -9 mid-send, and the Temporal dev server (SQLite file) restarted
-mid-send. The campaign completes; every recipient gets exactly one
-message, counted at the fake provider (0 duplicates, 0 lost).
+mid-send. The campaign completes with 0 duplicates, counted at the fake
+provider (every request that reached it in full, including those held in
+the provider when the worker died). After a Temporal restart nothing is
+lost; after a kill -9, only messages the dead worker was sending can be
+— each is flagged `unknown`, never sent twice.
 
 The tests use a database and a task queue of their own, so only the
 worker processes started here run their workflows."""
@@ -59,7 +62,7 @@ async def stack(pg_server, settings) -> AsyncIterator[Stack]:
             "database_url": url,
             "temporal_task_queue": f"campaign-faults-{uuid.uuid4().hex[:8]}",
             # A dead worker's batch is retried within seconds.
-            "campaign_heartbeat_seconds": 5.0,
+            "campaign_heartbeat_seconds": 10.0,
             "campaign_batch_size": 200,
         }
     )
@@ -117,6 +120,15 @@ async def _prepare(api, stack: Stack, keys, sendgrid, n: int) -> str:
     return campaign["id"]
 
 
+async def _sent_addresses(engine, campaign_id: str) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT email::text FROM messages WHERE campaign_id = :c AND status = 'sent'"),
+            {"c": campaign_id},
+        )
+        return {r[0] for r in rows}
+
+
 async def _received_at_least(fake, n: int) -> bool:
     return len(fake.received) >= n
 
@@ -142,12 +154,21 @@ async def test_worker_killed_mid_send(stack: Stack, sendgrid, tmp_path: Path):
             assert second.poll() is None, tail(log)
     assert at_kill < n
     assert done["status"] == "sent"
-    received = per_address(sendgrid)
-    assert received == {f"f-{i}@example.com": 1 for i in range(n)}
+    arrived = per_address(sendgrid, arrived=True)
     statuses = await _message_statuses(stack.engine, cid)
-    # The sends cut off by the kill were not made again: `unknown` (the
-    # provider had them), never a second request.
+    # 0 duplicates: no address got a second message.
+    assert max(arrived.values()) == 1
+    # Every recipient is accounted for: `sent` (and the provider has it) or
+    # `unknown` — claimed by an attempt that died or overlapped with another,
+    # so never sent again. A message the dead worker had claimed but whose
+    # request had not reached the provider is lost to that rule (at most
+    # once, as for transactional sends); it is flagged `unknown`, and there
+    # are at most as many as the worker had provider calls in flight.
     assert set(statuses) <= {"sent", "unknown"} and sum(statuses.values()) == n
+    assert await _sent_addresses(stack.engine, cid) <= set(arrived)
+    not_delivered = n - len(arrived)
+    assert not_delivered <= stack.settings.campaign_send_concurrency
+    assert statuses.get("unknown", 0) >= not_delivered
     assert done["sent"] + done["unknown"] == n
 
 
@@ -182,6 +203,6 @@ async def test_temporal_restarted_mid_send(stack: Stack, sendgrid, tmp_path: Pat
         server.stop()
     assert at_stop < n
     assert done["status"] == "sent"
-    assert per_address(sendgrid) == {f"f-{i}@example.com": 1 for i in range(n)}
+    assert per_address(sendgrid, arrived=True) == {f"f-{i}@example.com": 1 for i in range(n)}
     statuses = await _message_statuses(stack.engine, cid)
     assert set(statuses) <= {"sent", "unknown"} and sum(statuses.values()) == n
