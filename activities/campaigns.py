@@ -6,9 +6,10 @@ person), progress is written as absolute values."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ from segments.service import parse_definition
 
 # How long a worker trusts a campaign's content (it cannot change once sending).
 _CONTENT_SECONDS = 30.0
+# How often a running batch looks whether its campaign was paused or cancelled.
+_WATCH_SECONDS = 0.5
 
 
 class CampaignActivities:
@@ -142,11 +145,13 @@ class CampaignActivities:
                 conn, params.campaign_id, template_id, params.first_seq, params.last_seq
             )
         stop = asyncio.Event()
+        if await self._halted(params):
+            return BatchResult(stopped=True)
         work = asyncio.ensure_future(
             self._sender.send_batch(params.workspace_id, message_ids, content, data, stop=stop)
         )
         cancelled = False
-        async with heartbeating(1.0):
+        async with heartbeating(1.0), self._watching(params, stop):
             # Cancelled (the campaign was paused or cancelled, or this attempt
             # timed out): the group of sends under way finishes — its messages
             # are claimed, cutting it off would lose them — and no other starts.
@@ -165,6 +170,8 @@ class CampaignActivities:
             raise ApplicationError(
                 f"some messages found no provider: {exc}", type="NoProviderAvailable"
             ) from None
+        if stop.is_set():
+            return BatchResult(stopped=True)
         counts = Counter(r.status for r in results)
         return BatchResult(
             sent=counts["sent"],
@@ -172,6 +179,32 @@ class CampaignActivities:
             suppressed=counts["suppressed"],
             unknown=counts["unknown"],
         )
+
+    async def _halted(self, params: SendBatchInput) -> bool:
+        async with self._engine.connect() as conn:
+            status = await repo.status(conn, params.workspace_id, params.campaign_id)
+        return status in ("paused", "cancelled", None)
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, params: SendBatchInput, stop: asyncio.Event) -> AsyncIterator[None]:
+        """Set `stop` once the campaign is paused or cancelled: the API
+        marks the row at once, while the workflow's cancellation reaches an
+        activity only with a heartbeat answer (throttled to most of the
+        heartbeat timeout). Pause and cancel take effect within a second."""
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(_WATCH_SECONDS)
+                if await self._halted(params):
+                    stop.set()
+
+        task = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     @activity.defn(name="record_campaign_progress")
     async def record_campaign_progress(self, params: FinishInput) -> None:

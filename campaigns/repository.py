@@ -31,6 +31,14 @@ async def lock(conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> R
     return (await conn.execute(stmt)).mappings().first()
 
 
+async def status(conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> str | None:
+    """The campaign's status (None when it is gone)."""
+    stmt = select(campaigns.c.status).where(
+        campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id
+    )
+    return (await conn.execute(stmt)).scalar_one_or_none()
+
+
 async def set_status(
     conn: Conn,
     workspace_id: uuid.UUID,

@@ -179,6 +179,9 @@ class BatchResult(BaseModel):
     failed: int = 0
     suppressed: int = 0
     unknown: int = 0
+    # The campaign was paused or cancelled meanwhile: the batch stopped
+    # after its current group of sends; hand its range out again on resume.
+    stopped: bool = False
 
 
 class FinishInput(BaseModel):

@@ -233,7 +233,11 @@ class CampaignSendWorkflow:
             for task in [t for t in in_flight if t.done()]:
                 span = in_flight.pop(task)
                 try:
-                    progress.add(task.result())
+                    result = task.result()
+                    if result.stopped:
+                        progress.redo.append(span)
+                    else:
+                        progress.add(result)
                 except (ActivityError, asyncio.CancelledError):
                     if task not in stopped:
                         raise
