@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -35,6 +36,7 @@ from definitions.campaigns import (
 )
 from delivery import repository as delivery_repo
 from delivery.sender import EmailSender, RetryLater
+from flows import runs_repository as flow_repo
 from segments.compiler import compile_members
 from segments.service import parse_definition
 
@@ -42,6 +44,17 @@ from segments.service import parse_definition
 _CONTENT_SECONDS = 30.0
 # How often a running batch looks whether its campaign was paused or cancelled.
 _WATCH_SECONDS = 0.5
+
+
+def _known_zone(name: str | None) -> str | None:
+    """`name` when it is a timezone, else None."""
+    if not name:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
 
 
 class CampaignActivities:
@@ -62,7 +75,10 @@ class CampaignActivities:
         if row is None:
             return CampaignState(status="missing")
         return CampaignState(
-            status=row["status"], scheduled_at=row["scheduled_at"], throttle_per_hour=row["throttle_per_hour"]
+            status=row["status"],
+            scheduled_at=row["scheduled_at"],
+            throttle_per_hour=row["throttle_per_hour"],
+            local_time=row["local_time"],
         )
 
     @activity.defn(name="snapshot_campaign")
@@ -77,15 +93,22 @@ class CampaignActivities:
                 )
             taken = await repo.recipient_count(conn, params.campaign_id)
             if taken is not None:
-                return SnapshotResult(total=taken)
+                return SnapshotResult(total=taken, waves=await repo.waves(conn, params.campaign_id))
             audience = CampaignAudience.model_validate(row["audience"])
             now = datetime.now(UTC)
             with permanent_errors():
                 included = [await self._members(conn, params, s, now) for s in audience.segment_ids]
                 excluded = [await self._members(conn, params, s, now) for s in audience.exclude_segment_ids]
-            total = await repo.snapshot(conn, params.workspace_id, params.campaign_id, included, excluded)
+            local_at, default_zone = None, None
+            if row["local_time"] and row["scheduled_at"] is not None:
+                local_at = row["scheduled_at"].astimezone(UTC)
+                default_zone = _known_zone(await flow_repo.workspace_timezone(conn, params.workspace_id))
+            total = await repo.snapshot(
+                conn, params.workspace_id, params.campaign_id, included, excluded, local_at, default_zone
+            )
             await repo.mark_started(conn, params.workspace_id, params.campaign_id, total, now)
-        return SnapshotResult(total=total)
+            waves = await repo.waves(conn, params.campaign_id) if local_at is not None else []
+        return SnapshotResult(total=total, waves=waves)
 
     async def _members(self, conn: Any, params: CampaignRef, segment_id: Any, now: datetime) -> Any:
         segment = await queries.get(conn, segments, [segments.c.definition], params.workspace_id, segment_id)

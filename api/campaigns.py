@@ -93,13 +93,21 @@ async def schedule(
     session: SessionDep,
     workspace_id: WorkspaceDep,
 ) -> CampaignOut:
-    """Send at `scheduled_at` (a time in the past is a 422); a scheduled
-    campaign can be moved. Starts `CampaignSendWorkflow`, which waits on a
+    """Send at `scheduled_at` (a time in the past is a 422); with
+    `local_time`, at that wall-clock time in each recipient's timezone
+    (zones where it has passed are sent to at once). A scheduled campaign
+    can be moved. Starts `CampaignSendWorkflow`, which waits on a
     timer you can see in the Temporal UI."""
     services = request.app.state.services
     client = await services.temporal.get()
     return await service.schedule(
-        session, workspace_id, campaign_id, body.scheduled_at, client, services.settings
+        session,
+        workspace_id,
+        campaign_id,
+        body.scheduled_at,
+        client,
+        services.settings,
+        local_time=body.local_time,
     )
 
 

@@ -8,7 +8,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, except_, func, insert, literal, select, text, union
+from sqlalchemy import (
+    DateTime,
+    RowMapping,
+    Select,
+    column,
+    except_,
+    func,
+    insert,
+    literal,
+    select,
+    table,
+    text,
+    union,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.tables import campaign_recipients, campaigns, profiles, suppressions
@@ -17,6 +30,8 @@ from definitions.campaigns import CampaignProgress
 Conn = AsyncSession | AsyncConnection
 
 CAMPAIGN_COLUMNS = [c for c in campaigns.c if c.name != "workspace_id"]
+# The zone names PostgreSQL knows (a trait naming another zone is ignored).
+pg_zones = table("pg_timezone_names", column("name"))
 
 
 async def lock(conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> RowMapping | None:
@@ -67,6 +82,8 @@ async def snapshot(
     campaign_id: uuid.UUID,
     included: list[Select[Any]],
     excluded: list[Select[Any]],
+    local_at: datetime | None = None,
+    default_zone: str | None = None,
 ) -> int:
     """Number the audience into `campaign_recipients` in one statement:
     members of any included segment (each a compiled `SELECT profile_id`),
@@ -74,7 +91,11 @@ async def snapshot(
     (bounces, complaints and unsubscribes are suppressions). Profiles are
     unique per address in a workspace, so this is one row per address.
     Each row gets its message id now (`mp_uuid7()`), so every attempt at a
-    recipient's send finds the same message row. Returns the rows written."""
+    recipient's send finds the same message row. Returns the rows written.
+
+    With `local_at` (a wall-clock time), each row is due at that time in
+    the person's `timezone` trait (a zone PostgreSQL knows), else in
+    `default_zone`, else UTC, and rows are numbered by when they are due."""
 
     def ids(compiled: list[Select[Any]]) -> list[Select[Any]]:
         # Each compiled shape names its one column its own way.
@@ -89,22 +110,41 @@ async def snapshot(
         .where(suppressions.c.workspace_id == workspace_id, suppressions.c.email == profiles.c.email)
         .exists()
     )
+    source: Any = profiles.join(chosen, chosen.c.profile_id == profiles.c.id)
+    send_at: Any = literal(None, DateTime(timezone=True))
+    if local_at is not None:
+        zones = select(pg_zones.c.name).cte("zones").prefix_with("MATERIALIZED")
+        source = source.outerjoin(zones, zones.c.name == profiles.c.traits["timezone"].astext)
+        zone = func.coalesce(zones.c.name, literal(default_zone or "UTC"))
+        send_at = func.timezone(zone, literal(local_at.replace(tzinfo=None), DateTime()))
     numbered = (
         select(
             literal(campaign_id),
-            func.row_number().over(order_by=profiles.c.id),
+            func.row_number().over(order_by=(send_at, profiles.c.id)),
             literal(workspace_id),
             profiles.c.id,
             profiles.c.email,
             func.mp_uuid7(),
+            send_at,
         )
-        .select_from(profiles.join(chosen, chosen.c.profile_id == profiles.c.id))
+        .select_from(source)
         .where(profiles.c.workspace_id == workspace_id, profiles.c.email.is_not(None), ~suppressed)
     )
     stmt = insert(campaign_recipients).from_select(
-        ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id"], numbered
+        ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id", "send_at"], numbered
     )
     return (await conn.execute(stmt)).rowcount
+
+
+async def waves(conn: Conn, campaign_id: uuid.UUID) -> list[tuple[int, datetime]]:
+    """(first seq, due) of each group of recipients due together (local-time campaigns)."""
+    stmt = (
+        select(func.min(campaign_recipients.c.seq), campaign_recipients.c.send_at)
+        .where(campaign_recipients.c.campaign_id == campaign_id, campaign_recipients.c.send_at.is_not(None))
+        .group_by(campaign_recipients.c.send_at)
+        .order_by(func.min(campaign_recipients.c.seq))
+    )
+    return [(r[0], r[1]) for r in await conn.execute(stmt)]
 
 
 async def recipient_count(conn: Conn, campaign_id: uuid.UUID) -> int | None:

@@ -53,9 +53,14 @@ class CampaignUpdate(_Body):
 
 
 class ScheduleRequest(_Body):
-    """When to send (a time without a zone is UTC); in the past: 422."""
+    """When to send (a time without a zone is UTC); in the past: 422. With
+    `local_time`, the same wall-clock time in each recipient's timezone
+    (trait `timezone`, else the workspace's, else UTC): `2026-12-01T09:00`
+    means 09:00 wherever each person is; zones where that time has passed
+    when the send starts are sent to at once."""
 
     scheduled_at: AwareDatetime
+    local_time: bool = False
 
 
 class TestSendRequest(_Body):
@@ -90,6 +95,7 @@ class CampaignOut(BaseModel):
     topic: str | None
     throttle_per_hour: int | None
     scheduled_at: datetime | None
+    local_time: bool
     started_at: datetime | None
     finished_at: datetime | None
     recipients: int

@@ -221,12 +221,19 @@ async def schedule(
     at: datetime | None,
     client: Client,
     settings: Settings,
+    *,
+    local_time: bool = False,
 ) -> CampaignOut:
     """Send at `at` (None: now). A draft becomes scheduled and its
     workflow starts; a scheduled one is moved (its workflow reads the new
     time). A time in the past is a 422."""
     now = datetime.now(UTC)
-    if at is not None and at < now - SCHEDULE_GRACE:
+    if local_time and at is not None:
+        # The wall-clock time as written, stored as if UTC; each recipient's
+        # instant is worked out in their zone when the audience is snapshotted.
+        # It is in the past once it has passed in the last zone (UTC-12).
+        at = at.replace(tzinfo=UTC)
+    if at is not None and at < now - (timedelta(hours=12) if local_time else SCHEDULE_GRACE):
         raise ValidationFailed([{"loc": "body.scheduled_at", "msg": "is in the past"}])
     row = await _row(session, workspace_id, campaign_id, lock=True)
     if row["status"] not in EDITABLE:
@@ -238,7 +245,13 @@ async def schedule(
         CampaignAudience.model_validate(row["audience"]),
     )
     updated = await repo.set_status(
-        session, workspace_id, campaign_id, "scheduled", EDITABLE, scheduled_at=max(at or now, now)
+        session,
+        workspace_id,
+        campaign_id,
+        "scheduled",
+        EDITABLE,
+        scheduled_at=at if local_time and at is not None else max(at or now, now),
+        local_time=local_time and at is not None,
     )
     start = WorkflowStart(
         "CampaignSendWorkflow",

@@ -336,6 +336,8 @@ campaigns = Table(
     Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("topic", Text, nullable=True),
     Column("throttle_per_hour", Integer, nullable=True),
+    # scheduled_at is a wall-clock time in each recipient's timezone
+    Column("local_time", Boolean, nullable=False, server_default=text("false")),
     _ts("scheduled_at", nullable=True),
     _ts("started_at", nullable=True),
     _ts("finished_at", nullable=True),
@@ -365,5 +367,6 @@ campaign_recipients = Table(
     Column("email", CITEXT, nullable=False),
     Column("message_id", UUID(as_uuid=True), nullable=False),
     Column("variant", Integer, nullable=True),
+    _ts("send_at", nullable=True),  # local-time campaigns: when this recipient is due
     Column("status", Text, nullable=False, server_default=text("'pending'")),  # pending|cancelled
 )

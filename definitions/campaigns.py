@@ -9,7 +9,7 @@ PostgreSQL and walked by sequence number)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -106,12 +106,15 @@ class CampaignState(BaseModel):
     status: str
     scheduled_at: datetime | None = None
     throttle_per_hour: int | None = None
+    local_time: bool = False
 
 
 class SnapshotResult(BaseModel):
-    """The audience snapshot: recipients numbered 1..total."""
+    """The audience snapshot: recipients numbered 1..total (by due time
+    for a local-time campaign: `waves` are (first seq, due) in order)."""
 
     total: int
+    waves: list[tuple[int, datetime]] = Field(default_factory=list)
 
 
 class CampaignProgress(BaseModel):
@@ -128,6 +131,18 @@ class CampaignProgress(BaseModel):
     detail: str | None = None
     # Batches stopped by a pause part-way, to hand out again (first, last).
     redo: list[tuple[int, int]] = Field(default_factory=list)
+    # Local-time campaigns: (first seq, due) of each group of recipients due together.
+    waves: list[tuple[int, datetime]] = Field(default_factory=list)
+
+    def due(self, seq: int) -> tuple[datetime | None, int | None]:
+        """When recipient `seq` is due (None: now) and where the next wave starts."""
+        due, following = None, None
+        for first, at in self.waves:
+            if first <= seq:
+                due = at
+            elif following is None:
+                following = first
+        return due, following
 
     def add(self, result: BatchResult) -> None:
         """Count a finished batch."""
@@ -151,6 +166,11 @@ class CampaignSendInput(BaseModel):
     paused: bool = False
     throttle_per_hour: int | None = Field(None, ge=1)
 
+
+# A local-time campaign starts this long before its wall-clock time (the
+# first zones, UTC+14, reach it then); zones whose time has passed when the
+# send starts are sent to at once.
+LOCAL_LEAD = timedelta(hours=14)
 
 # A throttled send hands out at most this many seconds' worth of recipients
 # at a time, then waits (a Temporal timer) until their share of the hour passed.

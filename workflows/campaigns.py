@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.campaigns import (
         CANCEL_SIGNAL,
         LIVE,
+        LOCAL_LEAD,
         PAUSE_SIGNAL,
         PROGRESS_QUERY,
         RESUME_SIGNAL,
@@ -122,6 +123,7 @@ class CampaignSendWorkflow:
                     return self.progress()
                 snapshot = await self._activity("snapshot_campaign", ref, SnapshotResult)
                 self._progress.total = snapshot.total
+                self._progress.waves = snapshot.waves
                 self._progress.status = "sending"
                 if snapshot.total == 0:
                     self._progress.detail = "empty audience: nobody to send to"
@@ -149,7 +151,9 @@ class CampaignSendWorkflow:
             self._throttle = state.throttle_per_hour
             if state.status != "scheduled" or state.scheduled_at is None:
                 return True
-            remaining = (state.scheduled_at - workflow.now()).total_seconds()
+            # A local-time campaign starts when the first zone reaches its time.
+            start = state.scheduled_at - LOCAL_LEAD if state.local_time else state.scheduled_at
+            remaining = (start - workflow.now()).total_seconds()
             if remaining <= 0:
                 return True
             try:
@@ -179,7 +183,14 @@ class CampaignSendWorkflow:
             return bool(progress.redo) or progress.cursor <= progress.total
 
         def launch_wait() -> float:
-            return (self._next_launch - workflow.now()).total_seconds() if throttle else 0.0
+            """Seconds until the next batch may start: the throttle, and
+            (local-time campaigns) when the next recipients are due."""
+            wait = (self._next_launch - workflow.now()).total_seconds() if throttle else 0.0
+            if progress.waves and not progress.redo and progress.cursor <= progress.total:
+                due, _ = progress.due(progress.cursor)
+                if due is not None:
+                    wait = max(wait, (due - workflow.now()).total_seconds())
+            return wait
 
         while True:
             can_start = not self._cancelled and not self._paused and batches < params.batches_per_run
@@ -188,6 +199,9 @@ class CampaignSendWorkflow:
                     first, last = progress.redo.pop(0)
                 else:
                     first, last = progress.cursor, min(progress.cursor + size - 1, progress.total)
+                    _, following = progress.due(first)
+                    if following is not None:  # a batch never reaches into a later wave
+                        last = min(last, following - 1)
                     progress.cursor = last + 1
                 in_flight[asyncio.ensure_future(self._batch(ref, first, last, params))] = (first, last)
                 batches += 1
@@ -221,7 +235,9 @@ class CampaignSendWorkflow:
                     lambda halted=halted: (
                         any(t.done() for t in in_flight) or ((self._cancelled or self._paused) and not halted)
                     ),
-                    timeout=timedelta(seconds=max(launch_wait(), 0.001)) if waiting and throttle else None,
+                    timeout=timedelta(seconds=max(launch_wait(), 0.001))
+                    if waiting and launch_wait() > 0
+                    else None,
                 )
             except TimeoutError:
                 continue  # the throttle lets the next batch go

@@ -275,3 +275,62 @@ async def test_throttle_holds_back_the_rest(api, worker, sendgrid, engine, works
     done = await finished(api, cid, timeout=60)
     assert done["status"] == "cancelled" and done["sent"] == 1 and done["cancelled"] == 2
     assert len(sendgrid.received) == 1
+
+
+async def test_local_time_schedule_sends_each_zone_at_its_time(
+    api, worker, sendgrid, engine, workspace, temporal_client
+):
+    await add_sendgrid(api, sendgrid)
+    zones = {"tokyo": "Asia/Tokyo", "utc": "UTC", "la": "America/Los_Angeles", "bad": "Not/A_Zone"}
+    for group, zone in zones.items():
+        await add_people(engine, workspace.workspace_id, 2, group)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE profiles SET traits = traits || jsonb_build_object('timezone', CAST(:z AS text), "
+                    "'zone_group', 'z') WHERE workspace_id = :w AND traits->>'group' = :g"
+                ),
+                {"z": zone, "w": workspace.workspace_id, "g": group},
+            )
+    segment = (
+        await api.post(
+            "/api/v1/segments",
+            json={
+                "name": "zoned",
+                "definition": {"type": "trait", "path": "zone_group", "op": "eq", "value": "z"},
+            },
+        )
+    ).json()["id"]
+    campaign = await inline_campaign(api, [segment])
+    cid = campaign["id"]
+    # 30 minutes from now on a UTC wall clock: already past in Tokyo (UTC+9),
+    # still ahead in UTC, in Los Angeles, and for an unknown zone (UTC).
+    wall = (datetime.now(UTC) + timedelta(minutes=30)).replace(tzinfo=None, microsecond=0)
+    r = await api.post(
+        f"/api/v1/campaigns/{cid}/schedule", json={"scheduled_at": wall.isoformat(), "local_time": True}
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["local_time"] is True
+    await wait_for(lambda: _received_at_least(sendgrid, 2), timeout=60)
+    handle = temporal_client.get_workflow_handle(workflow_ids.campaign(cid))
+
+    async def waiting_for_next_zone():
+        history = await handle.fetch_history()
+        return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+    await wait_for(waiting_for_next_zone, timeout=30)
+    await asyncio.sleep(1.0)
+    assert sorted(per_address(sendgrid)) == ["tokyo-0@example.com", "tokyo-1@example.com"]
+    recipients = (await api.get(f"/api/v1/campaigns/{cid}/recipients")).json()["data"]
+    order = [p["email"].split("-")[0] for p in recipients]
+    assert order[:2] == ["tokyo", "tokyo"] and set(order[2:6]) == {"utc", "bad"} and order[6:] == ["la", "la"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/cancel")).status_code == 202
+    done = await finished(api, cid, timeout=60)
+    assert done["sent"] == 2 and done["cancelled"] == 6
+    # A wall-clock time that has passed everywhere is refused.
+    other = await inline_campaign(api, [segment], name="too late")
+    late = (datetime.now(UTC) - timedelta(hours=13)).replace(tzinfo=None).isoformat()
+    r = await api.post(
+        f"/api/v1/campaigns/{other['id']}/schedule", json={"scheduled_at": late, "local_time": True}
+    )
+    assert r.status_code == 422

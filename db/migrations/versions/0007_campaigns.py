@@ -27,6 +27,7 @@ def upgrade() -> None:
             data jsonb NOT NULL DEFAULT '{}'::jsonb,
             topic text,
             throttle_per_hour integer,
+            local_time boolean NOT NULL DEFAULT false,
             scheduled_at timestamptz,
             started_at timestamptz,
             finished_at timestamptz,
@@ -55,6 +56,7 @@ def upgrade() -> None:
             email citext NOT NULL,
             message_id uuid NOT NULL,
             variant smallint,
+            send_at timestamptz,
             status text NOT NULL DEFAULT 'pending',
             PRIMARY KEY (campaign_id, seq)
         )
