@@ -104,7 +104,14 @@ class CampaignActivities:
                 local_at = row["scheduled_at"].astimezone(UTC)
                 default_zone = _known_zone(await flow_repo.workspace_timezone(conn, params.workspace_id))
             total = await repo.snapshot(
-                conn, params.workspace_id, params.campaign_id, included, excluded, local_at, default_zone
+                conn,
+                params.workspace_id,
+                params.campaign_id,
+                included,
+                excluded,
+                local_at,
+                default_zone,
+                topic=row["topic"],
             )
             await repo.mark_started(conn, params.workspace_id, params.campaign_id, total, now)
             waves = await repo.waves(conn, params.campaign_id) if local_at is not None else []
@@ -116,8 +123,8 @@ class CampaignActivities:
             raise NotFound(f"segment {segment_id} of the audience no longer exists")
         return compile_members(parse_definition(segment["definition"]), params.workspace_id, now)
 
-    async def _campaign_content(self, params: SendBatchInput) -> tuple[Any, dict[str, Any], Any]:
-        """(template id, data, content the messages render) of the campaign,
+    async def _campaign_content(self, params: SendBatchInput) -> tuple[Any, dict[str, Any], Any, str | None]:
+        """(template id, data, content the messages render, topic) of the campaign,
         cached a little per worker; content None when its template is gone."""
         key = params.campaign_id
         hit = self._content.get(key)
@@ -127,7 +134,7 @@ class CampaignActivities:
             row = await queries.get(
                 conn,
                 repo.campaigns,
-                [repo.campaigns.c.content, repo.campaigns.c.data],
+                [repo.campaigns.c.content, repo.campaigns.c.data, repo.campaigns.c.topic],
                 params.workspace_id,
                 key,
             )
@@ -149,7 +156,7 @@ class CampaignActivities:
                     "reply_to": None,
                     **content.model_dump(exclude_none=True),
                 }
-        value = (content.template_id, dict(row["data"]), resolved)
+        value = (content.template_id, dict(row["data"]), resolved, row["topic"])
         if len(self._content) > 1000:
             self._content.clear()
         self._content[key] = (time.monotonic() + _CONTENT_SECONDS, value)
@@ -162,10 +169,10 @@ class CampaignActivities:
         recorded a group at a time). A retry — after a failure, a killed
         worker or a resume — finds the rows and sends only what is still
         queued; the result counts every recipient of the batch once."""
-        template_id, data, content = await self._campaign_content(params)
+        template_id, data, content, topic = await self._campaign_content(params)
         async with self._engine.begin() as conn:
             message_ids = await repo.batch_messages(
-                conn, params.campaign_id, template_id, params.first_seq, params.last_seq
+                conn, params.campaign_id, template_id, params.first_seq, params.last_seq, topic
             )
         stop = asyncio.Event()
         if await self._halted(params):

@@ -256,10 +256,13 @@ class FlowActivities:
                 template_id=params.template_id,
                 profile_id=params.profile_id,
                 data=data,
+                topic=params.topic,
                 idempotency_key=key,
             )
             try:
-                row, _ = await delivery_service.create_message(session, params.workspace_id, body)
+                row, _ = await delivery_service.create_message(
+                    session, params.workspace_id, body, topic_must_exist=False
+                )
             except NotFound as exc:
                 raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from None
             except AppError as exc:

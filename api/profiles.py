@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import SessionDep, WorkspaceDep
 from api.params import Cursor, Limit
 from core.pagination import DEFAULT_LIMIT
+from definitions.topics import TOPIC_KEY_PATTERN
 from profiles import service
 from profiles.schemas import ProfileCreate, ProfileDetail, ProfileOut, ProfilePage, ProfileUpdate
+from topics import service as topics_service
+from topics.schemas import ProfileTopicOut, TopicChoice
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
 
@@ -50,7 +53,8 @@ async def create_profile(body: ProfileCreate, session: SessionDep, workspace_id:
 async def get_profile(
     profile_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep
 ) -> ProfileDetail:
-    """Traits, identities (email, external id, anonymous ids) and the latest events."""
+    """Traits, identities (email, external id, anonymous ids), the topics
+    the person left (`topic_optouts`) and the latest events."""
     return await service.get_profile(session, workspace_id, profile_id)
 
 
@@ -67,3 +71,17 @@ async def delete_profile(profile_id: uuid.UUID, session: SessionDep, workspace_i
     """Deletes the profile, its events and its aliases."""
     await service.delete_profile(session, workspace_id, profile_id)
     return Response(status_code=204)
+
+
+@router.put("/{profile_id}/topics/{key}", response_model=ProfileTopicOut, summary="Set a topic choice")
+async def set_topic(
+    profile_id: uuid.UUID,
+    key: Annotated[str, Path(pattern=TOPIC_KEY_PATTERN, max_length=64)],
+    body: TopicChoice,
+    session: SessionDep,
+    workspace_id: WorkspaceDep,
+) -> ProfileTopicOut:
+    """`{"subscribed": false}` opts the person out of the topic, `true`
+    subscribes them again; a change is recorded as a `Topic Unsubscribed` /
+    `Topic Resubscribed` event (segments re-check, flows can trigger on it)."""
+    return await topics_service.set_profile_topic(session, workspace_id, profile_id, key, body.subscribed)

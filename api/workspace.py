@@ -21,5 +21,6 @@ async def get_settings(session: SessionDep, workspace_id: WorkspaceDep) -> Works
 async def put_settings(
     body: WorkspaceSettings, session: SessionDep, workspace_id: WorkspaceDep
 ) -> WorkspaceSettings:
-    """E.g. `{"segment_refresh_minutes": 15}`: how often every segment of the workspace refreshes."""
+    """E.g. `{"segment_refresh_minutes": 15}`: how often every segment of the workspace refreshes;
+    `allowed_origins`: the browser origins allowed to send tracking calls (None: any)."""
     return await service.update_workspace_settings(session, workspace_id, body)

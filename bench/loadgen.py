@@ -113,12 +113,14 @@ async def run_load(
     concurrency: int,
     seconds: float,
     authorization: str | None = None,
+    headers: str = "",
 ) -> LoadResult:
-    """Drive `path` with `concurrency` connections for `seconds`."""
+    """Drive `path` with `concurrency` connections for `seconds`; `headers`
+    are extra header lines (`Name: value\\r\\n` each)."""
     host, port = url.removeprefix("http://").split(":")
     auth = f"Authorization: {authorization}\r\n" if authorization else ""
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}{headers}"
         "Content-Length: "
     ).encode()
     loop = asyncio.get_running_loop()

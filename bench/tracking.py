@@ -5,8 +5,10 @@
 Starts, each as its own process: the tracking API (`mp tracking`) on a
 fresh database, and a bare FastAPI endpoint answering 202. This process
 then drives them over HTTP and prints events/s and p99 for `/track` (one
-event a request) and `/track/batch` (100 events a request), beside the bare
-endpoint and an asyncpg COPY of the same rows into the same `events` table.
+event a request), `/track/batch` (100 events a request) and Segment's
+`/v1/batch` (the same 100 events as Segment's server libraries send them:
+gzip body, Basic auth, a `sentAt`), beside the bare endpoint and an asyncpg
+COPY of the same rows into the same `events` table.
 Finally it counts stored rows: every acknowledged event must be there.
 """
 
@@ -21,6 +23,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import base64
+import gzip
 import json
 import os
 import random
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -68,6 +73,13 @@ async def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> N
     raise SystemExit(f"{url} did not start")
 
 
+def prepared(make: Callable[[], tuple[bytes, int]], count: int) -> Callable[[], tuple[bytes, int]]:
+    """`count` bodies made now and handed out in turn; more are made on demand."""
+    ready = [make() for _ in range(count)]
+    ready.reverse()
+    return lambda: ready.pop() if ready else make()
+
+
 class Bodies:
     """Request bodies with fresh messageIds over a fixed population of users."""
 
@@ -93,6 +105,13 @@ class Bodies:
 
     def batch(self) -> tuple[bytes, int]:
         return ('{"batch":[' + ",".join(self._event() for _ in range(BATCH_SIZE)) + "]}").encode(), BATCH_SIZE
+
+    def segment_batch(self) -> tuple[bytes, int]:
+        """The same events as Segment's server libraries post them to /v1/batch:
+        typed calls, a batch `sentAt`, gzip (level 6, zlib's default)."""
+        sent = datetime.now(UTC).isoformat()
+        calls = ",".join('{"type":"track",' + self._event()[1:] for _ in range(BATCH_SIZE))
+        return gzip.compress(f'{{"batch":[{calls}],"sentAt":"{sent}"}}'.encode(), 6), BATCH_SIZE
 
 
 async def _keys(database_url: str, listen: bool) -> tuple[uuid.UUID, str]:
@@ -253,6 +272,7 @@ async def _round(
     procs: dict[str, subprocess.Popen],
     auth: str,
     bodies: Bodies,
+    round_no: int = 0,
 ) -> dict:
     """One pass of the three HTTP phases; returns results, CPU meters and group stats."""
     out: dict = {"results": {}, "cpu": {}}
@@ -295,16 +315,38 @@ async def _round(
     out["group_ms"] = (after["commit_seconds"] - before["commit_seconds"]) * 1000 / groups
     if spy is not None:
         await asyncio.wait_for(spy.wait(), 30)
-    with CpuMeter(procs["tracking"].pid) as meter:
-        out["results"]["batch"] = await run_load(
+
+    # Both batch phases send bodies made before the phase starts (fresh
+    # messageIds each): gzip costs the load generator ~3 us an event, which
+    # on a small machine would be taken from the server under test.
+    async def plain_batch() -> LoadResult:
+        return await run_load(
             urls["tracking"],
             "/track/batch",
-            bodies.batch,
+            prepared(bodies.batch, args.prepared_bodies),
             concurrency=args.batch_connections,
             seconds=args.seconds,
             authorization=auth,
         )
-    out["cpu"]["batch"] = (meter, out["results"]["batch"].events_acked)
+
+    async def segment_batch() -> LoadResult:
+        return await run_load(
+            urls["tracking"],
+            "/v1/batch",
+            prepared(bodies.segment_batch, args.prepared_bodies),
+            concurrency=args.batch_connections,
+            seconds=args.seconds,
+            authorization="Basic " + base64.b64encode(f"{auth.split()[-1]}:".encode()).decode(),
+            headers="Content-Encoding: gzip\r\n",
+        )
+
+    # The two batch phases swap places every round: the events table grows
+    # as a run goes on, which would otherwise favour whichever runs first.
+    phases = [("batch", plain_batch), ("v1batch", segment_batch)]
+    for name, phase in phases if round_no % 2 == 0 else phases[::-1]:
+        with CpuMeter(procs["tracking"].pid) as meter:
+            out["results"][name] = await phase()
+        out["cpu"][name] = (meter, out["results"][name].events_acked)
     return out
 
 
@@ -317,6 +359,9 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=10_000, help="distinct userIds events are spread over")
     parser.add_argument("--track-connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument(
+        "--prepared-bodies", type=int, default=1000, help="batch bodies made before each batch phase"
+    )
     parser.add_argument(
         "--server",
         default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER),
@@ -378,23 +423,27 @@ async def main() -> None:
         acked = stored = 0
         for n in range(args.rounds):
             print(
-                f"round {n + 1}/{args.rounds}: bare, /track, /track/batch, COPY "
+                f"round {n + 1}/{args.rounds}: bare, /track, /track/batch and /v1/batch (gzip), COPY "
                 f"({args.seconds:.0f}s each)...",
                 flush=True,
             )
             before = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
-            one = await _round(args, urls, procs, f"Bearer {key}", bodies)
+            one = await _round(args, urls, procs, f"Bearer {key}", bodies, n)
             after = await conn.fetchval("SELECT count(*) FROM events WHERE workspace_id = $1", workspace_id)
-            acked += one["results"]["track"].events_acked + one["results"]["batch"].events_acked
+            acked += sum(one["results"][phase].events_acked for phase in ("track", "batch", "v1batch"))
             stored += after - before
             one["copy_rate"], _ = await _copy_ceiling(database_url, workspace_id, profile_ids, args.seconds)
             one["track_ratio"] = (
                 one["results"]["track"].events_per_second / one["results"]["bare"].requests_per_second
             )
             one["batch_ratio"] = one["results"]["batch"].events_per_second / one["copy_rate"]
+            one["segment_ratio"] = (
+                one["results"]["v1batch"].events_per_second / one["results"]["batch"].events_per_second
+            )
             rounds.append(one)
             print(
-                f"  /track {one['track_ratio']:.2f}x bare, /track/batch {one['batch_ratio']:.2f}x COPY",
+                f"  /track {one['track_ratio']:.2f}x bare, /track/batch {one['batch_ratio']:.2f}x COPY, "
+                f"/v1/batch gzip {one['segment_ratio']:.2f}x /track/batch",
                 flush=True,
             )
         await conn.close()
@@ -408,6 +457,7 @@ async def main() -> None:
     rounds.sort(key=lambda r: r["track_ratio"])
     mid = rounds[len(rounds) // 2]
     batch_ratio = statistics.median(r["batch_ratio"] for r in rounds)
+    segment_ratio = statistics.median(r["segment_ratio"] for r in rounds)
     results = mid["results"]
     print()
     print(
@@ -417,6 +467,7 @@ async def main() -> None:
     print(_line("bare FastAPI endpoint (202)", results["bare"]).replace("events/s", "req   /s"))
     print(_line("POST /track (1 event)", results["track"]))
     print(_line(f"POST /track/batch ({BATCH_SIZE} events)", results["batch"]))
+    print(_line(f"POST /v1/batch ({BATCH_SIZE}, gzip)", results["v1batch"]))
     print(f"  {'asyncpg COPY (1,000-row chunks, 2 conns)':<34} {mid['copy_rate']:>10,.0f} rows/s")
     print()
     # Nested f-strings use the other quote: re-using the outer one is 3.12-only syntax.
@@ -427,6 +478,10 @@ async def main() -> None:
         f"(target >= 0.80; rounds {track_rounds})"
     )
     print(f"  /track/batch / raw COPY      : {batch_ratio:5.2f}x   (target >= 0.30; rounds {batch_rounds})")
+    segment_rounds = ", ".join(f"{ratio:.2f}" for ratio in sorted(r["segment_ratio"] for r in rounds))
+    print(
+        f"  /v1/batch gzip / /track/batch: {segment_ratio:5.2f}x   (target >= 0.90; rounds {segment_rounds})"
+    )
     print(
         f"  /track: {mid['group_size']:.1f} requests per group commit on average, "
         f"{mid['group_ms']:.2f} ms a commit"
@@ -445,6 +500,9 @@ async def main() -> None:
         "track_p99_ms": results["track"].percentile(99),
         "batch_eps": results["batch"].events_per_second,
         "batch_p99_ms": results["batch"].percentile(99),
+        "v1_batch_gzip_eps": results["v1batch"].events_per_second,
+        "v1_batch_gzip_p99_ms": results["v1batch"].percentile(99),
+        "v1_batch_gzip_ratio": segment_ratio,
         "copy_rows_per_s": mid["copy_rate"],
         "track_ratio": mid["track_ratio"],
         "batch_ratio": batch_ratio,

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from db.tables import campaign_recipients, campaigns, profiles, suppressions
+from db.tables import campaign_recipients, campaigns, profiles, suppressions, topic_optouts
 from definitions.campaigns import CampaignProgress
 
 Conn = AsyncSession | AsyncConnection
@@ -84,6 +84,7 @@ async def snapshot(
     excluded: list[Select[Any]],
     local_at: datetime | None = None,
     default_zone: str | None = None,
+    topic: str | None = None,
 ) -> int:
     """Number the audience into `campaign_recipients` in one statement:
     members of any included segment (each a compiled `SELECT profile_id`),
@@ -91,7 +92,8 @@ async def snapshot(
     (bounces, complaints and unsubscribes are suppressions). Profiles are
     unique per address in a workspace, so this is one row per address.
     Each row gets its message id now (`mp_uuid7()`), so every attempt at a
-    recipient's send finds the same message row. Returns the rows written.
+    recipient's send finds the same message row; people who left the
+    campaign's `topic` are left out too. Returns the rows written.
 
     With `local_at` (a wall-clock time), each row is due at that time in
     the person's `timezone` trait (a zone PostgreSQL knows), else in
@@ -130,6 +132,17 @@ async def snapshot(
         .select_from(source)
         .where(profiles.c.workspace_id == workspace_id, profiles.c.email.is_not(None), ~suppressed)
     )
+    if topic is not None:
+        left = (
+            select(literal(1))
+            .where(
+                topic_optouts.c.workspace_id == workspace_id,
+                topic_optouts.c.profile_id == profiles.c.id,
+                topic_optouts.c.topic_key == topic,
+            )
+            .exists()
+        )
+        numbered = numbered.where(~left)
     stmt = insert(campaign_recipients).from_select(
         ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id", "send_at"], numbered
     )
@@ -168,9 +181,9 @@ WITH batch AS (
 ),
 created AS (
     INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, template_id, campaign_id,
-                          marketing)
+                          marketing, topic)
     SELECT b.message_id, b.workspace_id, 'campaign:' || :campaign_text || ':' || b.profile_id, b.profile_id,
-           b.email, :template, :campaign_text, true
+           b.email, :template, :campaign_text, true, :topic
     FROM batch b
     ON CONFLICT DO NOTHING
 )
@@ -185,6 +198,7 @@ async def batch_messages(
     template_id: uuid.UUID | None,
     first_seq: int,
     last_seq: int,
+    topic: str | None = None,
 ) -> list[uuid.UUID]:
     """Create the message rows of recipients `first_seq`..`last_seq` still pending; their ids."""
     rows = await conn.execute(
@@ -195,6 +209,7 @@ async def batch_messages(
             "template": template_id,
             "first": first_seq,
             "last": last_seq,
+            "topic": topic,
         },
     )
     return [r[0] for r in rows]

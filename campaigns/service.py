@@ -62,6 +62,7 @@ from definitions.search_attributes import CAMPAIGN_ID, WORKSPACE_ID
 from delivery import repository as delivery_repo
 from delivery.render import check_template
 from delivery.sender import OVERRIDES_KEY
+from topics import repository as topics_repo
 
 # A schedule this far in the past is taken as "now" (clocks differ a little).
 SCHEDULE_GRACE = timedelta(seconds=60)
@@ -92,10 +93,16 @@ async def _row(
 
 
 async def _check_references(
-    session: AsyncSession, workspace_id: uuid.UUID, content: CampaignContent, audience: CampaignAudience
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    content: CampaignContent,
+    audience: CampaignAudience,
+    topic: str | None = None,
 ) -> None:
-    """422 naming each missing template or segment, or content that does not compile."""
+    """422 naming each missing template, segment or topic, or content that does not compile."""
     errors: list[dict[str, str]] = []
+    if topic is not None and not await topics_repo.key_taken(session, workspace_id, topic):
+        errors.append({"loc": "body.topic", "msg": f"no topic {topic!r} in this workspace"})
     if content.template_id is not None:
         found = await queries.get(session, templates, [templates.c.id], workspace_id, content.template_id)
         if found is None:
@@ -138,7 +145,7 @@ async def create_campaign(
     session: AsyncSession, workspace_id: uuid.UUID, body: CampaignCreate, settings: Settings
 ) -> CampaignOut:
     """Store a draft; its template and segments must exist (422), its name be free (409)."""
-    await _check_references(session, workspace_id, body.content, body.audience)
+    await _check_references(session, workspace_id, body.content, body.audience, body.topic)
     if await queries.name_taken(session, campaigns, workspace_id, body.name):
         raise Conflict(f"a campaign named {body.name!r} exists")
     values = {
@@ -179,7 +186,7 @@ async def update_campaign(
     values = body.model_dump(exclude_unset=True)
     content = body.content or CampaignContent.model_validate(row["content"])
     audience = body.audience or CampaignAudience.model_validate(row["audience"])
-    await _check_references(session, workspace_id, content, audience)
+    await _check_references(session, workspace_id, content, audience, values.get("topic"))
     if "content" in values:
         values["content"] = _dump(content)
     if "audience" in values:
@@ -373,6 +380,7 @@ async def send_test(
                     "email": email,
                     "template_id": content.template_id,
                     "campaign_id": None,
+                    "topic": row["topic"],
                     "data": {**row["data"], OVERRIDES_KEY: overrides},
                 },
             )

@@ -95,7 +95,7 @@ events = Table(
     Column("id", UUID(as_uuid=True), nullable=False),
     Column("workspace_id", UUID(as_uuid=True), nullable=False),
     Column("profile_id", UUID(as_uuid=True), nullable=False),
-    Column("type", Text, nullable=False),  # 'track' | 'page' | 'system'
+    Column("type", Text, nullable=False),  # 'track' | 'page' | 'screen' | 'system'
     Column("name", Text, nullable=False),
     Column("properties", JSONB, nullable=False),
     Column("context", JSONB, nullable=True),
@@ -217,7 +217,38 @@ messages = Table(
     Column("enrollment_id", UUID(as_uuid=True), nullable=True),
     # Flow and campaign sends (not transactional ones): the frequency cap counts them.
     Column("marketing", Boolean, nullable=False, server_default=text("false")),
+    # The subscription topic (topics.key) of a flow or campaign send; people
+    # who left it are not sent to.
+    Column("topic", Text, nullable=True),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
+)
+
+# Subscription topics of a workspace (newsletter, product updates, ...),
+# addressed by `key`.
+topics = Table(
+    "topics",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("key", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "key", name="topics_workspace_key"),
+)
+
+# The topics a profile left (no row: subscribed).
+topic_optouts = Table(
+    "topic_optouts",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("topic_key", Text, primary_key=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    Index("topic_optouts_topic_idx", "workspace_id", "topic_key"),
 )
 
 # What some consumer listens for, per workspace: an event name, a top-level

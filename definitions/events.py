@@ -21,6 +21,7 @@ class EventType(StrEnum):
 
     TRACK = "track"
     PAGE = "page"
+    SCREEN = "screen"
     SYSTEM = "system"
 
 
@@ -28,6 +29,7 @@ class SystemEvent(StrEnum):
     """Events the platform writes itself."""
 
     PAGE_VIEWED = "Page Viewed"
+    SCREEN_VIEWED = "Screen Viewed"
     SEGMENT_ENTERED = "Segment Entered"
     SEGMENT_EXITED = "Segment Exited"
     EMAIL_SENT = "Email Sent"
@@ -38,6 +40,8 @@ class SystemEvent(StrEnum):
     EMAIL_COMPLAINED = "Email Complained"
     EMAIL_UNSUBSCRIBED = "Email Unsubscribed"
     PROFILE_UPDATED = "Profile Updated"
+    TOPIC_UNSUBSCRIBED = "Topic Unsubscribed"
+    TOPIC_RESUBSCRIBED = "Topic Resubscribed"
 
 
 EMAIL_EVENT_PREFIX = "Email "
@@ -91,3 +95,9 @@ def email_event_key(message_id: object, action: str, source: str | None = None) 
 def profile_event_key(profile_id: object, change_id: object) -> str:
     """A `Profile Updated` event of one API change."""
     return f"profile:{profile_id}:updated:{change_id}"
+
+
+def topic_event_key(profile_id: object, topic: str, subscribed: bool, change_id: object) -> str:
+    """A `Topic Unsubscribed` / `Topic Resubscribed` event of one change of
+    a person's choice (written only when the choice actually changed)."""
+    return f"topic:{profile_id}:{topic}:{'in' if subscribed else 'out'}:{change_id}"

@@ -184,6 +184,7 @@ class FlowEmailInput(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     frequency_cap: FrequencyCap | None = None
     quiet_hours: QuietHours | None = None
+    topic: str | None = None
 
 
 class FlowEmailPrepared(BaseModel):

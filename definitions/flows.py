@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from definitions.segments import Condition, Path, PropertyFilter
+from definitions.topics import TopicKey
 
 MAX_NODES = 100
 MAX_BRANCHES = 10
@@ -189,12 +190,15 @@ class EmailOverrides(_Strict):
 
 class SendEmailNode(_Node):
     """Send a template to the person through the send path (suppression,
-    frequency cap unless `transactional`, quiet hours, router, tracking)."""
+    frequency cap unless `transactional`, quiet hours, router, tracking).
+    With a `topic` (a topic's key), a person who left that topic is not
+    sent to, and the email's one-click unsubscribe leaves that topic only."""
 
     type: Literal["send_email"]
     template_id: uuid.UUID
     overrides: EmailOverrides = EmailOverrides()
     transactional: bool = False
+    topic: TopicKey | None = None
     next: NodeId | None = None
 
 

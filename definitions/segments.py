@@ -8,7 +8,9 @@ A segment is a JSON tree of conditions, discriminated by `type`:
   in a window; `count = 0` means "has not done";
 - `segment`: member / not member of another segment;
 - `email`: a delivery or engagement event (`Email Opened`, ...) for a
-  campaign or any.
+  campaign or any;
+- `topic`: subscribed to (or opted out of) a subscription topic — a
+  person is subscribed to every topic they have not left.
 
 The same definitions are compiled to SQL for set evaluation
 (`segments/compiler.py`) and evaluated here for one profile (`matches`).
@@ -55,8 +57,9 @@ from pydantic import (
     model_validator,
 )
 
-from definitions.events import email_event
+from definitions.events import SystemEvent, email_event
 from definitions.limits import UtcDatetime
+from definitions.topics import TopicKey
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
@@ -251,6 +254,22 @@ class SegmentCondition(_Strict):
     op: Literal["member", "not_member"] = "member"
 
 
+class TopicCondition(_Strict):
+    """Subscribed to a topic (`subscribed: true`, the default), or opted out
+    of it (`subscribed: false`), e.g. `{"type": "topic", "topic":
+    "newsletter", "subscribed": false}`. Reads the person's opt-outs now
+    (an address unsubscribed from all email is a separate fact: the
+    `email` condition with `unsubscribed`)."""
+
+    type: Literal["topic"]
+    topic: TopicKey
+    subscribed: StrictBool = True
+
+
+# Events that change what a topic condition reads (segments re-check on them).
+TOPIC_EVENTS = (SystemEvent.TOPIC_UNSUBSCRIBED.value, SystemEvent.TOPIC_RESUBSCRIBED.value)
+
+
 class AllGroup(_Strict):
     """Every condition holds (an empty list always holds)."""
 
@@ -273,7 +292,14 @@ class NotGroup(_Strict):
 
 
 Condition = Annotated[
-    AllGroup | AnyGroup | NotGroup | TraitCondition | EventCondition | SegmentCondition | EmailCondition,
+    AllGroup
+    | AnyGroup
+    | NotGroup
+    | TraitCondition
+    | EventCondition
+    | SegmentCondition
+    | EmailCondition
+    | TopicCondition,
     Field(discriminator="type"),
 ]
 for _model in (AllGroup, AnyGroup, NotGroup):
@@ -338,6 +364,8 @@ def dependencies(root: Any) -> Dependencies:
             traits.add(node.keys[0])
         elif isinstance(node, SegmentCondition):
             segments.add(node.segment_id)
+        elif isinstance(node, TopicCondition):
+            names.update(TOPIC_EVENTS)
     return Dependencies(frozenset(names), frozenset(traits), frozenset(segments))
 
 
@@ -367,6 +395,7 @@ class ProfileFacts:
     traits: dict[str, Any]
     events: list[EventFact] = field(default_factory=list)
     segment_ids: set[uuid.UUID] = field(default_factory=set)
+    topic_optouts: set[str] = field(default_factory=set)
 
 
 def _utc(value: datetime) -> datetime:
@@ -490,4 +519,6 @@ def matches(node: Any, facts: ProfileFacts, now: datetime) -> bool:
     if isinstance(node, SegmentCondition):
         member = node.segment_id in facts.segment_ids
         return member if node.op == "member" else not member
+    if isinstance(node, TopicCondition):
+        return (node.topic not in facts.topic_optouts) == node.subscribed
     raise TypeError(f"not a condition: {node!r}")

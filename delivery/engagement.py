@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.ids import uuid7
 from definitions.events import email_event, email_event_key
 from delivery import repository as repo
-from delivery.links import KIND_CLICK, KIND_OPEN, KIND_UNSUBSCRIBE, LinkSigner
+from delivery.links import KIND_CLICK, KIND_OPEN, LinkSigner
 
 # provider-neutral kinds → (message column stamped first, status, statuses it may replace);
 # each is stored as the event definitions.events.email_event(kind).
@@ -49,6 +49,7 @@ async def record(
         "message_id": str(message["id"]),
         "campaign_id": message["campaign_id"],
         "template_id": str(message["template_id"]) if message["template_id"] else None,
+        **({"topic": message["topic"]} if message["topic"] else {}),
         **(properties or {}),
     }
     if message["profile_id"] is not None:
@@ -90,7 +91,8 @@ async def _status(
 
 
 class LinkEvents:
-    """Opens, clicks and unsubscribes arriving through signed links."""
+    """Opens and clicks arriving through signed links (unsubscribe links:
+    delivery/preferences.py)."""
 
     def __init__(self, engine: AsyncEngine, signer: LinkSigner) -> None:
         self._engine = engine
@@ -123,28 +125,3 @@ class LinkEvents:
             now = datetime.now(UTC)
             await record(conn, message, "clicked", now, f"link:{uuid7()}", {"url": url})
         return url
-
-    async def message_for_unsubscribe(self, token: str) -> Any | None:
-        """The message an unsubscribe link belongs to; None for a bad token."""
-        verified = self._signer.verify(token, KIND_UNSUBSCRIBE)
-        if verified is None:
-            return None
-        async with self._engine.connect() as conn:
-            return await repo.message_by_id(conn, verified.message_id)
-
-    async def unsubscribe(self, token: str, method: str) -> Any | None:
-        """Suppress the address and record `Email Unsubscribed` (once)."""
-        message = await self.message_for_unsubscribe(token)
-        if message is None:
-            return None
-        async with self._engine.begin() as conn:
-            await record(
-                conn,
-                message,
-                "unsubscribed",
-                datetime.now(UTC),
-                None,
-                {"method": method},
-                suppress_reason="unsubscribed",
-            )
-        return message

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.validation import Email, JsonObject, NotNull
+from definitions.topics import TopicKey
 
 
 class _Body(BaseModel):
@@ -198,6 +199,9 @@ class MessageCreate(_Body):
     email: Email | None = None
     data: JsonObject = Field(default_factory=dict, description="Template variables under `data`.")
     campaign_id: str | None = Field(None, max_length=255)
+    topic: TopicKey | None = Field(
+        None, description="A subscription topic (its key): not sent to a person who left it."
+    )
     idempotency_key: str | None = Field(
         None, max_length=255, description="Repeat a request safely: same key, same message."
     )
@@ -222,6 +226,7 @@ class MessageOut(BaseModel):
     profile_id: uuid.UUID | None
     template_id: uuid.UUID | None
     campaign_id: str | None
+    topic: str | None = None
     subject: str | None
     provider: str | None
     provider_message_id: str | None

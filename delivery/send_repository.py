@@ -18,9 +18,13 @@ from events import writer as event_writer
 
 LOAD_SQL = """
 SELECT m.id, m.workspace_id, m.status, m.email::text AS email, m.profile_id, m.template_id, m.campaign_id,
-       m.data, m.error, m.provider_kind, m.provider_message_id,
+       m.data, m.error, m.provider_kind, m.provider_message_id, m.topic,
        (SELECT s.reason FROM suppressions s WHERE s.workspace_id = m.workspace_id AND s.email = m.email)
            AS suppressed_reason,
+       (m.topic IS NOT NULL AND EXISTS (
+           SELECT 1 FROM topic_optouts o
+           WHERE o.workspace_id = m.workspace_id AND o.profile_id = m.profile_id AND o.topic_key = m.topic
+       )) AS topic_opted_out,
        p.email::text AS profile_email, p.external_id AS profile_external_id, p.traits AS profile_traits
 FROM messages m
 LEFT JOIN profiles p ON p.id = m.profile_id AND p.workspace_id = m.workspace_id
@@ -98,7 +102,8 @@ SELECT count(*) FROM updated
 async def load(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
 ) -> asyncpg.Record | None:
-    """The message with its suppression reason and profile."""
+    """The message with its suppression reason, whether its person left its
+    topic, and its profile."""
     return await conn.fetchrow(LOAD_SQL, workspace_id, message_id)
 
 

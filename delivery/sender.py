@@ -10,7 +10,8 @@ breakers and rate limits — is unreachable) the message goes back to
 `queued` and the activity raises a retryable error, so Temporal tries
 again with backoff and the message goes out once Redis is back.
 
-Order: read the row (with its suppression and profile) → render →
+Order: read the row (with its suppression, whether the person left the
+message's topic, and the profile) → render →
 tracking links and unsubscribe headers → router: breaker and rate limit,
 then claim the message (`queued` → `sending`, one conditional update) just
 before the first provider call → record the outcome and `Email Sent` (one
@@ -295,6 +296,8 @@ class EmailSender:
             return Outcome(row, row["status"], row["error"], record=False)
         if row["suppressed_reason"] is not None:
             return Outcome(row, "suppressed", f"address suppressed ({row['suppressed_reason']})")
+        if row["topic_opted_out"]:
+            return Outcome(row, "suppressed", f"the person left the topic {row['topic']!r}")
         return None
 
     @staticmethod
@@ -476,6 +479,7 @@ class Outcome:
             "template_id": str(row["template_id"]),
             "campaign_id": row["campaign_id"],
             "provider": self.delivery.provider_kind if self.delivery else None,
+            **({"topic": row["topic"]} if row["topic"] else {}),
         }
 
     def recordset(self) -> dict[str, Any]:

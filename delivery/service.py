@@ -38,6 +38,7 @@ from delivery.schemas import (
     TemplatePage,
     TemplateUpdate,
 )
+from topics import repository as topics_repo
 
 # -- templates ------------------------------------------------------------------
 
@@ -335,11 +336,20 @@ async def remove_suppression(session: AsyncSession, workspace_id: uuid.UUID, ema
 
 
 async def create_message(
-    session: AsyncSession, workspace_id: uuid.UUID, body: MessageCreate
+    session: AsyncSession, workspace_id: uuid.UUID, body: MessageCreate, *, topic_must_exist: bool = True
 ) -> tuple[Any, bool]:
     """Create the message row (or find it by idempotency key). Returns the
-    row and whether it is new; the caller starts its workflow."""
+    row and whether it is new; the caller starts its workflow. A `topic`
+    must be one of the workspace's unless `topic_must_exist` is off (a flow
+    version keeps sending under the key of a topic deleted since, and
+    people's opt-outs of that key still hold)."""
     await _template_row(session, workspace_id, body.template_id)
+    if (
+        body.topic is not None
+        and topic_must_exist
+        and not await topics_repo.key_taken(session, workspace_id, body.topic)
+    ):
+        raise ValidationFailed([{"loc": "body.topic", "msg": f"no topic {body.topic!r} in this workspace"}])
     if (body.profile_id is None) == (body.email is None):
         raise ValidationFailed([{"loc": "body", "msg": "give exactly one of profile_id or email"}])
     if body.profile_id is not None:
@@ -361,6 +371,7 @@ async def create_message(
             "email": profile["email"],
             "template_id": body.template_id,
             "campaign_id": body.campaign_id,
+            "topic": body.topic,
             "data": body.data,
         },
     )
@@ -411,6 +422,7 @@ def message_out(row: Any, found: list[MessageEvent] | None = None) -> MessageOut
         profile_id=row["profile_id"],
         template_id=row["template_id"],
         campaign_id=row["campaign_id"],
+        topic=row["topic"],
         subject=row["subject"],
         provider=row["provider_kind"],
         provider_message_id=row["provider_message_id"],

@@ -60,6 +60,7 @@ from flows.schemas import (
     SegmentEnrollRequest,
     StepOut,
 )
+from topics import repository as topics_repo
 
 # Which statuses each transition starts from.
 _ACTIVATE_FROM = ("draft", "paused")
@@ -168,8 +169,8 @@ def _references(graph: FlowGraph) -> list[tuple[str, str, uuid.UUID]]:
 async def check_references(
     session: AsyncSession, workspace_id: uuid.UUID, graph: FlowGraph, root: str = "body.definition"
 ) -> None:
-    """Every template and segment the graph names exists in the workspace;
-    ValidationFailed names the node of each that does not."""
+    """Every template, segment and topic the graph names exists in the
+    workspace; ValidationFailed names the node of each that does not."""
     refs = _references(graph)
     found = {
         "template": await repo.existing_templates(
@@ -183,6 +184,13 @@ async def check_references(
         {"loc": f"{root}.{loc}", "msg": f"no {kind} {ref} in this workspace"}
         for loc, kind, ref in refs
         if ref not in found[kind]
+    ]
+    tagged = [(n.id, n.topic) for n in graph.nodes if isinstance(n, SendEmailNode) and n.topic]
+    known = await topics_repo.existing_keys(session, workspace_id, {t for _, t in tagged})
+    problems += [
+        {"loc": f"{root}.nodes.{node_id}", "msg": f"no topic {topic!r} in this workspace"}
+        for node_id, topic in tagged
+        if topic not in known
     ]
     if problems:
         raise ValidationFailed(problems)

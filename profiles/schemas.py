@@ -70,6 +70,7 @@ class ProfileDetail(ProfileOut):
     """A profile with its identities and latest events."""
 
     anonymous_ids: list[str]
+    topic_optouts: list[str] = Field(description="Keys of the subscription topics the person left")
     events: list[EventOut]
 
 

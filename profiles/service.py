@@ -16,6 +16,7 @@ from core.ids import uuid7
 from core.pagination import cut_page, decode_cursor
 from profiles import repository as repo
 from profiles.schemas import EventOut, ProfileCreate, ProfileDetail, ProfileOut, ProfilePage, ProfileUpdate
+from topics import repository as topics_repo
 
 _TRAIT_PATH = re.compile(r"^[A-Za-z0-9_\-$]+(\.[A-Za-z0-9_\-$]+)*$")
 TIMELINE_LENGTH = 20
@@ -65,8 +66,12 @@ async def get_profile(session: AsyncSession, workspace_id: uuid.UUID, profile_id
         raise NotFound(f"no profile {profile_id} in this workspace")
     anon = await repo.anonymous_ids(session, workspace_id, profile_id)
     events = await repo.latest_events(session, workspace_id, profile_id, TIMELINE_LENGTH)
+    optouts = await topics_repo.opted_out(session, workspace_id, profile_id)
     return ProfileDetail(
-        **dict(row), anonymous_ids=anon, events=[EventOut.model_validate(dict(e)) for e in events]
+        **dict(row),
+        anonymous_ids=anon,
+        topic_optouts=optouts,
+        events=[EventOut.model_validate(dict(e)) for e in events],
     )
 
 

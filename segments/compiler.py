@@ -5,7 +5,8 @@ event (or email) condition becomes an aggregated subquery — the matching
 events counted per profile, read through `(workspace_id, name,
 occurred_at)` with the window bounds bound as parameters, so partitions
 outside the window are pruned — LEFT JOINed to `profiles`; each segment
-reference joins `segment_memberships`. Conditions become boolean
+reference joins `segment_memberships`; a topic condition is an EXISTS probe
+of `topic_optouts`' primary key. Conditions become boolean
 expressions that are never NULL, so `not` and `any` keep two-valued logic;
 the expressions are also strict on the joined side where that is correct,
 which lets PostgreSQL turn a top-level "did at least once" into an inner
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from db.tables import events, profiles, segment_memberships
+from db.tables import events, profiles, segment_memberships, topic_optouts
 from definitions.segments import (
     DATE_OPS,
     NUMERIC_OPS,
@@ -58,6 +59,7 @@ from definitions.segments import (
     NotGroup,
     Op,
     SegmentCondition,
+    TopicCondition,
     TraitCondition,
 )
 
@@ -174,6 +176,8 @@ class _Compiler:
             return self.event(node)
         if isinstance(node, SegmentCondition):
             return self.segment(node)
+        if isinstance(node, TopicCondition):
+            return self.topic(node)
         raise TypeError(f"not a condition: {node!r}")
 
     def matching_events(self, node: EventCondition, alias: str) -> Select[Any]:
@@ -213,6 +217,19 @@ class _Compiler:
         on = and_(m.c.segment_id == node.segment_id, m.c.profile_id == profiles.c.id)
         self.joins.append((m, on))
         return m.c.profile_id.is_not(None) if node.op == "member" else m.c.profile_id.is_(None)
+
+    def topic(self, node: TopicCondition) -> ColumnElement[bool]:
+        o = topic_optouts.alias(f"to{next(self.names)}")
+        left = (
+            select(o.c.profile_id)
+            .where(
+                o.c.workspace_id == self.workspace_id,
+                o.c.profile_id == profiles.c.id,
+                o.c.topic_key == node.topic,
+            )
+            .exists()
+        )
+        return not_(left) if node.subscribed else left
 
 
 def compile_members(root: Any, workspace_id: uuid.UUID, now: datetime) -> Select[Any]:

@@ -16,6 +16,7 @@ from definitions.segments import (
     EventFact,
     ProfileFacts,
     SegmentCondition,
+    TopicCondition,
     matches,
     walk,
 )
@@ -69,6 +70,9 @@ async def load_facts(
     refs = sorted({n.segment_id for root in roots for n in walk(root) if isinstance(n, SegmentCondition)})
     for pid, segment_id in await repo.load_memberships(conn, ids, refs):
         facts[pid].segment_ids.add(segment_id)
+    keys = sorted({n.topic for root in roots for n in walk(root) if isinstance(n, TopicCondition)})
+    for pid, key in await repo.load_topic_optouts(conn, workspace_id, ids, keys):
+        facts[pid].topic_optouts.add(key)
     return facts
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.engine import driver_connection
-from db.tables import events, profiles, segment_memberships, segments, workspaces
+from db.tables import events, profiles, segment_memberships, segments, topic_optouts, workspaces
 from definitions.events import (
     MERGE_LISTENER_NAME,
     Consumer,
@@ -310,6 +310,19 @@ async def load_memberships(
     m = segment_memberships
     stmt = select(m.c.profile_id, m.c.segment_id).where(
         and_(m.c.profile_id.in_(profile_ids), m.c.segment_id.in_(segment_ids))
+    )
+    return (await conn.execute(stmt)).all()
+
+
+async def load_topic_optouts(
+    conn: AsyncConnection, workspace_id: uuid.UUID, profile_ids: Sequence[uuid.UUID], keys: Sequence[str]
+) -> Sequence[Any]:
+    """(profile_id, topic_key) opt-outs of these profiles among the given topics."""
+    if not keys or not profile_ids:
+        return []
+    o = topic_optouts
+    stmt = select(o.c.profile_id, o.c.topic_key).where(
+        o.c.workspace_id == workspace_id, o.c.profile_id.in_(profile_ids), o.c.topic_key.in_(keys)
     )
     return (await conn.execute(stmt)).all()
 

@@ -96,3 +96,63 @@ def test_the_real_tree_has_no_lint_findings():
             [sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _sdk_project(project: Path, tools: list[str]) -> dict[str, str]:
+    """Give the copy an SDK whose npm install is current, and a PATH of
+    only `tools` (plus a stand-in npm): no apt-get, no sudo, no chromium."""
+    sdk = project / "sdk"
+    (sdk / "node_modules").mkdir(parents=True)
+    (sdk / "package.json").write_text("{}")
+    (sdk / "package-lock.json").write_text("{}")
+    lock = subprocess.run(
+        ["sh", "-c", 'cksum < "$1"', "sh", str(sdk / "package-lock.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (sdk / "node_modules" / ".mp-installed").write_text(lock.stdout)
+    bin_dir = project.parent / "tools"
+    bin_dir.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    (bin_dir / "npm").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "npm").chmod(0o755)
+    return {"PATH": str(bin_dir)}
+
+
+TOOLS = ["sh", "cat", "cksum", "dirname", "id", "grep"]
+
+
+def test_missing_chromium_fails_with_one_line(project: Path):
+    env = _sdk_project(project, TOOLS)
+    done = run_mp_test(project, "-q", MP_SKIP_LINT="1", MP_CHROMIUM=str(project / "no-chromium"), **env)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("mp test: the browser SDK tests need Chromium at ")
+    ), done.stderr
+    assert "passed" not in done.stdout
+
+
+def test_with_chromium_present_the_tests_run(project: Path):
+    env = _sdk_project(project, TOOLS)
+    chromium = project / "chromium"
+    chromium.write_text("#!/bin/sh\n")
+    chromium.chmod(0o755)
+    done = run_mp_test(
+        project, "-q", "-p", "no:cacheprovider", MP_SKIP_LINT="1", MP_CHROMIUM=str(chromium), **env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
+def test_missing_node_fails_with_one_line(project: Path):
+    env = _sdk_project(project, TOOLS)
+    (project.parent / "tools" / "npm").unlink()
+    done = run_mp_test(project, "-q", MP_SKIP_LINT="1", **env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "mp test: the SDK tests need Node.js >= 20 and npm on PATH (Debian: apt-get install nodejs npm)"
+    )

@@ -63,7 +63,7 @@ def _tracked_files() -> list[Path]:
     if listed.returncode == 0:
         return [ROOT / name for name in listed.stdout.decode().split("\0") if name]
     # Not a git checkout (a source archive, a container build): every file.
-    skip = {".git", ".venv", ".mp", "__pycache__", ".ruff_cache", ".pytest_cache"}
+    skip = {".git", ".venv", ".mp", "__pycache__", ".ruff_cache", ".pytest_cache", "node_modules"}
     return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
 
 

@@ -19,10 +19,12 @@ from core.settings import Settings, get_settings
 from db.engine import INGEST_SERVER_SETTINGS, create_asyncpg_pool, create_engine
 from delivery.engagement import LinkEvents
 from delivery.links import LinkSigner
+from delivery.preferences import PreferenceCenter
 from delivery.webhooks import SNSVerifier, WebhookHandler
 from tracking.email_endpoints import router as email_router
 from tracking.endpoints import router
 from tracking.fastpath import TrackingFastPath
+from tracking.sdk_asset import router as sdk_router
 from tracking.writer import GroupCommitWriter
 from workspaces.auth_limiter import AuthFailureLimiter
 from workspaces.service import KeyAuthenticator
@@ -38,6 +40,7 @@ class TrackingServices:
     keys: KeyAuthenticator
     writer: GroupCommitWriter
     links: LinkEvents
+    preferences: PreferenceCenter
     webhooks: WebhookHandler
     http: httpx.AsyncClient
 
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
             ),
             writer,
             LinkEvents(engine, LinkSigner(settings.secret_key)),
+            PreferenceCenter(engine, LinkSigner(settings.secret_key)),
             WebhookHandler(
                 engine,
                 http,
@@ -111,6 +115,7 @@ def create_app(settings: Settings | None = None) -> TrackingFastPath:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(email_router)
+    app.include_router(sdk_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, object]:

@@ -1,22 +1,26 @@
 """Email engagement on the tracking API: open pixel, click redirect,
-unsubscribe page and RFC 8058 one-click unsubscribe, provider webhooks."""
+preference page and RFC 8058 one-click unsubscribe, provider webhooks."""
 
 from __future__ import annotations
 
 import base64
 import html
 import uuid
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.errors import Unauthorized
 from delivery.webhooks import WebhookRejected
+from tracking.preference_page import preferences_body, unsubscribed_body
 
 router = APIRouter(tags=["email engagement"])
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+# The page's form has one field per topic (the page lists at most 200).
+MAX_FORM_FIELDS = 500
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -46,33 +50,50 @@ async def click(request: Request, token: str) -> Response:
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
-@router.get("/u/{token}", summary="Unsubscribe page")
-async def unsubscribe_page(request: Request, token: str) -> Response:
-    """Asks for confirmation (link scanners follow GETs, so a GET never unsubscribes)."""
-    message = await request.app.state.services.links.message_for_unsubscribe(token)
-    if message is None:
-        return _page("Link not found", "<p>This unsubscribe link is not valid.</p>", 404)
-    address = html.escape(message["email"])
-    return _page(
-        "Unsubscribe",
-        f"<h1>Unsubscribe</h1><p>Stop emails to <b>{address}</b>?</p>"
-        f"<form method='post'><button type='submit'>Unsubscribe</button></form>",
-    )
+@router.get("/u/{token}", summary="Preference page")
+async def preference_page(request: Request, token: str) -> Response:
+    """The workspace's topics with the person's choices, and "unsubscribe
+    from all". A GET never changes anything (link scanners follow GETs)."""
+    view = await request.app.state.services.preferences.view(token)
+    if view is None:
+        return _not_found()
+    return _page("Email preferences", preferences_body(view))
 
 
-@router.post("/u/{token}", summary="Unsubscribe (one-click, RFC 8058)")
+@router.post("/u/{token}", summary="Save preferences, or unsubscribe (one-click, RFC 8058)")
 async def unsubscribe(request: Request, token: str) -> Response:
-    """Suppresses the address for every provider and records `Email Unsubscribed`.
-    Mail clients send `List-Unsubscribe=One-Click` here; the page's button too."""
-    form = (await request.body()).decode(errors="replace")
-    method = "one-click" if "List-Unsubscribe=One-Click" in form else "page"
-    message = await request.app.state.services.links.unsubscribe(token, method)
-    if message is None:
-        return _page("Link not found", "<p>This unsubscribe link is not valid.</p>", 404)
-    return _page(
-        "Unsubscribed",
-        f"<h1>Unsubscribed</h1><p>{html.escape(message['email'])} will get no more emails.</p>",
-    )
+    """Mail clients send `List-Unsubscribe=One-Click` here: the person leaves
+    the message's topic at once, or every email when the message has no
+    topic. The page's forms send `action=save` (with a `topic` field per
+    topic kept) or `action=unsubscribe_all`."""
+    preferences = request.app.state.services.preferences
+    raw = await request.body()
+    one_click = b"List-Unsubscribe=One-Click" in raw
+    action = None
+    if not one_click:
+        try:
+            form = parse_qs(raw.decode(errors="replace"), max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            return _page("Bad request", "<p>Too many fields.</p>", 400)
+        action = (form.get("action") or [None])[0]
+        if action == "save":
+            view = await preferences.save(token, set(form.get("topic", [])))
+            if view is None:
+                return _not_found()
+            return _page("Email preferences", preferences_body(view, "Your preferences are saved."))
+    if action == "unsubscribe_all":
+        outcome = await preferences.unsubscribe(token, "page", everything=True)
+    else:
+        # One-click, or a bare POST (an older client): the message's topic, or everything.
+        outcome = await preferences.unsubscribe(token, "one-click" if one_click else "post")
+    if outcome is None:
+        return _not_found()
+    view = await preferences.view(token)
+    return _page("Unsubscribed", unsubscribed_body(outcome, view.topics if view else []))
+
+
+def _not_found() -> HTMLResponse:
+    return _page("Link not found", "<p>This unsubscribe link is not valid.</p>", 404)
 
 
 @router.post("/webhooks/ses/{provider_id}", summary="SES events via SNS")

@@ -17,10 +17,12 @@ from core.errors import PayloadTooLarge, ValidationFailed
 from core.ids import uuid7
 from definitions.events import SystemEvent
 from definitions.limits import MAX_FUTURE_SKEW, MAX_JSON_DEPTH, Unstorable, check_depth, check_offset
-from tracking.schemas import AliasCall, CallBase, IdentifyCall, PageCall, TrackCall
+from tracking.schemas import AliasCall, CallBase, GroupCall, IdentifyCall, PageCall, ScreenCall, TrackCall
+from tracking.segment import context_timezone, corrected_timestamp, group_traits, is_client_call
 
 MAX_EVENT_BYTES = 32 * 1024
 PAGE_EVENT = SystemEvent.PAGE_VIEWED.value
+SCREEN_EVENT = SystemEvent.SCREEN_VIEWED.value
 
 
 @dataclass(slots=True)
@@ -88,14 +90,18 @@ def to_item(
     received_at: datetime,
     where: str = "body",
     check_nesting: bool = True,
+    sent_at: datetime | None = None,
 ) -> IngestItem:
     """Flatten a validated call into an item; raises 4xx errors for calls
     that are well-typed but unusable (no identity, no event name, JSON
     nested past MAX_JSON_DEPTH). `check_nesting=False` skips the depth check
-    when the caller knows the body cannot nest that deep."""
+    when the caller knows the body cannot nest that deep. `sent_at` is the
+    batch's `sentAt`, for calls that carry none of their own."""
     if isinstance(call, AliasCall):
         if not call.user_id or not call.previous_id:
             raise ValidationFailed([{"loc": where, "msg": "alias needs userId and previousId"}])
+    elif isinstance(call, GroupCall) and not call.group_id:
+        raise ValidationFailed([{"loc": f"{where}.groupId", "msg": "group needs a groupId"}])
     elif not call.has_identity():
         raise ValidationFailed([{"loc": where, "msg": "missing identity: give userId, anonymousId or email"}])
 
@@ -107,13 +113,16 @@ def to_item(
             raise ValidationFailed([{"loc": f"{where}.event", "msg": "event name is required"}])
         event_type, event_name = "track", call.event
         properties = _json(call.properties, f"{where}.properties", check_nesting)
-    elif isinstance(call, PageCall):
+    elif isinstance(call, PageCall):  # and ScreenCall, its subclass
         props = dict(call.properties)
         if call.name:
             props.setdefault("name", call.name)
         if call.category:
             props.setdefault("category", call.category)
-        event_type, event_name = "page", PAGE_EVENT
+        if isinstance(call, ScreenCall):
+            event_type, event_name = "screen", SCREEN_EVENT
+        else:
+            event_type, event_name = "page", PAGE_EVENT
         properties = _json(props, f"{where}.properties", check_nesting)
     elif isinstance(call, IdentifyCall):
         traits = dict(call.traits)
@@ -122,10 +131,24 @@ def to_item(
         trait_email = traits.get("email")
         if email is None and isinstance(trait_email, str) and "@" in trait_email:
             email = trait_email.strip().lower()
+        # The browser's timezone lands on the profile, where flows and
+        # campaigns read it to send in the person's local time.
+        if "timezone" not in traits and (zone := context_timezone(call.context)) is not None:
+            traits["timezone"] = zone
+        _json(traits, f"{where}.traits", check_nesting)
+    elif isinstance(call, GroupCall):
+        traits = group_traits(call.group_id, call.traits)  # type: ignore[arg-type]
         _json(traits, f"{where}.traits", check_nesting)
 
     context = _json(call.context, f"{where}.context", check_nesting) if call.context else None
-    occurred_at = None if call.timestamp is None else _occurred_at(call.timestamp, received_at, where)
+    timestamp, skewed = call.timestamp, False
+    sent = call.sent_at or sent_at
+    if timestamp is not None and sent is not None and is_client_call(call.context):
+        try:
+            timestamp, skewed = corrected_timestamp(timestamp, sent, received_at), True
+        except (OverflowError, ValueError):
+            raise ValidationFailed([{"loc": f"{where}.sentAt", "msg": "sentAt is out of range"}]) from None
+    occurred_at = None if timestamp is None else _occurred_at(timestamp, received_at, where)
     return IngestItem(
         workspace_id=workspace_id,
         user_id=call.user_id,
@@ -141,8 +164,10 @@ def to_item(
         received_at=received_at,
         message_id=call.message_id or str(uuid7()),
         # A clamped timestamp counts as none, so retries of the call are
-        # pinned to its first receipt time (see the writer) and deduplicate.
-        has_timestamp=occurred_at is not None,
+        # pinned to its first receipt time (see the writer) and deduplicate;
+        # so does a skew-corrected one (each retry is received at another
+        # time, so its correction differs: the first try's time is kept).
+        has_timestamp=occurred_at is not None and not skewed,
         has_message_id=call.message_id is not None,
     )
 

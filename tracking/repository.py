@@ -21,6 +21,7 @@ import orjson
 from events import writer as event_writer
 from events.writer import ProfileChange
 from flows import runs_repository as flow_runs
+from topics import repository as topic_optouts
 from tracking.identity import PlannedProfile
 from tracking.items import IngestItem
 
@@ -194,12 +195,13 @@ async def lock_profiles(
 async def merge_profile(
     conn: asyncpg.Connection, ws: uuid.UUID, source: uuid.UUID, target: uuid.UUID
 ) -> None:
-    """Move a profile's events and aliases to another, merge traits (the
-    target's win), and delete it."""
+    """Move a profile's events, aliases and topic opt-outs to another, merge
+    traits (the target's win), and delete it."""
     await conn.execute(MOVE_EVENTS_SQL, ws, source, target)
     await conn.execute(MOVE_ALIASES_SQL, ws, source, target)
     await conn.execute(DROP_MEMBERSHIPS_SQL, ws, source)
     await flow_runs.follow_merge(conn, ws, source, target)
+    await topic_optouts.follow_merge(conn, ws, source, target)
     await conn.execute(ABSORB_PROFILE_SQL, ws, source, target)
 
 

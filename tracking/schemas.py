@@ -56,6 +56,10 @@ class CallBase(BaseModel):
     # Its UTC offset and range are checked when the call is flattened
     # (tracking/items.py), before the writer.
     timestamp: datetime | None = _alias("timestamp", "occurred_at", "originalTimestamp")
+    # When the client sent the call, by its own clock (Segment's `sentAt`):
+    # corrects the timestamps of browser and mobile calls for clock skew
+    # (tracking/segment.py).
+    sent_at: datetime | None = _alias("sentAt", "sent_at")
     context: dict[str, Any] | None = None
 
     @field_validator("email")
@@ -97,11 +101,25 @@ class AliasCall(CallBase):
     previous_id: Identifier = _alias("previousId", "previous_id")
 
 
+class ScreenCall(PageCall):
+    """`POST /v1/screen` (Segment): a mobile screen view, stored as the event `Screen Viewed`."""
+
+
+class GroupCall(CallBase):
+    """`POST /v1/group` (Segment): the person belongs to `groupId`; its
+    `traits` are kept on the profile under the trait `group_<groupId>`."""
+
+    group_id: Identifier = _alias("groupId", "group_id")
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+
 CALL_TYPES: dict[str, type[CallBase]] = {
     "track": TrackCall,
     "page": PageCall,
     "identify": IdentifyCall,
     "alias": AliasCall,
+    "screen": ScreenCall,
+    "group": GroupCall,
 }
 
 

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows
 from core.clients import connect_temporal, create_redis
-from core.runtime import tune_gc
+from core.runtime import keep_bytecode, tune_gc
 from core.settings import Settings
 from db.engine import create_engine
 from delivery.sender import EmailSender
@@ -81,6 +83,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     worker = build_worker(client, settings, activities)
     clients = WorkerClients(client, engine, redis, settings, dispatcher)
     tune_gc(settings.gc_thresholds)
+    keep_bytecode(Path(workflows.__file__).parent)
     log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
 
     async def shutdown_on_stop() -> None:

@@ -20,6 +20,9 @@ class KeyRow:
     id: uuid.UUID
     workspace_id: uuid.UUID
     kind: str
+    # The workspace's `allowed_origins` setting: browser origins that may
+    # send tracking calls with this key (None or empty: any origin).
+    allowed_origins: frozenset[str] | None = None
 
 
 async def get_or_create_workspace(session: AsyncSession, workspace_id: uuid.UUID, name: str) -> uuid.UUID:
@@ -52,11 +55,21 @@ async def insert_key(
 
 async def find_active_key(conn: AsyncConnection, key_hash: str) -> KeyRow | None:
     """An unrevoked key by hash (a read: unknown keys cost no write)."""
-    stmt = select(api_keys.c.id, api_keys.c.workspace_id, api_keys.c.kind).where(
-        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+    stmt = (
+        select(
+            api_keys.c.id,
+            api_keys.c.workspace_id,
+            api_keys.c.kind,
+            workspaces.c.settings["allowed_origins"].label("origins"),
+        )
+        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
     )
     row = (await conn.execute(stmt)).first()
-    return KeyRow(*row) if row else None
+    if row is None:
+        return None
+    origins = row.origins if isinstance(row.origins, list) else None
+    return KeyRow(row.id, row.workspace_id, row.kind, frozenset(origins) if origins else None)
 
 
 async def touch_key(conn: AsyncConnection, key_id: uuid.UUID, every_seconds: float) -> None:

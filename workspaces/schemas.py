@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+MAX_ALLOWED_ORIGINS = 100
 
 
 class WorkspaceSettings(BaseModel):
@@ -18,6 +22,28 @@ class WorkspaceSettings(BaseModel):
         max_length=64,
         description="IANA timezone for flow waits and quiet hours of people without a `timezone` trait.",
     )
+
+    allowed_origins: list[str] | None = Field(
+        None,
+        max_length=MAX_ALLOWED_ORIGINS,
+        description=(
+            "Browser origins (`https://shop.example.com`) allowed to send tracking calls with this "
+            "workspace's public key; a call from any other origin gets 403. None: any origin."
+        ),
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = []
+        for raw in value:
+            origin = raw.strip().rstrip("/").lower()
+            if len(origin) > 255 or not _ORIGIN.match(origin):
+                raise ValueError(f"{origin[:80]!r} is not an origin like https://shop.example.com")
+            cleaned.append(origin)
+        return sorted(set(cleaned))
 
     @field_validator("timezone")
     @classmethod

@@ -15,6 +15,7 @@ BODIES = {
     "providers": lambda n: {"name": f"P{n}", "kind": "mixmax", "credentials": {"api_token": "t"}},
     "suppressions": lambda n: {"email": f"gone{n}@example.com"},
     "profiles": lambda n: {"email": f"paged{n}@example.com"},
+    "topics": lambda n: {"key": f"topic-{n}", "name": f"Topic {n}"},
 }
 KEY = {"suppressions": "email"}
 

@@ -67,6 +67,9 @@ async def test_crud_and_validation(api, workspace):
     dup = {"name": campaign["name"], "content": campaign["content"], "audience": campaign["audience"]}
     assert (await api.post("/api/v1/campaigns", json=dup)).status_code == 409
 
+    missing_topic = await api.patch(f"/api/v1/campaigns/{campaign['id']}", json={"topic": "news"})
+    assert missing_topic.status_code == 422 and "no topic" in missing_topic.text
+    assert (await api.post("/api/v1/topics", json={"key": "news", "name": "News"})).status_code == 201
     patched = await api.patch(
         f"/api/v1/campaigns/{campaign['id']}",
         json={

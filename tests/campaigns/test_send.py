@@ -334,3 +334,31 @@ async def test_local_time_schedule_sends_each_zone_at_its_time(
         f"/api/v1/campaigns/{other['id']}/schedule", json={"scheduled_at": late, "local_time": True}
     )
     assert r.status_code == 422
+
+
+async def test_people_who_left_the_topic_are_left_out(api, worker, sendgrid, engine, workspace):
+    await add_sendgrid(api, sendgrid)
+    assert (
+        await api.post("/api/v1/topics", json={"key": "newsletter", "name": "Newsletter"})
+    ).status_code == 201
+    await add_people(engine, workspace.workspace_id, 4, "news")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO topic_optouts (workspace_id, profile_id, topic_key) "
+                "SELECT workspace_id, id, 'newsletter' FROM profiles WHERE workspace_id = :w AND email = :e"
+            ),
+            {"w": workspace.workspace_id, "e": "news-1@example.com"},
+        )
+    campaign = await inline_campaign(api, [await group_segment(api, "news")], topic="newsletter")
+    assert (await api.post(f"/api/v1/campaigns/{campaign['id']}/send")).status_code == 202
+    done = await finished(api, campaign["id"], timeout=60)
+    assert done["recipients"] == 3 and done["sent"] == 3
+    assert sorted(per_address(sendgrid)) == [f"news-{i}@example.com" for i in (0, 2, 3)]
+    async with engine.connect() as conn:
+        topics = (
+            await conn.execute(
+                text("SELECT DISTINCT topic FROM messages WHERE campaign_id = :c"), {"c": campaign["id"]}
+            )
+        ).all()
+    assert topics == [("newsletter",)]

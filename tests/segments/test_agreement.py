@@ -1,6 +1,6 @@
 """Property test: the SQL set evaluation and the in-memory single-profile
-evaluation agree, for random condition trees over random profiles, events
-and memberships."""
+evaluation agree, for random condition trees over random profiles, events,
+memberships and topic opt-outs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core.ids import uuid7
-from db.tables import events, profiles, segment_memberships, segments, workspaces
+from db.tables import events, profiles, segment_memberships, segments, topic_optouts, topics, workspaces
 from definitions.segments import matches
 from segments.compiler import compile_members
 from segments.facts import load_facts
@@ -23,6 +23,7 @@ from segments.service import parse_definition
 NOW = datetime.now(UTC).replace(microsecond=0)
 TODAY = NOW.date()
 REF_SEGMENTS = [uuid.UUID(int=i + 1) for i in range(2)]
+TOPICS = ["newsletter", "product-updates"]
 
 words = st.sampled_from(["pro", "Pro", "PRO", "free", "adam", "Ada Lovelace", "Ünïcode", "ß", "x", "", "vip"])
 dates = st.sampled_from(
@@ -114,7 +115,12 @@ def windows(draw):
 
 @st.composite
 def leaves(draw):
-    kind = draw(st.sampled_from(["trait", "trait", "event", "email", "segment"]))
+    kind = draw(st.sampled_from(["trait", "trait", "event", "email", "segment", "topic"]))
+    if kind == "topic":
+        node = {"type": "topic", "topic": draw(st.sampled_from([*TOPICS, "never-made"]))}
+        if draw(st.booleans()):
+            node["subscribed"] = draw(st.booleans())
+        return node
     if kind == "trait":
         return {"type": "trait", **draw(comparisons())}
     if kind == "segment":
@@ -160,6 +166,7 @@ people = st.lists(
         traits,
         st.lists(st.tuples(event_names, properties, offsets), max_size=5),
         st.sets(st.sampled_from(REF_SEGMENTS)),
+        st.sets(st.sampled_from(TOPICS)),
     ),
     min_size=1,
     max_size=6,
@@ -171,7 +178,9 @@ async def _seed(engine, population) -> tuple[uuid.UUID, list[uuid.UUID]]:
     ids = []
     async with engine.begin() as conn:
         await conn.execute(insert(workspaces).values(id=ws, name=f"agree-{ws}"))
-        for person_traits, person_events, member_of in population:
+        for key in TOPICS:
+            await conn.execute(insert(topics).values(id=uuid7(), workspace_id=ws, key=key, name=key))
+        for person_traits, person_events, member_of, left in population:
             pid = uuid7()
             ids.append(pid)
             await conn.execute(insert(profiles).values(id=pid, workspace_id=ws, traits=person_traits))
@@ -192,6 +201,10 @@ async def _seed(engine, population) -> tuple[uuid.UUID, list[uuid.UUID]]:
             for ref in member_of:
                 await conn.execute(
                     insert(segment_memberships).values(segment_id=ref, profile_id=pid, workspace_id=ws)
+                )
+            for key in left:
+                await conn.execute(
+                    insert(topic_optouts).values(workspace_id=ws, profile_id=pid, topic_key=key)
                 )
     return ws, ids
 

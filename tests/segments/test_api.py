@@ -221,6 +221,7 @@ async def test_workspace_refresh_interval(api):
     assert (await api.get("/api/v1/workspace/settings")).json() == {
         "segment_refresh_minutes": 5,
         "timezone": "UTC",
+        "allowed_origins": None,
     }
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
@@ -248,3 +249,75 @@ async def test_temporal_down_is_503_not_500(settings, workspace, sessionmaker):
         assert r.status_code == 503 and r.json()["error"] == "unavailable"
         # Everything that does not need Temporal still works.
         assert (await client.get(f"/api/v1/segments/{seg['id']}")).status_code == 200
+
+
+LEFT_NEWS = {"type": "topic", "topic": "newsletter", "subscribed": False}
+
+
+async def _topic_people(api, tracking) -> dict[str, str]:
+    await _seed(tracking)
+    r = await api.post("/api/v1/topics", json={"key": "newsletter", "name": "Newsletter"})
+    assert r.status_code == 201
+    ids = {}
+    for user in ("ann", "bob", "cat"):
+        ids[user] = (await api.get("/api/v1/profiles", params={"external_id": user})).json()["data"][0]["id"]
+    r = await api.put(f"/api/v1/profiles/{ids['ann']}/topics/newsletter", json={"subscribed": False})
+    assert r.status_code == 200
+    return ids
+
+
+async def test_topic_condition_estimate_and_check(api, tracking):
+    ids = await _topic_people(api, tracking)
+    left = await api.post("/api/v1/segments/estimate", json={"definition": LEFT_NEWS, "sample_size": 5})
+    assert left.status_code == 200, left.text
+    assert left.json()["count"] == 1
+    subscribed_pros = {
+        "type": "all",
+        "conditions": [PRO, {"type": "topic", "topic": "newsletter"}],
+    }
+    r = await api.post("/api/v1/segments/estimate", json={"definition": subscribed_pros})
+    assert r.json()["count"] == 1  # bob: pro and still subscribed
+    seg = (await api.post("/api/v1/segments", json={"name": "Left news", "definition": LEFT_NEWS})).json()
+    assert (await api.get(f"/api/v1/segments/{seg['id']}/profiles/{ids['ann']}")).json()["member"] is True
+    assert (await api.get(f"/api/v1/segments/{seg['id']}/profiles/{ids['bob']}")).json()["member"] is False
+    for bad in (
+        {"type": "topic", "topic": "News Letter"},
+        {"type": "topic", "topic": "newsletter", "subscribed": "no"},
+        {"type": "topic"},
+        {"type": "topic", "topic": "newsletter", "op": "eq"},
+    ):
+        r = await api.post("/api/v1/segments", json={"name": "Bad", "definition": bad})
+        assert r.status_code == 422, bad
+
+
+async def test_topic_choices_recheck_segments(api, tracking, worker, engine, workspace):
+    ids = await _topic_people(api, tracking)
+    seg = (await api.post("/api/v1/segments", json={"name": "Left news", "definition": LEFT_NEWS})).json()
+    await asyncio.sleep(0.5)
+    # Changes made after the segment exists reach its members through the
+    # `Topic …` events, without a refresh.
+    for user in ("bob", "cat"):
+        r = await api.put(f"/api/v1/profiles/{ids[user]}/topics/newsletter", json={"subscribed": False})
+        assert r.json()["changed"] is True
+    await api.put(f"/api/v1/profiles/{ids['cat']}/topics/newsletter", json={"subscribed": True})
+
+    async def members():
+        listed = {
+            m["profile_id"] for m in (await api.get(f"/api/v1/segments/{seg['id']}/members")).json()["data"]
+        }
+        return ids["bob"] in listed and ids["cat"] not in listed
+
+    for _ in range(150):
+        if await members():
+            break
+        await asyncio.sleep(0.2)
+    assert await members()
+    async with engine.connect() as conn:
+        entered = await conn.scalar(
+            text(
+                "SELECT count(*) FROM events WHERE workspace_id = :w AND name = 'Segment Entered' "
+                "AND profile_id = :p"
+            ),
+            {"w": workspace.workspace_id, "p": ids["bob"]},
+        )
+    assert entered == 1

@@ -113,7 +113,11 @@ async def test_batch_over_1000_events_is_413(tracking, workspace, engine):
 
 
 async def test_batch_with_one_invalid_call_stores_nothing(tracking, workspace, engine):
-    batch = [{"userId": "u1", "event": "Fine"}, {"event": "No identity"}, {"type": "screen", "userId": "u1"}]
+    batch = [
+        {"userId": "u1", "event": "Fine"},
+        {"event": "No identity"},
+        {"type": "heartbeat", "userId": "u1"},
+    ]
     r = await tracking.post("/track/batch", json={"batch": batch})
     assert r.status_code == 422
     locs = [d["loc"] for d in r.json()["detail"]]

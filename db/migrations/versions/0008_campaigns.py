@@ -1,15 +1,15 @@
 """Campaigns: one-off sends to segments, and the audience snapshot a send
 walks by sequence number.
 
-Revision ID: 0007_campaigns
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-26
 """
 
 from alembic import op
 
-revision = "0007_campaigns"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

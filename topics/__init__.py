@@ -1,0 +1,1 @@
+"""Subscription topics and each person's choices about them."""
