@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api import analytics, email, flows, profiles, segments, topics, workspace
+from api import analytics, campaigns, email, flows, profiles, segments, topics, workspace
 from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
 from core.request_limits import RequestLimits
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(profiles.router)
     app.include_router(segments.router)
     app.include_router(flows.router)
+    app.include_router(campaigns.router)
     app.include_router(topics.router)
     app.include_router(workspace.router)
     app.include_router(analytics.router)

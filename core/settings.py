@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     email_send_cache_seconds: float = Field(
         5.0, description="How long a worker trusts a workspace's providers and a template before re-reading."
     )
+    campaign_send_concurrency: int = Field(
+        100,
+        description="Provider calls a campaign batch has in flight at once (claimed, recorded together).",
+    )
+    campaign_batch_size: int = Field(
+        500, description="Recipients one campaign `send_batch` activity handles."
+    )
+    campaign_window: int = Field(4, description="`send_batch` activities one campaign has in flight at once.")
+    campaign_heartbeat_seconds: float = Field(
+        30.0, description="Heartbeat timeout of `send_batch`: how soon a batch of a dead worker is retried."
+    )
     db_command_timeout_seconds: float = Field(
         60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
     )

@@ -446,3 +446,54 @@ analytics_watermarks = _rollup(
     _ts("updated_at", nullable=False, server_default=func.now()),
     key=("name",),
 )
+
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "workspace_id", UUID(as_uuid=True), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("name", Text, nullable=False),
+    # draft|scheduled|sending|paused|sent|cancelled|failed
+    Column("status", Text, nullable=False, server_default=text("'draft'")),
+    Column("content", JSONB, nullable=False),  # definitions.campaigns.CampaignContent
+    Column("audience", JSONB, nullable=False),  # definitions.campaigns.CampaignAudience
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("topic", Text, nullable=True),
+    Column("throttle_per_hour", Integer, nullable=True),
+    # scheduled_at is a wall-clock time in each recipient's timezone
+    Column("local_time", Boolean, nullable=False, server_default=text("false")),
+    _ts("scheduled_at", nullable=True),
+    _ts("started_at", nullable=True),
+    _ts("finished_at", nullable=True),
+    # Progress, mirrored from the send workflow.
+    Column("recipients", Integer, nullable=False, server_default=text("0")),
+    Column("sent", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("suppressed", Integer, nullable=False, server_default=text("0")),
+    Column("unknown", Integer, nullable=False, server_default=text("0")),
+    Column("cancelled", Integer, nullable=False, server_default=text("0")),
+    Column("detail", Text, nullable=True),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+    UniqueConstraint("workspace_id", "name", name="campaigns_workspace_name_key"),
+)
+
+# The audience snapshot a send walks by `seq`.
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column(
+        "campaign_id", UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("workspace_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("email", CITEXT, nullable=False),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("variant", Integer, nullable=True),
+    _ts("send_at", nullable=True),  # local-time campaigns: when this recipient is due
+    Column("status", Text, nullable=False, server_default=text("'pending'")),  # pending|cancelled
+)

@@ -66,3 +66,8 @@ def flow_run(flow_id: object, profile_id: object, enrollment_key: str = "") -> s
     if not enrollment_key:
         return base
     return f"{base}:{hashlib.sha256(enrollment_key.encode()).hexdigest()[:16]}"
+
+
+def campaign(campaign_id: object) -> str:
+    """`CampaignSendWorkflow` of one campaign: one send per campaign."""
+    return f"campaign:{campaign_id}"

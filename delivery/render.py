@@ -352,6 +352,32 @@ async def render_async(
         raise RenderBudgetExceeded(f"template rendering took over {RENDER_SECONDS:g} s") from None
 
 
+async def render_many_async(
+    subject: str, html: str, text: str | None, contexts: list[dict[str, Any]]
+) -> list[Rendered | RenderFailed]:
+    """`render` (strict) of one template for many contexts in one job of the
+    render pool (a batch send: one thread hop per chunk, not per message).
+    Each render keeps its own budget; each item is its result or the
+    RenderFailed it raised."""
+
+    def job() -> list[Rendered | RenderFailed]:
+        out: list[Rendered | RenderFailed] = []
+        for context in contexts:
+            try:
+                out.append(render(subject, html, text, context, strict=True))
+            except RenderFailed as exc:
+                out.append(exc)
+        return out
+
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(
+            loop.run_in_executor(_EXECUTOR, job), RENDER_SECONDS * max(1, len(contexts)) + 1.0
+        )
+    except TimeoutError:
+        raise RenderBudgetExceeded(f"template rendering took over {RENDER_SECONDS:g} s") from None
+
+
 class _TextExtractor(HTMLParser):
     _BLOCK = frozenset(
         {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}

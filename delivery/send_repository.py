@@ -1,6 +1,8 @@
-"""SQL of the send path (raw asyncpg): three statements a message, no
-explicit transactions. Claiming a message is one conditional update
-(`queued` → `sending`), so two attempts can never both send it."""
+"""SQL of the send path (raw asyncpg), no explicit transactions. One
+message: three statements. A batch (campaigns): one statement loads the
+batch, one claims each group of messages about to be sent, one records a
+group's outcomes with their `Email Sent` events. Claiming is a conditional
+update (`queued` → `sending`), so two attempts can never both send a message."""
 
 from __future__ import annotations
 
@@ -29,10 +31,19 @@ LEFT JOIN profiles p ON p.id = m.profile_id AND p.workspace_id = m.workspace_id
 WHERE m.workspace_id = $1 AND m.id = $2
 """
 
+LOAD_MANY_SQL = LOAD_SQL.replace("m.id = $2", "m.id = ANY($2::uuid[])") + " ORDER BY m.id"
+
 CLAIM_SQL = """
 UPDATE messages SET status = 'sending', subject = $3, links = $4::jsonb, updated_at = now()
 WHERE workspace_id = $1 AND id = $2 AND status = 'queued'
 RETURNING id
+"""
+
+CLAIM_MANY_SQL = """
+UPDATE messages m SET status = 'sending', subject = t.s, links = t.l, updated_at = now()
+FROM json_to_recordset($2::text::json) AS t(i uuid, s text, l jsonb)
+WHERE m.workspace_id = $1 AND m.id = t.i AND m.status = 'queued'
+RETURNING m.id
 """
 
 SET_STATUS_SQL = """
@@ -57,6 +68,34 @@ WITH updated AS (
 {event_writer.insert_cte("inserted", _SENT_EVENT)},
 {event_writer.outbox_cte("announced", "inserted")}
 SELECT count(*) FROM inserted
+"""
+
+# Many outcomes (JSON recordset $2) in one statement: each message moves
+# from its `f` status to `s`; those that became `sent` get their `Email
+# Sent` event (and its outbox rows).
+_RECORD_SENT_EVENTS = f"""SELECT u.ev, u.workspace_id, u.profile_id,
+       '{EventType.SYSTEM}', '{SystemEvent.EMAIL_SENT}', u.pr, NULL::jsonb, now(), now(), u.k
+FROM updated u WHERE u.s = 'sent' AND u.profile_id IS NOT NULL"""
+
+RECORD_MANY_SQL = f"""
+WITH t AS (
+    SELECT * FROM json_to_recordset($2::text::json) AS t(
+        i uuid, s text, e text, f text, pid uuid, pk text, pm text, a jsonb, ev uuid, k text, pr jsonb)
+),
+updated AS (
+    UPDATE messages m
+    SET status = t.s, error = t.e,
+        provider_id = COALESCE(t.pid, m.provider_id), provider_kind = COALESCE(t.pk, m.provider_kind),
+        provider_message_id = COALESCE(t.pm, m.provider_message_id),
+        sent_at = CASE WHEN t.s = 'sent' THEN now() ELSE m.sent_at END,
+        attempts = COALESCE(t.a, m.attempts), updated_at = now()
+    FROM t
+    WHERE m.workspace_id = $1 AND m.id = t.i AND m.status = t.f
+    RETURNING m.workspace_id, m.profile_id, t.s, t.ev, t.k, t.pr
+),
+{event_writer.insert_cte("inserted", _RECORD_SENT_EVENTS)},
+{event_writer.outbox_cte("announced", "inserted")}
+SELECT count(*) FROM updated
 """
 
 
@@ -115,3 +154,27 @@ async def sent(
         email_event_key(message_id, "sent"),
         uuid7(),
     )
+
+
+async def load_many(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """`load` for many messages at once (the rows that exist)."""
+    return await conn.fetch(LOAD_MANY_SQL, workspace_id, message_ids)
+
+
+async def claim_many(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, claims: list[tuple[uuid.UUID, str, list[str]]]
+) -> set[uuid.UUID]:
+    """`claim` for (message id, subject, links) items; returns the ids claimed."""
+    document = event_writer.to_json({"i": i, "s": s, "l": links} for i, s, links in claims)
+    return {r[0] for r in await conn.fetch(CLAIM_MANY_SQL, workspace_id, document)}
+
+
+async def record_many(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, outcomes: list[dict[str, Any]]
+) -> int:
+    """Record outcomes given as recordset rows (see RECORD_MANY_SQL); returns rows changed."""
+    if not outcomes:
+        return 0
+    return await conn.fetchval(RECORD_MANY_SQL, workspace_id, event_writer.to_json(outcomes))

@@ -25,25 +25,30 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
 
+from core.ids import uuid7
 from core.secret_box import SecretBox
 from core.settings import Settings
 from db import queries
 from db.engine import create_asyncpg_pool
 from db.tables import templates
+from definitions.events import email_event_key
 from definitions.messages import SendEmailResult
 from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
-from delivery.render import RenderFailed, profile_context, render_async
+from delivery.render import RenderFailed, profile_context, render_async, render_many_async
 from delivery.router import (
     ClaimLost,
+    Delivery,
     LimitsUnavailable,
     NoProviderAvailable,
     PermanentFailure,
@@ -84,7 +89,8 @@ def _attempts(attempts: list) -> list[dict[str, str]]:
 
 
 # Key of a message's `data` holding changes to its template: subject (a
-# template string itself), from_name, from_email, reply_to.
+# template string itself), from_name, from_email, reply_to; without a
+# template, the whole content (also html and text: a campaign's test send).
 OVERRIDES_KEY = "$overrides"
 
 
@@ -113,6 +119,12 @@ class EmailSender:
         self._signer = LinkSigner(settings.secret_key)
         self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
+        # Provider calls in flight per batch group (claimed and recorded
+        # together), and in all of this worker's batches at once: more would
+        # only queue for the adapters' HTTP connections (100 each) and time
+        # out there, which the router would count against the provider.
+        self._batch_concurrency = settings.campaign_send_concurrency
+        self._batch_slots = asyncio.Semaphore(settings.campaign_send_concurrency)
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
         return SendEmailResult(
@@ -176,136 +188,216 @@ class EmailSender:
             row = await send_repo.load(conn, workspace_id, message_id)
             if row is None:
                 raise MessageMissing(f"no message {message_id}")
-            if row["status"] == "sending":
-                await send_repo.set_status(
-                    conn, workspace_id, message_id, "unknown", INTERRUPTED, only_from=("sending",)
+            outcome = self._precheck(row)
+            if outcome is None:
+                template = await self._content_of(workspace_id, row)
+                providers = await self._providers(workspace_id)
+                outcome = self._unsendable(row, template, providers)
+            if outcome is None:
+                try:
+                    outgoing, links = await self._compose(row, template, _profile(row))
+                except RenderFailed as exc:
+                    outcome = _render_failed(row, exc)
+            if outcome is None:
+
+                async def claim() -> bool:
+                    return await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links)
+
+                outcome = await self._route(row, providers, outgoing, claim)
+                if outcome.status == LOST:
+                    # Another attempt claimed it between our read and now: report its state.
+                    current = await send_repo.load(conn, workspace_id, message_id)
+                    return self._result(current)
+            await self._record_one(conn, workspace_id, outcome)
+        if outcome.status == "queued":
+            raise RetryLater(outcome.error or "no provider could take the message")
+        return outcome.result()
+
+    async def send_batch(
+        self,
+        workspace_id: uuid.UUID,
+        message_ids: list[uuid.UUID],
+        content: dict[str, Any] | None,
+        data: dict[str, Any],
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> list[SendEmailResult]:
+        """Send (or report) many messages of one content (a campaign batch):
+        the same checks, rendering, tracking and router as `send`, with the
+        bookkeeping batched — one statement loads the messages, each group
+        of `concurrency` is claimed in one statement just before its
+        provider calls and recorded in one. `content` is the template the
+        messages share (None: it no longer exists, they fail); `data` their
+        `data` variables. Raises RetryLater after recording everything, when
+        some message found no provider (the retry sends only those). Once
+        `stop` is set no further group starts (those left stay queued)."""
+        pool = await self._conn_pool()
+        results: list[SendEmailResult] = []
+        retry: list[str] = []
+        async with pool.acquire() as conn:
+            rows = await send_repo.load_many(conn, workspace_id, message_ids)
+            providers = await self._providers(workspace_id) if rows else []
+            closed: list[Outcome] = []
+            ready: list[tuple[Any, OutgoingEmail, list[str]]] = []
+            pending: list[Any] = []
+            for row in rows:
+                outcome = self._precheck(row) or self._unsendable(row, content, providers)
+                if outcome is not None:
+                    closed.append(outcome)
+                else:
+                    pending.append(row)
+            if pending:
+                assert content is not None
+                contexts = [self._context(row, _profile(row), dict(data)) for row in pending]
+                rendered = await render_many_async(
+                    content["subject"], content["html"], content["text"], contexts
                 )
-                return self._result(row, "unknown", INTERRUPTED)
-            if row["status"] != "queued":
-                return self._result(row)
-            if row["suppressed_reason"] is not None:
-                error = f"address suppressed ({row['suppressed_reason']})"
-                await send_repo.set_status(
-                    conn, workspace_id, message_id, "suppressed", error, only_from=("queued",)
+                for row, context, result in zip(pending, contexts, rendered, strict=True):
+                    if isinstance(result, RenderFailed):
+                        closed.append(_render_failed(row, result))
+                    else:
+                        ready.append((row, *self._outgoing(row, content, {}, result, context)))
+            group = ClaimGroup(conn, workspace_id)
+            chunks = [
+                ready[i : i + self._batch_concurrency] for i in range(0, len(ready), self._batch_concurrency)
+            ]
+            for chunk in chunks or [[]]:
+                if stop is not None and stop.is_set():
+                    break
+                routed = await asyncio.gather(
+                    *(
+                        self._route_slot(
+                            row, providers, outgoing, group.claimer(row["id"], outgoing.subject, links)
+                        )
+                        for row, outgoing, links in chunk
+                    )
                 )
-                return self._result(row, "suppressed", error)
-            if row["topic_opted_out"]:
-                error = f"the person left the topic {row['topic']!r}"
-                await send_repo.set_status(
-                    conn, workspace_id, message_id, "suppressed", error, only_from=("queued",)
-                )
-                return self._result(row, "suppressed", error)
-            template = await self._template(workspace_id, row["template_id"]) if row["template_id"] else None
-            providers = await self._providers(workspace_id)
-            error = (
-                "the template no longer exists"
-                if template is None
-                else "no enabled email provider in this workspace"
-                if not providers
-                else None
+                outcomes = closed + [o for o in routed if o.status != LOST]
+                closed = []
+                await send_repo.record_many(conn, workspace_id, [o.recordset() for o in outcomes if o.record])
+                for outcome in outcomes:
+                    if outcome.status == "queued":
+                        retry.append(outcome.error or "")
+                    results.append(outcome.result())
+                activity_beat(len(results))
+        if retry:
+            raise RetryLater(f"{len(retry)} messages found no provider: {retry[0]}")
+        return results
+
+    # -- the steps both paths share --------------------------------------------
+
+    def _precheck(self, row: Any) -> Outcome | None:
+        """The message's fate when it must not be sent now: already handled
+        (reported as it is), claimed by an attempt that stopped (`unknown`),
+        or suppressed. None: go on."""
+        if row["status"] == "sending":
+            return Outcome(row, "unknown", INTERRUPTED, only_from="sending")
+        if row["status"] != "queued":
+            return Outcome(row, row["status"], row["error"], record=False)
+        if row["suppressed_reason"] is not None:
+            return Outcome(row, "suppressed", f"address suppressed ({row['suppressed_reason']})")
+        if row["topic_opted_out"]:
+            return Outcome(row, "suppressed", f"the person left the topic {row['topic']!r}")
+        return None
+
+    @staticmethod
+    def _unsendable(row: Any, template: Any, providers: list[ProviderConfig]) -> Outcome | None:
+        if template is None:
+            return Outcome(row, "failed", "the template no longer exists")
+        if not providers:
+            return Outcome(row, "failed", "no enabled email provider in this workspace")
+        return None
+
+    async def _content_of(self, workspace_id: uuid.UUID, row: Any) -> Any:
+        """The template a message renders: its template row, or inline
+        content carried in its overrides (a campaign's test send)."""
+        if row["template_id"]:
+            return await self._template(workspace_id, row["template_id"])
+        overrides = (row["data"] or {}).get(OVERRIDES_KEY) or {}
+        if overrides.get("html") and overrides.get("subject") and overrides.get("from_email"):
+            return {**INLINE_DEFAULTS, **overrides}
+        return None
+
+    async def _route_slot(
+        self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any
+    ) -> Outcome:
+        async with self._batch_slots:
+            return await self._route(row, providers, outgoing, claim)
+
+    async def _route(
+        self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any
+    ) -> Outcome:
+        """Hand the message to the router; `claim` is awaited just before
+        the first provider call."""
+        claimed = False
+
+        async def claiming() -> bool:
+            nonlocal claimed
+            claimed = await claim()
+            return claimed
+
+        try:
+            delivery = await self._router.send(providers, outgoing, claiming)
+        except ClaimLost:
+            return Outcome(row, LOST, record=False)
+        except PermanentFailure as exc:
+            return Outcome(row, "failed", exc.reason[:1000], only_from="sending", attempts=exc.attempts)
+        except (NoProviderAvailable, LimitsUnavailable) as exc:
+            # Nothing was accepted: (back) to the queue for a retry, with why;
+            # a row another attempt claimed is left alone.
+            return Outcome(
+                row,
+                "queued",
+                str(exc)[:1000],
+                only_from="sending" if claimed else "queued",
+                attempts=exc.attempts,
             )
-            if error is not None:
-                await send_repo.set_status(
-                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
-                )
-                return self._result(row, "failed", error)
-            profile = None
-            if row["profile_id"] is not None:
-                profile = {
-                    "id": row["profile_id"],
-                    "email": row["profile_email"],
-                    "external_id": row["profile_external_id"],
-                    "traits": row["profile_traits"],
-                }
-            try:
-                outgoing, links = await self._compose(row, template, profile)
-            except RenderFailed as exc:
-                # Permanent: the same template fails the same way on every retry.
-                error = f"the template could not be rendered: {exc}"[:1000]
-                await send_repo.set_status(
-                    conn, workspace_id, message_id, "failed", error, only_from=("queued",)
-                )
-                return self._result(row, "failed", error)
-            claimed = False
+        return Outcome(row, "sent", only_from="sending", delivery=delivery, attempts=delivery.attempts)
 
-            async def claim() -> bool:
-                nonlocal claimed
-                claimed = await send_repo.claim(conn, workspace_id, message_id, outgoing.subject, links)
-                return claimed
-
-            try:
-                delivery = await self._router.send(providers, outgoing, claim)
-            except ClaimLost:
-                # Another attempt claimed it between our read and now: report its state.
-                current = await send_repo.load(conn, workspace_id, message_id)
-                return self._result(current)
-            except PermanentFailure as exc:
-                await send_repo.set_status(
-                    conn,
-                    workspace_id,
-                    message_id,
-                    "failed",
-                    exc.reason[:1000],
-                    attempts=_attempts(exc.attempts),
-                    only_from=("sending",),
-                )
-                return self._result(row, "failed", exc.reason)
-            except (NoProviderAvailable, LimitsUnavailable) as exc:
-                # Nothing was accepted: (back) to the queue for the activity's
-                # retry, with why; a row another attempt claimed is left alone.
-                await send_repo.set_status(
-                    conn,
-                    workspace_id,
-                    message_id,
-                    "queued",
-                    str(exc)[:1000],
-                    attempts=_attempts(exc.attempts),
-                    only_from=("sending",) if claimed else ("queued",),
-                )
-                raise RetryLater(str(exc)) from None
-            await send_repo.sent(
+    async def _record_one(self, conn: asyncpg.Connection, workspace_id: uuid.UUID, outcome: Outcome) -> None:
+        if not outcome.record:
+            return
+        message_id = outcome.row["id"]
+        if outcome.status != "sent":
+            await send_repo.set_status(
                 conn,
                 workspace_id,
                 message_id,
-                provider_id=delivery.provider_id,
-                provider_kind=delivery.provider_kind,
-                provider_message_id=delivery.provider_message_id,
-                sent_at=datetime.now(UTC),
-                attempts=_attempts(delivery.attempts),
-                event_properties={
-                    "message_id": str(message_id),
-                    "template_id": str(row["template_id"]),
-                    "campaign_id": row["campaign_id"],
-                    "provider": delivery.provider_kind,
-                    **({"topic": row["topic"]} if row["topic"] else {}),
-                },
+                outcome.status,
+                outcome.error,
+                attempts=_attempts(outcome.attempts) if outcome.attempts is not None else None,
+                only_from=(outcome.only_from,),
             )
-        return SendEmailResult(
-            message_id=message_id,
-            status="sent",
-            provider=delivery.provider_kind,
+            return
+        delivery = outcome.delivery
+        assert delivery is not None
+        await send_repo.sent(
+            conn,
+            workspace_id,
+            message_id,
+            provider_id=delivery.provider_id,
+            provider_kind=delivery.provider_kind,
             provider_message_id=delivery.provider_message_id,
+            sent_at=datetime.now(UTC),
+            attempts=_attempts(delivery.attempts),
+            event_properties=outcome.event_properties(),
         )
 
-    async def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
-        message_id = row["id"]
-        unsubscribe = unsubscribe_url(self._signer, self._tracking_url, message_id)
-        data = dict(row["data"] or {})
-        # Per-message changes to the template (a flow's send_email node).
-        overrides = data.pop(OVERRIDES_KEY, None) or {}
-        context = {
+    def _context(self, row: Any, profile: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """The variables a message renders with (`data` is consumed)."""
+        return {
             "profile": profile_context(dict(profile) if profile else None, row["email"]),
             "event": data.pop("event", {}) or {},
             "data": data,
-            "unsubscribe_url": unsubscribe,
+            "unsubscribe_url": unsubscribe_url(self._signer, self._tracking_url, row["id"]),
         }
-        rendered = await render_async(
-            overrides.get("subject") or template["subject"],
-            template["html"],
-            template["text"],
-            context,
-            strict=True,
-        )
+
+    def _outgoing(
+        self, row: Any, template: Any, overrides: dict[str, Any], rendered: Any, context: dict[str, Any]
+    ) -> tuple[OutgoingEmail, list[str]]:
+        """A rendered message with its tracking links and unsubscribe headers."""
+        message_id = row["id"]
+        unsubscribe = context["unsubscribe_url"]
         tracked = apply_tracking(rendered.html, self._signer, self._tracking_url, message_id)
         outgoing = OutgoingEmail(
             message_id=message_id,
@@ -322,3 +414,142 @@ class EmailSender:
             },
         )
         return outgoing, tracked.links
+
+    async def _compose(self, row: Any, template: Any, profile: Any) -> tuple[OutgoingEmail, list[str]]:
+        data = dict(row["data"] or {})
+        # Per-message changes to the template (a flow's send_email node).
+        overrides = data.pop(OVERRIDES_KEY, None) or {}
+        context = self._context(row, profile, data)
+        rendered = await render_async(
+            overrides.get("subject") or template["subject"],
+            template["html"],
+            template["text"],
+            context,
+            strict=True,
+        )
+        return self._outgoing(row, template, overrides, rendered, context)
+
+
+# The router's answer when another attempt claimed the message first.
+LOST = "lost"
+# Fields an inline content (no template row) may leave out.
+INLINE_DEFAULTS = {"text": None, "from_name": None, "reply_to": None}
+
+
+def _profile(row: Any) -> dict[str, Any] | None:
+    if row["profile_id"] is None:
+        return None
+    return {
+        "id": row["profile_id"],
+        "email": row["profile_email"],
+        "external_id": row["profile_external_id"],
+        "traits": row["profile_traits"],
+    }
+
+
+def _render_failed(row: Any, exc: RenderFailed) -> Outcome:
+    # Permanent: the same template fails the same way on every retry.
+    return Outcome(row, "failed", f"the template could not be rendered: {exc}"[:1000])
+
+
+def activity_beat(done: int) -> None:
+    """Heartbeat the messages done so far when running in an activity."""
+    if activity.in_activity():
+        activity.heartbeat(done)
+
+
+@dataclass
+class Outcome:
+    """Where one message ends (or goes back to): `status` reached from
+    `only_from`; `record` False when nothing changes (reported as it is)."""
+
+    row: Any
+    status: str
+    error: str | None = None
+    only_from: str = "queued"
+    record: bool = True
+    delivery: Delivery | None = None
+    attempts: list[Any] | None = None
+
+    def event_properties(self) -> dict[str, Any]:
+        """Properties of the message's `Email Sent` event."""
+        row = self.row
+        return {
+            "message_id": str(row["id"]),
+            "template_id": str(row["template_id"]),
+            "campaign_id": row["campaign_id"],
+            "provider": self.delivery.provider_kind if self.delivery else None,
+            **({"topic": row["topic"]} if row["topic"] else {}),
+        }
+
+    def recordset(self) -> dict[str, Any]:
+        """The outcome as a row of send_repository.RECORD_MANY_SQL."""
+        delivery = self.delivery
+        sent = self.status == "sent"
+        return {
+            "i": self.row["id"],
+            "s": self.status,
+            "e": self.error,
+            "f": self.only_from,
+            "pid": delivery.provider_id if delivery else None,
+            "pk": delivery.provider_kind if delivery else None,
+            "pm": delivery.provider_message_id if delivery else None,
+            "a": _attempts(self.attempts) if self.attempts is not None else None,
+            "ev": uuid7() if sent else None,
+            "k": email_event_key(self.row["id"], "sent") if sent else None,
+            "pr": self.event_properties() if sent else None,
+        }
+
+    def result(self) -> SendEmailResult:
+        """The outcome as the activities report it."""
+        row, delivery = self.row, self.delivery
+        return SendEmailResult(
+            message_id=row["id"],
+            status=self.status,
+            provider=delivery.provider_kind if delivery else row["provider_kind"],
+            provider_message_id=delivery.provider_message_id if delivery else row["provider_message_id"],
+            error=self.error,
+        )
+
+
+class ClaimGroup:
+    """Claims of one batch, coalesced: every message whose provider call is
+    about to start while a claim statement runs is claimed by the next one
+    (group commit), so a group of concurrent sends costs one statement, and
+    each message is still claimed only once it passed its breaker and rate
+    limit — a message that waits there stays `queued`."""
+
+    def __init__(self, conn: asyncpg.Connection, workspace_id: uuid.UUID) -> None:
+        self._conn = conn
+        self._workspace_id = workspace_id
+        self._waiting: dict[uuid.UUID, tuple[str, list[str], asyncio.Future[bool]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def claimer(self, message_id: uuid.UUID, subject: str, links: list[str]) -> Any:
+        """The router's `claim` callback for one message."""
+
+        async def claim() -> bool:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._waiting[message_id] = (subject, links, future)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+            return await future
+
+        return claim
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other sends of this round join
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            try:
+                claimed = await send_repo.claim_many(
+                    self._conn, self._workspace_id, [(i, s, links) for i, (s, links, _) in batch.items()]
+                )
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting send
+                for _, _, future in batch.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for message_id, (_, _, future) in batch.items():
+                if not future.done():
+                    future.set_result(message_id in claimed)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from activities import analytics as analytics_activities
+from activities import campaigns as campaign_activities
 from activities import email as email_activities
 from activities import flows as flow_activities
 from activities import outbox as outbox_activities
@@ -31,7 +32,7 @@ from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
-from workflows import analytics, flows, maintenance, messages
+from workflows import analytics, campaigns, flows, maintenance, messages
 from workflows import segments as segment_workflows
 
 WORKFLOWS: list[type] = [
@@ -40,6 +41,7 @@ WORKFLOWS: list[type] = [
     *segment_workflows.WORKFLOWS,
     *messages.WORKFLOWS,
     *analytics.WORKFLOWS,
+    *campaigns.WORKFLOWS,
 ]
 
 
@@ -90,4 +92,5 @@ def build_activities(
         *flow_activities.build(engine, settings, http or httpx.AsyncClient()),
         *email_activities.build(sender),
         *analytics_activities.build(engine),
+        *campaign_activities.build(engine, sender),
     ]

@@ -196,8 +196,13 @@ async def test_workspace_settings_are_visible_at_once(api_url, sessionmaker):
 
 
 # Write endpoints that commit their own transaction before starting a
-# workflow (api/email.py `_send`), so the workflow always finds the row.
-OWN_TRANSACTION = {("POST", "/api/v1/messages"), ("POST", "/api/v1/templates/{template_id}/test")}
+# workflow (api/email.py `_send`, campaigns.service.send_test), so the
+# workflow always finds the row.
+OWN_TRANSACTION = {
+    ("POST", "/api/v1/messages"),
+    ("POST", "/api/v1/templates/{template_id}/test"),
+    ("POST", "/api/v1/campaigns/{campaign_id}/test"),
+}
 
 
 def _session_scopes(dependant) -> list[str | None]:

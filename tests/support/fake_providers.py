@@ -20,16 +20,22 @@ from starlette.routing import Route
 @dataclass
 class FakeHTTPProvider:
     """One fake provider. `mode`: ok | slow | 429 | 500 | 400 | hang | accept-then-hang
-    (`slow` holds each request `delay` seconds, then accepts it)."""
+    (`slow` holds each request `delay` seconds, then accepts it). With
+    `fail_after`, the provider goes down (mode 500) once it accepted that many.
+    `received` holds what it answered 2xx for; `arrived` every request body it
+    read in full before holding or answering (a sender killed while a
+    request is held still delivered it: `arrived` counts it, `received` not)."""
 
     token: str = "secret-token"
     mode: str = "ok"
     delay: float = 2.0
     received: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
+    arrived: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     extra_routes: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
+    fail_after: int | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def release(self) -> None:
@@ -51,6 +57,8 @@ class FakeHTTPProvider:
         if not self._authorised(request):
             return JSONResponse({"errors": [{"message": "unauthorized"}]}, status_code=401)
         mode = self.mode
+        if mode in ("ok", "slow", "accept-then-hang"):
+            self.arrived.append(await request.json())
         if mode == "hang":
             return await self._hang()
         if mode == "slow":
@@ -58,6 +66,8 @@ class FakeHTTPProvider:
         if mode in ("ok", "slow", "accept-then-hang"):
             self.received.append(await request.json())
             self.received_at.append(time.monotonic())
+            if self.fail_after is not None and len(self.received) >= self.fail_after:
+                self.mode = "500"
             if mode == "accept-then-hang":
                 return await self._hang()
             return ok

@@ -329,6 +329,55 @@ async def send_message_missing(stack: Stack) -> WorkflowHandle:
     raise AssertionError("a send of a missing message succeeded")
 
 
+async def _campaign(stack: Stack, name: str) -> str:
+    """A draft campaign to the `Pro` people (three of them, made here)."""
+    batch = [
+        {"type": "identify", "userId": f"pro-{i}", "traits": {"plan": "pro", "email": f"pro-{i}@example.com"}}
+        for i in range(3)
+    ]
+    assert (await stack.tracking.post("/track/batch", json={"batch": batch})).status_code == 200
+    await _template_id(stack)  # the provider
+    seg = await stack.api.post("/api/v1/segments", json={"name": f"Pro for {name}", "definition": PRO})
+    body = {
+        "name": name,
+        "content": {
+            "subject": "Hi {{ profile.plan }}",
+            "html": "<p>Sale</p>",
+            "from_email": "sender@example.com",
+        },
+        "audience": {"segment_ids": [seg.json()["id"]]},
+    }
+    r = await stack.api.post("/api/v1/campaigns", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+async def campaign_sent(stack: Stack) -> WorkflowHandle:
+    # Batches of two (the recording's settings): two batches, one window.
+    campaign_id = await _campaign(stack, "Sent")
+    r = await stack.api.post(f"/api/v1/campaigns/{campaign_id}/send")
+    assert r.status_code == 202, r.text
+    handle = stack.client.get_workflow_handle(workflow_ids.campaign(campaign_id))
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result["status"] == "sent" and result["sent"] == 3, result
+    return handle
+
+
+async def campaign_cancelled_before_its_time(stack: Stack) -> WorkflowHandle:
+    from datetime import UTC, datetime, timedelta
+
+    campaign_id = await _campaign(stack, "Cancelled")
+    at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    r = await stack.api.post(f"/api/v1/campaigns/{campaign_id}/schedule", json={"scheduled_at": at})
+    assert r.status_code == 202, r.text
+    handle = stack.client.get_workflow_handle(workflow_ids.campaign(campaign_id))
+    await _until(lambda: _has_activities(handle, 1))
+    assert (await stack.api.post(f"/api/v1/campaigns/{campaign_id}/cancel")).status_code == 202
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result["status"] == "cancelled", result
+    return handle
+
+
 CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "EventPartitionsWorkflow-ensure": event_partitions,
     "SegmentRefreshWorkflow-recalculate": segment_refresh,
@@ -342,6 +391,8 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "FlowRunWorkflow-welcome-series": flow_welcome_series,
     "FlowDateTriggersWorkflow-nothing-due": flow_date_triggers,
     "AnalyticsRollupWorkflow-two-events": analytics_rollup,
+    "CampaignSendWorkflow-sent": campaign_sent,
+    "CampaignSendWorkflow-cancelled-before-its-time": campaign_cancelled_before_its_time,
 }
 
 
@@ -366,6 +417,7 @@ async def record(pg: str, redis_url: str, address: str, only: set[str] | None = 
             temporal_task_queue="record",
             secret_key="record-secret",
             allow_private_provider_hosts=True,  # the fake SendGrid listens on 127.0.0.1
+            campaign_batch_size=2,
         )
         client = await Client.connect(address, data_converter=pydantic_data_converter, identity=IDENTITY)
         engine = create_engine(settings.database_url, pool_size=5)

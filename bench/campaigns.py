@@ -1,0 +1,293 @@
+"""A campaign's full send path against the bare adapter, in one run.
+
+    python bench/campaigns.py [--recipients 100000] [--concurrency 100]
+
+Starts, each as its own process: a local SendGrid-speaking fake provider,
+a Temporal dev server (in memory) and the platform worker (`mp worker`)
+on a fresh database with N profiles. This process then measures:
+
+1. bare adapter: the SendGrid adapter alone posting N pre-rendered
+   messages to the fake, `--concurrency` at once;
+2. full path: a campaign to the same N people — `POST /send` through the
+   campaigns service, `CampaignSendWorkflow`, the audience snapshot (one
+   statement), `send_batch` activities (message rows, render with
+   variables, tracking links, unsubscribe headers, router with breaker
+   and rate checks in Redis, claims and outcomes with their `Email Sent`
+   events recorded a group at a time), from the request to the
+   campaign's `finished_at`.
+
+Prints both in emails/hour, their ratio, and CPU milliseconds per email
+by process (worker, Temporal, fake provider, this process; PostgreSQL is
+every `postgres` process on the machine, so run it on a quiet one).
+Timings are never asserted; read docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/email.py would shadow the standard library's `email` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import FAST_UVICORN, drop_database, fresh_database
+from bench.email import FAKE_APP
+from bench.flows import Cpu, _logged, _spawn, _until
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+HTML = """<html><body><h1>Hello {{ profile.first_name }}</h1>
+<p>{{ data.offer }} until Sunday. {% for i in range(3) %}Item {{ i }}. {% endfor %}</p>
+<a href="https://shop.example.com/a">Shop</a> <a href="https://shop.example.com/b">Deals</a>
+<a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>"""
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process now (backends come and go)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] and proc.info["name"].startswith("postgres"):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
+async def _bare(adapter, emails: list, concurrency: int) -> float:
+    """Seconds to post every email with `concurrency` in flight."""
+    queue = list(emails)
+
+    async def worker() -> None:
+        while queue:
+            await adapter.send(queue.pop())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=100, help="provider calls in flight (both paths)")
+    parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER))
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args()
+
+    from sqlalchemy import text
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from campaigns import service as campaigns
+    from campaigns.schemas import CampaignCreate
+    from core.secret_box import SecretBox
+    from core.settings import Settings
+    from db.engine import create_engine, create_sessionmaker, session_scope
+    from delivery import service as delivery
+    from delivery.adapters import OutgoingEmail
+    from delivery.adapters.sendgrid import SendGridAdapter
+    from delivery.schemas import ProviderCreate
+    from segments.schemas import SegmentCreate
+    from segments.service import create_segment
+    from tests.support.processes import temporal_dev_server, wait_for_temporal
+    from tests.support.servers import free_port
+    from workspaces.service import create_workspace_keys
+
+    n = args.recipients
+    url = await fresh_database(args.server, "mp_bench_campaigns")
+    tmp = Path(tempfile.mkdtemp(prefix="mp_bench_campaigns_"))
+    (tmp / "fake_provider.py").write_text(FAKE_APP)
+    fake_port, t_port = free_port(), free_port()
+    address = f"127.0.0.1:{t_port}"
+    settings = Settings(
+        database_url=url,
+        redis_url=args.redis,
+        redis_prefix=f"mp_bench_{uuid.uuid4().hex[:6]}:",
+        temporal_address=address,
+        temporal_task_queue=f"bench-campaigns-{uuid.uuid4().hex[:6]}",
+        secret_key=uuid.uuid4().hex,
+        allow_private_provider_hosts=True,  # the fake provider is local
+        campaign_send_concurrency=args.concurrency,
+    )
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": args.redis,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "SECRET_KEY": settings.secret_key,
+        "ALLOW_PRIVATE_PROVIDER_HOSTS": "true",
+        "CAMPAIGN_SEND_CONCURRENCY": str(args.concurrency),
+        "HOST": "127.0.0.1",
+    }
+    fake = _spawn(
+        [sys.executable, "-m", "uvicorn", "fake_provider:app", "--port", str(fake_port), *FAST_UVICORN],
+        {"PYTHONPATH": str(tmp)},
+        tmp / "fake.log",
+    )
+    temporal = temporal_dev_server(tmp, t_port, persist=False)
+    temporal.start()
+    engine = create_engine(url, pool_size=4)
+    worker: subprocess.Popen | None = None
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    try:
+        sessions = create_sessionmaker(engine)
+        async with session_scope(sessions) as session:
+            ws = (await create_workspace_keys(session, "bench")).workspace_id
+            await delivery.create_provider(
+                session,
+                ws,
+                ProviderCreate(
+                    name="fake",
+                    kind="sendgrid",
+                    priority=10,
+                    settings={"base_url": fake_url},
+                    credentials={"api_key": "k"},
+                ),
+                settings.tracking_url,
+                box=SecretBox.from_settings(settings),
+                allow_private_hosts=True,
+            )
+            segment = await create_segment(
+                session,
+                ws,
+                SegmentCreate(
+                    name="all", definition={"type": "trait", "path": "plan", "op": "eq", "value": "pro"}
+                ),
+            )
+            conn = await session.connection()
+            await conn.execute(
+                text(
+                    "INSERT INTO profiles (id, workspace_id, email, traits) "
+                    "SELECT mp_uuid7(), :w, 'r' || i || '@example.com', "
+                    "jsonb_build_object('plan', 'pro', 'first_name', 'R' || i) "
+                    "FROM generate_series(1, CAST(:n AS integer)) AS i"
+                ),
+                {"w": ws, "n": n},
+            )
+            campaign = await campaigns.create_campaign(
+                session,
+                ws,
+                CampaignCreate(
+                    name="bench",
+                    content={
+                        "subject": "Hi {{ profile.first_name }}",
+                        "html": HTML,
+                        "from_email": "s@example.com",
+                    },
+                    audience={"segment_ids": [segment.id]},
+                    data={"offer": "20% off"},
+                ),
+                settings,
+            )
+        await wait_for_temporal(address)
+        worker = _spawn([sys.executable, "-m", "cli", "worker"], env, tmp / "worker.log")
+
+        async def ready():
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited; see {tmp / 'worker.log'}")
+            return _logged(tmp / "worker.log", "worker polling")
+
+        await _until(ready, 90, "the worker")
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        cpu = Cpu(
+            {
+                "worker": worker.pid,
+                "temporal": temporal.proc.pid,
+                "fake provider": fake.pid,
+                "bench": os.getpid(),
+            }
+        )
+
+        # 1. The bare adapter: the same number of pre-rendered messages.
+        print(f"bare adapter: {n:,} messages...", flush=True)
+        adapter = SendGridAdapter({"base_url": fake_url}, {"api_key": "k"}, allow_private_hosts=True)
+        emails = [
+            OutgoingEmail(uuid.uuid4(), f"r{i}@example.com", "s@example.com", "Hi", HTML, "Hi")
+            for i in range(n)
+        ]
+        await adapter.send(emails[0])  # warm the connection
+        before, pg_before = cpu.read(), _postgres_cpu()
+        bare_seconds = await _bare(adapter, emails, args.concurrency)
+        bare_cpu, pg_bare = cpu.read(), _postgres_cpu()
+        await adapter.close()
+
+        # 2. The campaign.
+        print(f"campaign: {n:,} recipients...", flush=True)
+        started = time.perf_counter()
+        async with session_scope(sessions) as session:
+            await campaigns.schedule(session, ws, campaign.id, None, client, settings)
+
+        async def done():
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text("SELECT status, finished_at, sent, recipients FROM campaigns WHERE id = :c"),
+                        {"c": campaign.id},
+                    )
+                ).one()
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited; see {tmp / 'worker.log'}")
+            return row if row[1] is not None else None
+
+        status, _, sent, recipients = await _until(done, 3600, "the campaign", interval=0.2)
+        full_seconds = time.perf_counter() - started
+        full_cpu, pg_full = cpu.read(), _postgres_cpu()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        fake.terminate()
+        fake.wait(10)
+        temporal.stop()
+        await engine.dispose()
+        await drop_database(args.server, url)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    bare_rate, full_rate = n / bare_seconds * 3600, sent / full_seconds * 3600
+    print()
+    print(
+        f"campaign benchmark — {n:,} recipients, {args.concurrency} provider calls in flight,",
+        f"{os.cpu_count()} CPUs",
+    )
+    print(f"  campaign: {status}, {sent:,} sent of {recipients:,} recipients in {full_seconds:.1f} s")
+    print(f"  bare adapter (pre-rendered POSTs)   {bare_rate:>12,.0f} emails/hour ({bare_seconds:.1f} s)")
+    print(f"  full campaign path                  {full_rate:>12,.0f} emails/hour ({full_seconds:.1f} s)")
+    print(
+        f"  full path / bare adapter: {full_rate / bare_rate:.2f} of its rate",
+        "(target: >= 2,000,000 emails/hour)",
+    )
+    print(
+        f"  CPU ms per email, bare adapter: {Cpu.per_unit(before, bare_cpu, n)}, "
+        f"postgres (machine-wide) {(pg_bare - pg_before) * 1000 / n:.2f}"
+    )
+    print(
+        f"  CPU ms per email, full path:    {Cpu.per_unit(bare_cpu, full_cpu, max(sent, 1))}, "
+        f"postgres (machine-wide) {(pg_full - pg_bare) * 1000 / max(sent, 1):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,1 @@
+"""Campaigns: one-off sends to segments."""

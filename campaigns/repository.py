@@ -1,0 +1,365 @@
+"""SQL of campaigns: the rows, the audience snapshot, a batch's message
+rows, progress, and the stats and recipients the API reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    RowMapping,
+    Select,
+    column,
+    except_,
+    func,
+    insert,
+    literal,
+    select,
+    table,
+    text,
+    union,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from db.tables import campaign_recipients, campaigns, profiles, suppressions, topic_optouts
+from definitions.campaigns import CampaignProgress
+
+Conn = AsyncSession | AsyncConnection
+
+CAMPAIGN_COLUMNS = [c for c in campaigns.c if c.name != "workspace_id"]
+# The zone names PostgreSQL knows (a trait naming another zone is ignored).
+pg_zones = table("pg_timezone_names", column("name"))
+
+
+async def lock(conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> RowMapping | None:
+    """The campaign, locked until the transaction ends (a request changing
+    it holds the lock until it commits, so a workflow reading it after a
+    start or signal sees the committed change)."""
+    stmt = (
+        select(*CAMPAIGN_COLUMNS)
+        .where(campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id)
+        .with_for_update()
+    )
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def status(conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> str | None:
+    """The campaign's status (None when it is gone)."""
+    stmt = select(campaigns.c.status).where(
+        campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id
+    )
+    return (await conn.execute(stmt)).scalar_one_or_none()
+
+
+async def set_status(
+    conn: Conn,
+    workspace_id: uuid.UUID,
+    campaign_id: uuid.UUID,
+    status: str,
+    from_statuses: Sequence[str],
+    **values: Any,
+) -> RowMapping | None:
+    """Move the campaign from one of `from_statuses` to `status` (None: it was in none of them)."""
+    stmt = (
+        campaigns.update()
+        .where(
+            campaigns.c.workspace_id == workspace_id,
+            campaigns.c.id == campaign_id,
+            campaigns.c.status.in_(list(from_statuses)),
+        )
+        .values(status=status, updated_at=func.now(), **values)
+        .returning(*CAMPAIGN_COLUMNS)
+    )
+    return (await conn.execute(stmt)).mappings().first()
+
+
+async def snapshot(
+    conn: Conn,
+    workspace_id: uuid.UUID,
+    campaign_id: uuid.UUID,
+    included: list[Select[Any]],
+    excluded: list[Select[Any]],
+    local_at: datetime | None = None,
+    default_zone: str | None = None,
+    topic: str | None = None,
+) -> int:
+    """Number the audience into `campaign_recipients` in one statement:
+    members of any included segment (each a compiled `SELECT profile_id`),
+    minus members of any excluded one, with an address, not suppressed
+    (bounces, complaints and unsubscribes are suppressions). Profiles are
+    unique per address in a workspace, so this is one row per address.
+    Each row gets its message id now (`mp_uuid7()`), so every attempt at a
+    recipient's send finds the same message row; people who left the
+    campaign's `topic` are left out too. Returns the rows written.
+
+    With `local_at` (a wall-clock time), each row is due at that time in
+    the person's `timezone` trait (a zone PostgreSQL knows), else in
+    `default_zone`, else UTC, and rows are numbered by when they are due."""
+
+    def ids(compiled: list[Select[Any]]) -> list[Select[Any]]:
+        # Each compiled shape names its one column its own way.
+        return [select(q.subquery().c[0].label("profile_id")) for q in compiled]
+
+    audience: Any = union(*ids(included))
+    if excluded:
+        audience = except_(audience, *ids(excluded))
+    chosen = audience.subquery("audience")
+    suppressed = (
+        select(literal(1))
+        .where(suppressions.c.workspace_id == workspace_id, suppressions.c.email == profiles.c.email)
+        .exists()
+    )
+    source: Any = profiles.join(chosen, chosen.c.profile_id == profiles.c.id)
+    send_at: Any = literal(None, DateTime(timezone=True))
+    if local_at is not None:
+        zones = select(pg_zones.c.name).cte("zones").prefix_with("MATERIALIZED")
+        source = source.outerjoin(zones, zones.c.name == profiles.c.traits["timezone"].astext)
+        zone = func.coalesce(zones.c.name, literal(default_zone or "UTC"))
+        send_at = func.timezone(zone, literal(local_at.replace(tzinfo=None), DateTime()))
+    numbered = (
+        select(
+            literal(campaign_id),
+            func.row_number().over(order_by=(send_at, profiles.c.id)),
+            literal(workspace_id),
+            profiles.c.id,
+            profiles.c.email,
+            func.mp_uuid7(),
+            send_at,
+        )
+        .select_from(source)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.email.is_not(None), ~suppressed)
+    )
+    if topic is not None:
+        left = (
+            select(literal(1))
+            .where(
+                topic_optouts.c.workspace_id == workspace_id,
+                topic_optouts.c.profile_id == profiles.c.id,
+                topic_optouts.c.topic_key == topic,
+            )
+            .exists()
+        )
+        numbered = numbered.where(~left)
+    stmt = insert(campaign_recipients).from_select(
+        ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id", "send_at"], numbered
+    )
+    return (await conn.execute(stmt)).rowcount
+
+
+async def waves(conn: Conn, campaign_id: uuid.UUID) -> list[tuple[int, datetime]]:
+    """(first seq, due) of each group of recipients due together (local-time campaigns)."""
+    stmt = (
+        select(func.min(campaign_recipients.c.seq), campaign_recipients.c.send_at)
+        .where(campaign_recipients.c.campaign_id == campaign_id, campaign_recipients.c.send_at.is_not(None))
+        .group_by(campaign_recipients.c.send_at)
+        .order_by(func.min(campaign_recipients.c.seq))
+    )
+    return [(r[0], r[1]) for r in await conn.execute(stmt)]
+
+
+async def recipient_count(conn: Conn, campaign_id: uuid.UUID) -> int | None:
+    """Rows of the snapshot (None when it was never taken)."""
+    stmt = select(campaigns.c.started_at, campaigns.c.recipients).where(campaigns.c.id == campaign_id)
+    row = (await conn.execute(stmt)).first()
+    if row is None or row[0] is None:
+        return None
+    return row[1]
+
+
+# A batch's message rows in one statement (the ones an earlier attempt made
+# are left as they are), returning the batch's message ids in order. The
+# idempotency key is definitions.campaigns.message_key.
+BATCH_MESSAGES_SQL = text(
+    """
+WITH batch AS (
+    SELECT r.message_id, r.workspace_id, r.profile_id, r.email, r.seq
+    FROM campaign_recipients r
+    WHERE r.campaign_id = :campaign AND r.seq BETWEEN :first AND :last AND r.status = 'pending'
+),
+created AS (
+    INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, template_id, campaign_id,
+                          marketing, topic)
+    SELECT b.message_id, b.workspace_id, 'campaign:' || :campaign_text || ':' || b.profile_id, b.profile_id,
+           b.email, :template, :campaign_text, true, :topic
+    FROM batch b
+    ON CONFLICT DO NOTHING
+)
+SELECT message_id FROM batch ORDER BY seq
+"""
+)
+
+
+async def batch_messages(
+    conn: Conn,
+    campaign_id: uuid.UUID,
+    template_id: uuid.UUID | None,
+    first_seq: int,
+    last_seq: int,
+    topic: str | None = None,
+) -> list[uuid.UUID]:
+    """Create the message rows of recipients `first_seq`..`last_seq` still pending; their ids."""
+    rows = await conn.execute(
+        BATCH_MESSAGES_SQL,
+        {
+            "campaign": campaign_id,
+            "campaign_text": str(campaign_id),
+            "template": template_id,
+            "first": first_seq,
+            "last": last_seq,
+            "topic": topic,
+        },
+    )
+    return [r[0] for r in rows]
+
+
+async def record_progress(
+    conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID, progress: CampaignProgress
+) -> None:
+    """Mirror the workflow's counters into the row (absolute values: repeating it is harmless)."""
+    await conn.execute(
+        campaigns.update()
+        .where(campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id)
+        .values(
+            recipients=progress.total,
+            sent=progress.sent,
+            failed=progress.failed,
+            suppressed=progress.suppressed,
+            unknown=progress.unknown,
+            cancelled=progress.cancelled,
+            updated_at=func.now(),
+        )
+    )
+
+
+async def mark_started(
+    conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID, total: int, at: datetime
+) -> None:
+    """The snapshot is taken: `total` recipients; scheduled → sending (a
+    campaign paused or cancelled meanwhile keeps that status)."""
+    await conn.execute(
+        text(
+            "UPDATE campaigns SET started_at = :at, recipients = :total, updated_at = now(), "
+            "status = CASE WHEN status = 'scheduled' THEN 'sending' ELSE status END "
+            "WHERE workspace_id = :w AND id = :c"
+        ),
+        {"at": at, "total": total, "w": workspace_id, "c": campaign_id},
+    )
+
+
+# Stop what was not sent: queued messages become cancelled (a batch still
+# running can no longer claim them), and so do their recipients and those
+# never handed to a batch.
+CANCEL_REMAINING_SQL = text(
+    """
+WITH stopped AS (
+    UPDATE messages m SET status = 'cancelled', updated_at = now()
+    FROM campaign_recipients r
+    WHERE r.campaign_id = :campaign AND r.status = 'pending' AND m.id = r.message_id AND m.status = 'queued'
+    RETURNING m.id
+)
+UPDATE campaign_recipients r SET status = 'cancelled'
+WHERE r.campaign_id = :campaign AND r.status = 'pending'
+  AND (r.message_id IN (SELECT id FROM stopped)
+       OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id))
+"""
+)
+
+
+async def cancel_remaining(conn: Conn, campaign_id: uuid.UUID) -> int:
+    """Cancel every recipient not sent to; returns the campaign's cancelled recipients."""
+    await conn.execute(CANCEL_REMAINING_SQL, {"campaign": campaign_id})
+    counted = select(func.count()).where(
+        campaign_recipients.c.campaign_id == campaign_id, campaign_recipients.c.status == "cancelled"
+    )
+    return (await conn.execute(counted)).scalar_one()
+
+
+# -- reads of the API -----------------------------------------------------------
+
+STATS_SQL = text(
+    """
+SELECT count(*) AS recipients,
+       count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
+           AS pending,
+       count(m.sent_at) AS sent,
+       count(m.delivered_at) AS delivered,
+       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
+       count(*) FILTER (WHERE m.status = 'complained') AS complained,
+       count(*) FILTER (WHERE m.status = 'failed') AS failed,
+       count(*) FILTER (WHERE m.status = 'suppressed') AS suppressed,
+       count(*) FILTER (WHERE m.status = 'unknown') AS unknown,
+       count(m.opened_at) AS unique_opens,
+       count(m.clicked_at) AS unique_clicks
+FROM campaign_recipients r
+LEFT JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign
+"""
+)
+
+PROVIDER_STATS_SQL = text(
+    """
+SELECT m.provider_kind AS provider, count(m.sent_at) AS sent, count(m.delivered_at) AS delivered,
+       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
+       count(m.opened_at) AS opened, count(m.clicked_at) AS clicked
+FROM campaign_recipients r
+JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign AND m.provider_kind IS NOT NULL
+GROUP BY m.provider_kind ORDER BY m.provider_kind
+"""
+)
+
+# The campaign's `Email …` events (each carries `campaign_id`), read through
+# (workspace_id, name, occurred_at) from the send's start on.
+EVENT_STATS_SQL = text(
+    """
+SELECT date_trunc('hour', e.occurred_at) AS hour, e.name, count(*) AS n,
+       count(DISTINCT e.properties->>'message_id') AS messages
+FROM events e
+WHERE e.workspace_id = :workspace AND e.name = ANY(:names) AND e.occurred_at >= :since
+  AND e.properties->>'campaign_id' = :campaign
+GROUP BY 1, 2 ORDER BY 1
+"""
+)
+
+
+async def stats(conn: Conn, campaign_id: uuid.UUID) -> RowMapping:
+    """Counts over the snapshot and its messages."""
+    return (await conn.execute(STATS_SQL, {"campaign": campaign_id})).mappings().one()
+
+
+async def provider_stats(conn: Conn, campaign_id: uuid.UUID) -> Sequence[RowMapping]:
+    """Counts per provider."""
+    return (await conn.execute(PROVIDER_STATS_SQL, {"campaign": campaign_id})).mappings().all()
+
+
+async def event_stats(
+    conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID, since: datetime, names: list[str]
+) -> Sequence[RowMapping]:
+    """(hour, event name, events, distinct messages) of the campaign's events."""
+    params = {"workspace": workspace_id, "campaign": str(campaign_id), "since": since, "names": names}
+    return (await conn.execute(EVENT_STATS_SQL, params)).mappings().all()
+
+
+RECIPIENTS_SQL = text(
+    """
+SELECT r.seq, r.profile_id, r.email::text AS email, r.message_id,
+       CASE WHEN r.status = 'cancelled' OR m.id IS NULL THEN r.status ELSE m.status END AS status,
+       m.provider_kind AS provider, m.provider_message_id, m.error, m.sent_at,
+       m.opened_at IS NOT NULL AS opened, m.clicked_at IS NOT NULL AS clicked
+FROM campaign_recipients r
+LEFT JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign AND r.seq > :after
+ORDER BY r.seq
+LIMIT :limit
+"""
+)
+
+
+async def recipients_page(conn: Conn, campaign_id: uuid.UUID, after: int, limit: int) -> Sequence[RowMapping]:
+    """Recipients after sequence number `after`, in order."""
+    params = {"campaign": campaign_id, "after": after, "limit": limit}
+    return (await conn.execute(RECIPIENTS_SQL, params)).mappings().all()

@@ -1,0 +1,199 @@
+"""Request and response models of the campaigns API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.validation import Email, JsonObject, NotNull
+from definitions.campaigns import CampaignAudience, CampaignContent
+
+MAX_TEST_ADDRESSES = 5
+# Topic keys: what the preference center lists (`newsletter`, `product-updates`).
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+def _aware(value: datetime) -> datetime:
+    """A time without a zone is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CampaignCreate(_Body):
+    """A draft campaign: what to send, to whom, and its topic."""
+
+    name: str = Field(min_length=1, max_length=200)
+    content: CampaignContent
+    audience: CampaignAudience
+    data: JsonObject = Field(default_factory=dict, description="Template variables under `data`.")
+    topic: str | None = Field(None, pattern=TOPIC_PATTERN, description="Subscription topic key.")
+    throttle_per_hour: int | None = Field(
+        None, ge=1, le=100_000_000, description="At most this many emails an hour (domain warm-up)."
+    )
+
+
+class CampaignUpdate(_Body):
+    """Any subset of a draft's or scheduled campaign's fields (409 once sending started)."""
+
+    name: Annotated[str | None, NotNull] = Field(None, min_length=1, max_length=200)
+    content: Annotated[CampaignContent | None, NotNull] = None
+    audience: Annotated[CampaignAudience | None, NotNull] = None
+    data: Annotated[JsonObject | None, NotNull] = None
+    topic: str | None = Field(None, pattern=TOPIC_PATTERN)
+    throttle_per_hour: int | None = Field(None, ge=1, le=100_000_000)
+
+
+class ScheduleRequest(_Body):
+    """When to send (a time without a zone is UTC); in the past: 422. With
+    `local_time`, the same wall-clock time in each recipient's timezone
+    (trait `timezone`, else the workspace's, else UTC): `2026-12-01T09:00`
+    means 09:00 wherever each person is; zones where that time has passed
+    when the send starts are sent to at once."""
+
+    scheduled_at: AwareDatetime
+    local_time: bool = False
+
+
+class TestSendRequest(_Body):
+    """Send the rendered campaign to a few addresses now (not counted in its stats)."""
+
+    emails: list[Email] = Field(min_length=1, max_length=MAX_TEST_ADDRESSES)
+
+
+class TestMessage(BaseModel):
+    """One test message and its send workflow."""
+
+    email: str
+    message_id: uuid.UUID
+    workflow_id: str
+
+
+class TestSendOut(BaseModel):
+    """The test messages started."""
+
+    messages: list[TestMessage]
+
+
+class CampaignOut(BaseModel):
+    """A campaign, with the progress of its send."""
+
+    id: uuid.UUID
+    name: str
+    status: str = Field(description="draft | scheduled | sending | paused | sent | cancelled | failed")
+    content: dict[str, Any]
+    audience: dict[str, Any]
+    data: dict[str, Any]
+    topic: str | None
+    throttle_per_hour: int | None
+    scheduled_at: datetime | None
+    local_time: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    recipients: int
+    sent: int
+    failed: int
+    suppressed: int
+    unknown: int
+    cancelled: int
+    detail: str | None
+    workflow_id: str
+    temporal_ui: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignPage(BaseModel):
+    """One page of campaigns, newest first."""
+
+    data: list[CampaignOut]
+    next_cursor: str | None
+
+
+class Rates(BaseModel):
+    """Ratios (0..1) of sent messages; open/click rates count unique messages."""
+
+    delivery: float
+    open: float
+    click: float
+    bounce: float
+    complaint: float
+    unsubscribe: float
+
+
+class ProviderStats(BaseModel):
+    """The sends of one provider."""
+
+    provider: str
+    sent: int
+    delivered: int
+    bounced: int
+    opened: int
+    clicked: int
+
+
+class HourStats(BaseModel):
+    """One hour of the campaign's `Email …` events."""
+
+    hour: datetime
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+
+
+class CampaignStats(BaseModel):
+    """What the dashboard draws: counts, rates, per provider and per hour."""
+
+    status: str
+    recipients: int
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+    failed: int
+    suppressed: int
+    unknown: int
+    cancelled: int
+    pending: int
+    unique_opens: int
+    total_opens: int
+    unique_clicks: int
+    total_clicks: int
+    rates: Rates
+    providers: list[ProviderStats]
+    hourly: list[HourStats]
+
+
+class RecipientOut(BaseModel):
+    """One recipient of the snapshot and their message."""
+
+    seq: int
+    profile_id: uuid.UUID
+    email: str
+    status: str = Field(description="pending | cancelled, or the message's status (sent, failed, …)")
+    message_id: uuid.UUID
+    provider: str | None
+    provider_message_id: str | None
+    error: str | None
+    sent_at: datetime | None
+    opened: bool
+    clicked: bool
+
+
+class RecipientPage(BaseModel):
+    """Recipients in snapshot order."""
+
+    data: list[RecipientOut]
+    next_cursor: str | None
