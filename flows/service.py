@@ -10,9 +10,7 @@ version and `flows.version` points new enrollments at it.
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +22,7 @@ from temporalio.service import RPCError
 
 from core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from core.ids import uuid7
-from core.pagination import cut_page
+from core.pagination import cut_page, decode_time_cursor, encode_time_cursor
 from core.settings import Settings
 from core.temporal import TemporalConnection
 from db import queries
@@ -464,30 +462,6 @@ async def enroll_segment(
     )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _encode_enrollment_cursor(entered_at: datetime, enrollment_id: uuid.UUID) -> str:
-    micros = (entered_at - _EPOCH) // timedelta(microseconds=1)
-    raw = micros.to_bytes(8, "big", signed=True) + enrollment_id.bytes
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_enrollment_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    """(entered_at, id) a page continues after; BadRequest when malformed."""
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if len(raw) != 24:
-            raise ValueError(cursor)
-        micros = int.from_bytes(raw[:8], "big", signed=True)
-        entered_at = _EPOCH + timedelta(microseconds=micros)
-        return entered_at, uuid.UUID(bytes=raw[8:])
-    except (ValueError, OverflowError):
-        raise BadRequest("invalid cursor: pass the next_cursor of a previous page") from None
-
-
 def _enrollment(row: Any, settings: Settings) -> dict[str, Any]:
     return {**row, "temporal_ui": temporal_ui_link(settings, row["workflow_id"])}
 
@@ -511,14 +485,14 @@ async def list_enrollments(
         flow_id,
         status=status,
         profile_id=profile_id,
-        after=_decode_enrollment_cursor(cursor),
+        after=decode_time_cursor(cursor),
         limit=limit + 1,
     )
     page, next_cursor = cut_page(
         rows,
         limit,
         lambda r: EnrollmentOut.model_validate(_enrollment(r, settings)),
-        lambda e: _encode_enrollment_cursor(e.entered_at, e.id),
+        lambda e: encode_time_cursor(e.entered_at, e.id),
     )
     return EnrollmentPage(data=page, next_cursor=next_cursor)
 
