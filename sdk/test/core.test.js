@@ -26,7 +26,7 @@ test('every call carries a messageId, a timestamp, the anonymous id and context'
   assert.deepEqual(track.properties, { sku: 'A1' })
   assert.notEqual(track.messageId, page.messageId)
   assert.equal(track.anonymousId, page.anonymousId)
-  assert.deepEqual(track.context.library, { name: LIBRARY, version: VERSION })
+  assert.deepEqual(track.context['library'], { name: LIBRARY, version: VERSION })
   assert.equal(track.context.timezone, 'Europe/Paris')
   assert.equal(page.name, 'Pricing')
   assert.equal(page.properties.path, '/shop')
