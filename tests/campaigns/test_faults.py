@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,18 +22,17 @@ import pytest
 from sqlalchemy import text
 
 from core.settings import Settings
-from db.engine import create_engine, create_sessionmaker
-from db.migrate import upgrade
 from tests.campaigns.support import add_people, finished, group_segment, inline_campaign, per_address
 from tests.conftest import new_workspace
 from tests.delivery.conftest import add_provider
 from tests.flows.support import wait_for
-from tests.support import services
 from tests.support.processes import (
+    OwnStack,
     cli_env,
     cli_process,
     kill,
     logged,
+    own_stack,
     tail,
     temporal_dev_server,
     wait_for_temporal,
@@ -43,34 +40,17 @@ from tests.support.processes import (
 from tests.support.servers import free_port, serve
 
 
-@dataclass
-class Stack:
-    """A database of the module's own, with its engine and settings."""
-
-    settings: Settings
-    engine: object
-    sessionmaker: object
-
-
 @pytest.fixture(scope="module")
-async def stack(pg_server, settings) -> AsyncIterator[Stack]:
-    url = await services.create_database(pg_server, "mp_campaign_faults")
-    await asyncio.to_thread(upgrade, url)
-    engine = create_engine(url, pool_size=3)
-    own = settings.model_copy(
-        update={
-            "database_url": url,
-            "temporal_task_queue": f"campaign-faults-{uuid.uuid4().hex[:8]}",
-            # A dead worker's batch is retried within seconds.
-            "campaign_heartbeat_seconds": 10.0,
-            "campaign_batch_size": 200,
-        }
-    )
-    try:
-        yield Stack(own, engine, create_sessionmaker(engine))
-    finally:
-        await engine.dispose()
-        await services.drop_database(pg_server, url)
+async def stack(pg_server, settings) -> AsyncIterator[OwnStack]:
+    async with own_stack(
+        pg_server,
+        settings,
+        "mp_campaign_faults",
+        # A dead worker's batch is retried within seconds.
+        campaign_heartbeat_seconds=10.0,
+        campaign_batch_size=200,
+    ) as own:
+        yield own
 
 
 async def _worker_ready(log: Path, proc, timeout: float = 60) -> None:
@@ -105,7 +85,7 @@ async def _api(settings: Settings, keys) -> AsyncIterator[httpx.AsyncClient]:
         yield api
 
 
-async def _prepare(api, stack: Stack, keys, sendgrid, n: int) -> str:
+async def _prepare(api, stack: OwnStack, keys, sendgrid, n: int) -> str:
     # A long timeout: a request the busy machine slows must not fail over.
     await add_provider(
         api,
@@ -133,7 +113,7 @@ async def _received_at_least(fake, n: int) -> bool:
     return len(fake.received) >= n
 
 
-async def test_worker_killed_mid_send(stack: Stack, sendgrid, tmp_path: Path):
+async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path):
     n = 2000
     keys = await new_workspace(stack.sessionmaker)
     sendgrid.mode, sendgrid.delay = "slow", 0.2  # requests are inside the provider when the kill comes
@@ -172,7 +152,7 @@ async def test_worker_killed_mid_send(stack: Stack, sendgrid, tmp_path: Path):
     assert done["sent"] + done["unknown"] == n
 
 
-async def test_temporal_restarted_mid_send(stack: Stack, sendgrid, tmp_path: Path):
+async def test_temporal_restarted_mid_send(stack: OwnStack, sendgrid, tmp_path: Path):
     n = 2000
     keys = await new_workspace(stack.sessionmaker)
     sendgrid.mode, sendgrid.delay = "slow", 0.2

@@ -24,18 +24,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.settings import Settings
-from db.engine import create_engine, create_sessionmaker
-from db.migrate import upgrade
 from tests.conftest import new_workspace
 from tests.delivery.conftest import add_sendgrid, make_template
 from tests.flows.support import active_flow, enrollments, wait_for
-from tests.support import services
 from tests.support.processes import (
+    OwnStack,
     cli_env,
     cli_process,
     kill,
     logged,
+    own_stack,
     tail,
     temporal_dev_server,
     wait_for_temporal,
@@ -43,28 +41,10 @@ from tests.support.processes import (
 from tests.support.servers import free_port, serve
 
 
-@dataclass
-class Stack:
-    """A database of the module's own, with its engine and settings."""
-
-    settings: Settings
-    engine: object
-    sessionmaker: object
-
-
 @pytest.fixture(scope="module")
-async def stack(pg_server, settings) -> AsyncIterator[Stack]:
-    url = await services.create_database(pg_server, "mp_flow_faults")
-    await asyncio.to_thread(upgrade, url)
-    engine = create_engine(url, pool_size=3)
-    own = settings.model_copy(
-        update={"database_url": url, "temporal_task_queue": f"faults-{uuid.uuid4().hex[:8]}"}
-    )
-    try:
-        yield Stack(own, engine, create_sessionmaker(engine))
-    finally:
-        await engine.dispose()
-        await services.drop_database(pg_server, url)
+async def stack(pg_server, settings) -> AsyncIterator[OwnStack]:
+    async with own_stack(pg_server, settings, "mp_flow_faults") as own:
+        yield own
 
 
 @dataclass
@@ -141,7 +121,7 @@ class Apps:
 
 
 @pytest.fixture
-async def apps(stack: Stack) -> AsyncIterator[Apps]:
+async def apps(stack: OwnStack) -> AsyncIterator[Apps]:
     """Management and tracking clients of a fresh workspace, served in this
     process against the module's database."""
     from api.app import create_app as create_api
@@ -165,7 +145,7 @@ def _emails_per_address(sendgrid) -> Counter:
     return Counter(p["personalizations"][0]["to"][0]["email"] for p in sendgrid.received)
 
 
-async def test_worker_killed_mid_step_and_mid_wait(stack: Stack, apps, sendgrid, tmp_path: Path):
+async def test_worker_killed_mid_step_and_mid_wait(stack: OwnStack, apps, sendgrid, tmp_path: Path):
     api, tracking, ws = apps.api, apps.tracking, apps.workspace_id
     engine = stack.engine
     hook = HeldWebhook()
@@ -237,7 +217,7 @@ async def _held(hook: HeldWebhook, n: int) -> bool:
     return len(set(hook.keys)) >= n
 
 
-async def test_worker_killed_mid_send_sends_no_email_twice(stack: Stack, apps, sendgrid, tmp_path: Path):
+async def test_worker_killed_mid_send_sends_no_email_twice(stack: OwnStack, apps, sendgrid, tmp_path: Path):
     api, tracking, ws = apps.api, apps.tracking, apps.workspace_id
     engine = stack.engine
     people = 3
@@ -289,7 +269,7 @@ async def test_worker_killed_mid_send_sends_no_email_twice(stack: Stack, apps, s
     assert all(n == 1 for n in _emails_per_address(sendgrid).values())
 
 
-async def test_temporal_restarted_mid_wait(stack: Stack, apps, sendgrid, tmp_path: Path):
+async def test_temporal_restarted_mid_wait(stack: OwnStack, apps, sendgrid, tmp_path: Path):
     api, tracking, ws = apps.api, apps.tracking, apps.workspace_id
     engine = stack.engine
     people = 4
@@ -338,7 +318,7 @@ async def test_temporal_restarted_mid_wait(stack: Stack, apps, sendgrid, tmp_pat
     assert _emails_per_address(sendgrid) == {f"{u}@example.com": 1 for u in users}
 
 
-async def test_tracking_killed_after_acknowledging_triggers(stack: Stack, tmp_path: Path):
+async def test_tracking_killed_after_acknowledging_triggers(stack: OwnStack, tmp_path: Path):
     engine = stack.engine
     keys = await new_workspace(stack.sessionmaker)
     definition = {

@@ -10,12 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cli import embedded
 from core.settings import Settings
+from db.engine import create_engine, create_sessionmaker
+from db.migrate import upgrade
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +101,31 @@ async def wait_for_temporal(address: str, timeout: float = 90) -> None:
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.3)
+
+
+@dataclass
+class OwnStack:
+    """A database of a test module's own, with its engine and settings (a
+    task queue of its own too), for tests that run real worker processes."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker
+
+
+@asynccontextmanager
+async def own_stack(
+    pg_server: str, settings: Settings, prefix: str, **updates: object
+) -> AsyncIterator[OwnStack]:
+    """Create, migrate and finally drop that database; `updates` change the settings."""
+    url = await services.create_database(pg_server, prefix)
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url, pool_size=3)
+    own = settings.model_copy(
+        update={"database_url": url, "temporal_task_queue": f"{prefix}-{uuid.uuid4().hex[:8]}", **updates}
+    )
+    try:
+        yield OwnStack(own, engine, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+        await services.drop_database(pg_server, url)
