@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -30,6 +30,8 @@ from definitions.flow_runs import (
     ConditionInput,
     ConditionResult,
     DateTriggersResult,
+    EnterInput,
+    EnterResult,
     FinishInput,
     FlowEmailInput,
     FlowEmailPrepared,
@@ -134,23 +136,53 @@ class FlowActivities:
             )
         return BeginResult(status=status)
 
+    @activity.defn(name="enter_flow_enrollment")
+    async def enter_flow_enrollment(self, params: EnterInput) -> EnterResult:
+        """Record the enrollment, unless re-entry refuses it, and enter its
+        first step, in one transaction: a new run's first local activity."""
+        step = params.step
+        async with self._engine.begin() as conn:
+            status = await repo.begin(
+                conn,
+                {
+                    "id": step.enrollment_id,
+                    "ws": step.workspace_id,
+                    "flow": step.flow_id,
+                    "version": params.version,
+                    "profile": step.profile_id,
+                    "key": params.enrollment_key,
+                    "workflow_id": params.workflow_id,
+                    "trigger": params.trigger_id,
+                    "payload": orjson.dumps(params.payload).decode(),
+                    "reentry": params.reentry,
+                    "after": params.reentry_after_seconds,
+                },
+            )
+            if status != "started":
+                return EnterResult(status=status)
+            return EnterResult(status=status, step=await self._enter_step(conn, step))
+
     @activity.defn(name="record_flow_step")
     async def record_flow_step(self, params: StepInput) -> StepResult:
         """Enter a step; stop when the enrollment left or the exit condition holds."""
         async with self._engine.begin() as conn:
-            status = await repo.enrollment_status(conn, params.workspace_id, params.enrollment_id)
-            if status != "running":
+            return await self._enter_step(conn, params)
+
+    @staticmethod
+    async def _enter_step(conn: AsyncConnection, params: StepInput) -> StepResult:
+        status = await repo.enrollment_status(conn, params.workspace_id, params.enrollment_id)
+        if status != "running":
+            return StepResult(proceed=False, reason="exited")
+        if params.exit_condition is not None:
+            root = _CONDITION.validate_python(params.exit_condition)
+            now = datetime.now(UTC)
+            facts = await load_facts(conn, params.workspace_id, [params.profile_id], [root], now)
+            person = facts.get(params.profile_id)
+            if person is None or matches(root, person, now):
                 return StepResult(proceed=False, reason="exited")
-            if params.exit_condition is not None:
-                root = _CONDITION.validate_python(params.exit_condition)
-                now = datetime.now(UTC)
-                facts = await load_facts(conn, params.workspace_id, [params.profile_id], [root], now)
-                person = facts.get(params.profile_id)
-                if person is None or matches(root, person, now):
-                    return StepResult(proceed=False, reason="exited")
-            await repo.enter_step(
-                conn, params.enrollment_id, params.flow_id, params.seq, params.node_id, params.previous_edge
-            )
+        await repo.enter_step(
+            conn, params.enrollment_id, params.flow_id, params.seq, params.node_id, params.previous_edge
+        )
         return StepResult(proceed=True)
 
     @activity.defn(name="leave_flow_step")
@@ -389,6 +421,7 @@ def build(engine: AsyncEngine, settings: Settings, http: httpx.AsyncClient) -> l
     flows = FlowActivities(engine, settings, http)
     return [
         flows.begin_flow_enrollment,
+        flows.enter_flow_enrollment,
         flows.record_flow_step,
         flows.leave_flow_step,
         flows.finish_flow_enrollment,

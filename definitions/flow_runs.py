@@ -128,6 +128,27 @@ class StepResult(BaseModel):
     paused: bool = False
 
 
+class EnterInput(BaseModel):
+    """Record the enrollment and enter its first step in one transaction
+    (`enter_flow_enrollment`). Carries what re-entry needs, not the graph."""
+
+    enrollment_key: str = ""
+    version: int
+    workflow_id: str
+    trigger_id: uuid.UUID | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    reentry: str
+    reentry_after_seconds: float = 0
+    step: StepInput
+
+
+class EnterResult(BaseModel):
+    """`status` as `BeginResult`; `step` (the first step's verdict) when started."""
+
+    status: str
+    step: StepResult | None = None
+
+
 class FinishInput(BaseModel):
     """The run ended with `status` at `seq` (the last step left over `edge`)."""
 

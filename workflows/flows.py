@@ -34,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
         ConditionResult,
         DateTriggersInput,
         DateTriggersResult,
+        EnterInput,
+        EnterResult,
         ExitRequest,
         FinishInput,
         FlowEmailInput,
@@ -79,6 +81,7 @@ _PAUSED_RECHECK = timedelta(minutes=1)
 _BUFFERED_EVENTS = 200  # events waiting for a wait_for_event node
 _SEEN_EVENTS = 2000
 _LOCAL_BOOKKEEPING = "local-bookkeeping"  # workflow.patched id: see _step_activity
+_ENTER_FIRST_STEP = "enter-first-step"  # workflow.patched id: see _begin
 
 
 class _Stopped(Exception):
@@ -160,14 +163,11 @@ class FlowRunWorkflow:
     @workflow.run
     async def run(self, params: FlowRunInput) -> FlowRunResult:
         p = params
+        first: StepResult | None = None  # the first step, entered with the enrollment
         if p.resume is None:
-            begun = await self._step_activity(
-                "begin_flow_enrollment",
-                BeginInput(run=p, workflow_id=workflow.info().workflow_id),
-                BeginResult,
-            )
-            if begun.status != "started":
-                return FlowRunResult(enrollment_id=p.enrollment_id, status=begun.status)
+            begun, first = await self._begin(p)
+            if begun != "started":
+                return FlowRunResult(enrollment_id=p.enrollment_id, status=begun)
             node_id: str | None = p.graph.start
             seq, edge = 0, None
         else:  # continued as new: the step before was left already
@@ -180,11 +180,14 @@ class FlowRunWorkflow:
                     break
                 seq += 1
                 workflow.upsert_search_attributes([FLOW_STEP.value_set(node_id)])
-                step = await self._step_activity(
-                    "record_flow_step",
-                    self._step(seq, node_id, edge),
-                    StepResult,
-                )
+                if first is not None:
+                    step, first = first, None
+                else:
+                    step = await self._step_activity(
+                        "record_flow_step",
+                        self._step(seq, node_id, edge),
+                        StepResult,
+                    )
                 if not step.proceed:
                     self._stop = self._stop or step.reason or "exited"
                     break
@@ -209,6 +212,37 @@ class FlowRunWorkflow:
         return FlowRunResult(enrollment_id=p.enrollment_id, status=status, last_node=last)
 
     # -- steps ------------------------------------------------------------------
+
+    async def _begin(self, p: FlowRunInput) -> tuple[str, StepResult | None]:
+        """Record the enrollment (re-entry is decided in PostgreSQL).
+
+        Since `enter-first-step`, one local activity records it and enters
+        the first node's step in the same transaction, and its input leaves
+        the graph out: a new run's first workflow task holds one database
+        transaction instead of two. Runs begun before keep
+        `begin_flow_enrollment` and a `record_flow_step` for the first node."""
+        workflow_id = workflow.info().workflow_id
+        if workflow.patched(_ENTER_FIRST_STEP):
+            settings = p.graph.settings
+            entered = await self._step_activity(
+                "enter_flow_enrollment",
+                EnterInput(
+                    enrollment_key=p.enrollment_key,
+                    version=p.version,
+                    workflow_id=workflow_id,
+                    trigger_id=p.trigger.id if p.trigger else None,
+                    payload=p.payload,
+                    reentry=settings.reentry.value,
+                    reentry_after_seconds=float(settings.reentry_after_seconds or 0),
+                    step=self._step(1, p.graph.start, None),
+                ),
+                EnterResult,
+            )
+            return entered.status, entered.step
+        begun = await self._step_activity(
+            "begin_flow_enrollment", BeginInput(run=p, workflow_id=workflow_id), BeginResult
+        )
+        return begun.status, None
 
     def _step(self, seq: int, node_id: str, edge: str | None) -> StepInput:
         p = self._params
