@@ -1,6 +1,6 @@
 """Automation flows against their raw baselines, in one run.
 
-    python bench/flows.py [--enrollments 1000] [--waiting 5000] [--temporal-file]
+    python bench/flows.py [--enrollments 1000] [--waiting 10000] [--temporal-file]
 
 Starts, each as its own process: a Temporal dev server (in memory as in
 the tests, or persisting to a SQLite file as `mp up` runs it with
@@ -331,7 +331,7 @@ async def main() -> None:
     )
     parser.add_argument("--pings", type=int, default=200, help="waiting runs pinged for the latency phase")
     parser.add_argument("--ping-rate", type=float, default=10.0, help="pings sent per second")
-    parser.add_argument("--waiting", type=int, default=5000, help="enrollments waiting for the memory phase")
+    parser.add_argument("--waiting", type=int, default=10000, help="enrollments waiting for the memory phase")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each hot-path phase")
     parser.add_argument(
         "--hot-rounds", type=int, default=3, help="hot-path rounds (no flows and 10 flows, order alternating)"
