@@ -60,6 +60,7 @@ def _templates() -> Jinja2Templates:
     env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int | float) else v
     env.filters["pct"] = lambda v: f"{v * 100:.1f}%"
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M UTC") if v else "—"
+    env.filters["short"] = lambda v: v.strftime("%b %-d, %H:%M") if v else "—"
     return templates
 
 

@@ -144,7 +144,13 @@ async def test_actions_on_a_throttled_send(web, api, worker, sendgrid, engine, w
     # One email an hour: the send stays in progress while the test acts on it.
     campaign = await inline_campaign(api, [segment], throttle_per_hour=1)
     page = await web.get(f"/campaigns/{campaign['id']}")
-    assert page.status_code == 200 and "Before you send" in page.text and "Nothing sent yet" in page.text
+    assert (
+        page.status_code == 200
+        and "Before you send" in page.text
+        and "Stats start with the send" in page.text
+    )
+    # The email as a sample reader gets it (the segment is not refreshed yet: nobody to pick).
+    assert "data-preview-subject><b>Sale for</b>" in page.text and "Hi , 20% off" in page.text
     csrf = csrf_of(page.text)
     url = f"/campaigns/{campaign['id']}"
 

@@ -19,6 +19,7 @@ from campaigns import service as campaigns
 from campaigns.schemas import CampaignCreate, CampaignOut, CampaignStats, ScheduleRequest, TestSendRequest
 from core.errors import AppError, NotFound, ValidationFailed
 from delivery import service as delivery
+from delivery.schemas import PreviewRequest
 from segments import service as segments
 from topics import service as topics
 from web.app import render
@@ -65,7 +66,19 @@ STARTER_HTML = (
 )
 # Longest stretch the hourly chart draws hour by hour; longer ones by day.
 MAX_HOURLY_BUCKETS = 24 * 14
+MIN_HOURLY_BUCKETS = 12
 LIST_PAGE = 25
+RECIPIENTS_PAGE = 10
+# Which outcome message still holds for which status (a reload of
+# `?done=sending` after the send finished says nothing stale).
+DONE_WHILE = {
+    "created": ("draft",),
+    "scheduled": ("scheduled",),
+    "sending": ("scheduled", "sending"),
+    "paused": ("paused",),
+    "resumed": ("sending",),
+    "cancelled": ("cancelled",),
+}
 
 
 def _settings(request: Request):
@@ -297,17 +310,20 @@ async def create_campaign(
 
 
 def hourly_lines(stats: CampaignStats, now: datetime) -> tuple[list[datetime], list[Line], list[int], str]:
-    """(buckets, lines, totals, interval) of the campaign's hourly series,
-    zeros filled in; by day when it spans more than two weeks."""
+    """(buckets, lines, totals, interval) of the campaign's hourly series
+    up to now, zeros filled in, at least the last 12 hours (so a send of the
+    last hour is a point on a line, not a lone dot); by day when it spans
+    more than two weeks."""
     kinds = ("sent", "delivered", "opened", "clicked", "bounced")
     if not stats.hourly:
         return [], [], [], "hour"
-    first = stats.hourly[0].hour.astimezone(UTC)
-    last = max(stats.hourly[-1].hour.astimezone(UTC), min(now, first + timedelta(hours=5)))
+    hours = [h.hour.astimezone(UTC) for h in stats.hourly]
+    last = max(hours[-1], now.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
+    first = min(hours[0], last - timedelta(hours=MIN_HOURLY_BUCKETS - 1))
     interval, step = "hour", timedelta(hours=1)
     if (last - first) / step >= MAX_HOURLY_BUCKETS:
         interval, step = "day", timedelta(days=1)
-        first = first.replace(hour=0)
+        first, last = first.replace(hour=0), last.replace(hour=0)
     buckets: list[datetime] = []
     at = first
     while at <= last:
@@ -315,8 +331,7 @@ def hourly_lines(stats: CampaignStats, now: datetime) -> tuple[list[datetime], l
         at += step
     index = {b: i for i, b in enumerate(buckets)}
     values = {k: [0] * len(buckets) for k in kinds}
-    for h in stats.hourly:
-        at = h.hour.astimezone(UTC)
+    for h, at in zip(stats.hourly, hours, strict=True):
         slot = index.get(at.replace(hour=0) if interval == "day" else at)
         if slot is not None:
             for k in kinds:
@@ -365,7 +380,7 @@ async def _campaign_page(
     settings = _settings(request)
     campaign = await campaigns.get_campaign(session, ws, campaign_id, settings)
     stats = await campaigns.stats(session, ws, campaign_id)
-    recipients = await campaigns.recipients(session, ws, campaign_id, cursor, 25)
+    recipients = await campaigns.recipients(session, ws, campaign_id, cursor, RECIPIENTS_PAGE)
     names = await _audience_names(session, ws, [campaign])
     template = None
     if campaign.content.get("template_id"):
@@ -374,6 +389,9 @@ async def _campaign_page(
         except NotFound:
             template = None
     buckets, lines, totals, interval = hourly_lines(stats, datetime.now(UTC))
+    preview, preview_error, preview_for = await _preview(session, ws, campaign, template, recipients.data)
+    if done in DONE_WHILE and campaign.status not in DONE_WHILE[done]:
+        done = None
     return render(
         request,
         "campaign.html",
@@ -388,6 +406,9 @@ async def _campaign_page(
         ab_test=getattr(stats, "ab_test", None),
         variants=getattr(stats, "variants", None) or [],
         recipients=recipients,
+        preview=preview,
+        preview_error=preview_error,
+        preview_for=preview_for,
         names=names,
         template=template,
         done=DONE.get(done or ""),
@@ -396,6 +417,41 @@ async def _campaign_page(
         values=values or {},
         cursor=cursor,
     )
+
+
+async def _preview(session, ws: uuid.UUID, campaign: CampaignOut, template, recipients: list) -> tuple:
+    """(rendered email, error, for whom): for the first recipient, else the
+    first member of the first segment, else a sample address."""
+    content = campaign.content
+    subject = content.get("subject") or (template.subject if template else None)
+    html = content.get("html") or (template.html if template else None)
+    text = content.get("text") or (template.text if template and not content.get("html") else None)
+    if not subject or not html:
+        return None, "The template of this campaign was deleted; the campaign cannot be sent.", ""
+    profile_id, who = None, "preview@example.com (a sample address)"
+    if recipients:
+        profile_id, who = recipients[0].profile_id, recipients[0].email
+    elif campaign.audience.get("segment_ids"):
+        try:
+            members = await segments.members(
+                session, ws, uuid.UUID(campaign.audience["segment_ids"][0]), None, 1
+            )
+        except NotFound:
+            members = None
+        if members and members.data:
+            profile_id, who = (
+                members.data[0].profile_id,
+                members.data[0].email or str(members.data[0].profile_id),
+            )
+    request = (
+        PreviewRequest(profile_id=profile_id, data=campaign.data)
+        if profile_id
+        else PreviewRequest(email="preview@example.com", data=campaign.data)
+    )
+    try:
+        return await delivery.preview_draft(session, ws, subject, html, text, request), None, who
+    except AppError as exc:
+        return None, _detail(exc), who
 
 
 @router.get("/campaigns/{campaign_id}", include_in_schema=False)
