@@ -5,8 +5,9 @@
 
 Generates the dataset with the segments bench's generator (bench/segments.py)
 inside PostgreSQL, adds a segment (refreshed), a template, a provider, a
-flow and a campaign through the services (the campaign then made a finished
-send to a tenth of the profiles by writing its snapshot and messages), then runs the analytics rollup once (the
+flow and a campaign through the services (the campaign then made a
+finished send to a tenth of the profiles by writing its snapshot and
+messages), then runs the analytics rollup once (the
 backfill a first scheduled run does) and once more after 10,000 new events
 (what each scheduled run does). Then it serves the dashboard (web) and the
 management API in this process and requests each page and endpoint

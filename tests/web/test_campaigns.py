@@ -235,3 +235,62 @@ async def test_bad_parameters_on_a_campaign_page_are_4xx(web, api, suffix):
     r = await web.get(f"/campaigns/{campaign['id']}{suffix}")
     assert 400 <= r.status_code < 500, (suffix, r.status_code, r.text[-1500:])
     assert "Unexpected error" not in r.text
+
+
+async def test_ab_test_and_variants_are_shown_when_the_stats_have_them(web, api, monkeypatch):
+    """The A/B fields come with the A/B work (`ab_test`, `variants` in the
+    stats response); the page renders them whenever the stats carry them."""
+    from campaigns import service
+    from campaigns.schemas import CampaignStats
+
+    class WithAbTest(CampaignStats):
+        ab_test: dict | None = None
+        variants: list[dict] | None = None
+
+    real = service.stats
+
+    async def stats_with_ab_test(*args, **kwargs):
+        plain = await real(*args, **kwargs)
+        return WithAbTest(
+            **plain.model_dump(),
+            ab_test={
+                "metric": "open_rate",
+                "test_percent": 20,
+                "wait_seconds": 7200,
+                "status": "decided",
+                "winner": "B",
+                "decided_at": "2026-11-26T12:00:00Z",
+            },
+            variants=[
+                {
+                    "variant": "A",
+                    "subject": "Spring sale",
+                    "recipients": 100,
+                    "sent": 100,
+                    "unique_opens": 21,
+                    "unique_clicks": 4,
+                    "open_rate": 0.21,
+                    "click_rate": 0.04,
+                },
+                {
+                    "variant": "B",
+                    "subject": "Our spring <sale>",
+                    "recipients": 100,
+                    "sent": 99,
+                    "unique_opens": 35,
+                    "unique_clicks": 9,
+                    "open_rate": 0.3535,
+                    "click_rate": 0.0909,
+                },
+            ],
+        )
+
+    segment = await group_segment(api, "fans")
+    campaign = await inline_campaign(api, [segment])
+    assert "No A/B test" in (await web.get(f"/campaigns/{campaign['id']}")).text
+    monkeypatch.setattr(service, "stats", stats_with_ab_test)
+    page = (await web.get(f"/campaigns/{campaign['id']}")).text
+    assert "No A/B test" not in page and "data-variants" in page
+    assert "20% of the audience" in page and "best open rate" in page and "winner <b>B</b>" in page
+    assert "35.4%" in page and "9.1%" in page and "Our spring &lt;sale&gt;" in page
+    assert '<tr class="winner"><td><b>B</b>' in page
