@@ -6,26 +6,24 @@ stats (funnel, hourly series, per provider, per A/B variant)."""
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
 
 from campaigns import service as campaigns
-from campaigns.schemas import CampaignCreate, CampaignOut, CampaignStats, ScheduleRequest, TestSendRequest
+from campaigns.schemas import CampaignOut, TestSendRequest
 from core.errors import AppError, NotFound, ValidationFailed
 from delivery import service as delivery
-from delivery.schemas import PreviewRequest
 from segments import service as segments
 from topics import service as topics
 from web.app import render
-from web.charts import Line
 from web.deps import FormDep, SessionDep, ViewerDep
 from web.forms import FieldErrors, build, parse_json_field
+from web.pages import campaign_form as form_parts
+from web.pages import campaign_stats
 
 router = APIRouter()
 
@@ -40,33 +38,6 @@ DONE = {
     "resumed": "Resumed from where it stopped; nobody gets the email twice.",
     "cancelled": "Cancelled: nothing more is sent.",
 }
-FIELDS = (
-    "name",
-    "topic",
-    "source",
-    "template_id",
-    "subject",
-    "html",
-    "text",
-    "from_email",
-    "from_name",
-    "reply_to",
-    "data",
-    "when",
-    "scheduled_at",
-    "throttle_per_hour",
-)
-WHEN = ("draft", "now", "at", "local")
-CONTENT_FIELDS = ("from_email", "reply_to", "subject", "html", "text")
-STARTER_HTML = (
-    "<h1>Hi {{ profile.first_name | default('there') }}</h1>\n"
-    "<p>Our spring sale starts today: {{ data.offer | default('20% off everything') }}.</p>\n"
-    '<p><a href="https://example.com/sale">Shop the sale</a></p>\n'
-    '<p style="font-size:12px"><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
-)
-# Longest stretch the hourly chart draws hour by hour; longer ones by day.
-MAX_HOURLY_BUCKETS = 24 * 14
-MIN_HOURLY_BUCKETS = 12
 LIST_PAGE = 25
 RECIPIENTS_PAGE = 10
 # Which outcome message still holds for which status (a reload of
@@ -163,91 +134,12 @@ async def new_campaign(request: Request, session: SessionDep, viewer: ViewerDep)
     values: dict[str, Any] = {
         "source": "inline",
         "when": "draft",
-        "html": STARTER_HTML,
+        "html": form_parts.STARTER_HTML,
         "subject": "{{ profile.first_name | default('Hi') }}, the spring sale is on",
         "segment_ids": [],
         "exclude_segment_ids": [],
     }
     return await _form_page(request, session, viewer, values=values)
-
-
-def _pydantic_field(loc: list[str]) -> tuple[str, str]:
-    """(form field, rest of the location) of a CampaignCreate error location."""
-    if loc and loc[0] in ("content", "audience") and len(loc) > 1:
-        return loc[1], ".".join(loc[2:])
-    if loc and loc[0] == "content":
-        return "content", ""
-    if loc and loc[0] == "audience":
-        return "segment_ids", ""
-    return (loc[0] if loc else "form"), ".".join(loc[1:])
-
-
-def _message(msg: str) -> str:
-    return msg.removeprefix("Value error, ")
-
-
-def _field_errors(items: list[dict]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        raw = item.get("loc", "")
-        loc = [str(p) for p in raw] if isinstance(raw, list | tuple) else str(raw).split(".")
-        if loc and loc[0] == "body":
-            loc = loc[1:]
-        field, rest = _pydantic_field(loc)
-        if rest.isdigit():  # segment_ids.0: the list itself
-            rest = ""
-        msg = _message(str(item.get("msg", "")))
-        if field == "content":  # the content's own checks name the field first
-            field = next((f for f in CONTENT_FIELDS if msg.startswith(f + " ")), field)
-        out.setdefault(field, f"{rest}: {msg}" if rest else msg)
-    return out
-
-
-def _create_body(values: dict[str, Any]) -> CampaignCreate:
-    try:
-        return CampaignCreate.model_validate(values)
-    except ValidationError as exc:
-        raise FieldErrors(_field_errors(exc.errors(include_url=False, include_input=False))) from None
-
-
-def _content(values: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        ("template_id", "subject", "from_email", "from_name", "reply_to")
-        if values["source"] == "template"
-        else ("subject", "html", "text", "from_email", "from_name", "reply_to")
-    )
-    if values["source"] == "template" and not values.get("template_id"):
-        raise FieldErrors({"template_id": "choose a template, or write the email inline"})
-    return {k: values[k] for k in keys if values.get(k)}
-
-
-def _schedule(values: dict[str, Any]) -> ScheduleRequest | None:
-    """The schedule the form asks for (None: save as a draft or send now)."""
-    if values["when"] not in WHEN:
-        raise FieldErrors({"when": "choose when to send"})
-    if values["when"] in ("draft", "now"):
-        return None
-    if not values.get("scheduled_at"):
-        raise FieldErrors({"scheduled_at": "pick a date and time"})
-    try:
-        return ScheduleRequest.model_validate(
-            {"scheduled_at": values["scheduled_at"], "local_time": values["when"] == "local"}
-        )
-    except ValueError:
-        raise FieldErrors({"scheduled_at": "not a date and time (YYYY-MM-DDTHH:MM)"}) from None
-
-
-async def _form_values(request: Request, form: FormDep) -> dict[str, Any]:
-    values: dict[str, Any] = {k: form.get(k, "") for k in FIELDS}
-    for key in FIELDS:
-        if key not in ("html", "text", "data"):
-            values[key] = values[key].strip()
-    data = await request.form()  # cached by Starlette: the multi-valued fields
-    for key in ("segment_ids", "exclude_segment_ids"):
-        values[key] = [v for v in data.getlist(key) if isinstance(v, str) and v][:50]
-    values["source"] = values["source"] if values["source"] in ("template", "inline") else "inline"
-    values["when"] = values["when"] or "draft"
-    return values
 
 
 @router.post("/campaigns/new", include_in_schema=False)
@@ -259,15 +151,15 @@ async def create_campaign(
     with messages next to the fields on bad input."""
     ws = viewer.workspace_id
     settings = _settings(request)
-    values = await _form_values(request, form)
+    values = await form_parts.form_values(request, form)
     try:
         problems = form.problems()
         if problems:
             raise FieldErrors(problems)
-        body = _create_body(
+        body = form_parts.create_body(
             {
                 "name": values["name"],
-                "content": _content(values),
+                "content": form_parts.content(values),
                 "audience": {
                     "segment_ids": values["segment_ids"],
                     "exclude_segment_ids": values["exclude_segment_ids"],
@@ -277,7 +169,7 @@ async def create_campaign(
                 "throttle_per_hour": values["throttle_per_hour"] or None,
             }
         )
-        when = _schedule(values)
+        when = form_parts.schedule(values)
         async with session.begin_nested():
             created = await campaigns.create_campaign(session, ws, body, settings)
             if values["when"] != "draft":
@@ -294,7 +186,9 @@ async def create_campaign(
     except FieldErrors as exc:
         return await _form_page(request, session, viewer, values=values, errors=exc.errors, status=422)
     except ValidationFailed as exc:
-        errors = _field_errors(exc.detail if isinstance(exc.detail, list) else [{"msg": exc.detail}])
+        errors = form_parts.field_errors(
+            exc.detail if isinstance(exc.detail, list) else [{"msg": exc.detail}]
+        )
         return await _form_page(request, session, viewer, values=values, errors=errors, status=422)
     except AppError as exc:
         if exc.status_code != 409:
@@ -307,60 +201,6 @@ async def create_campaign(
 
 
 # -- one campaign -----------------------------------------------------------------
-
-
-def hourly_lines(stats: CampaignStats, now: datetime) -> tuple[list[datetime], list[Line], list[int], str]:
-    """(buckets, lines, totals, interval) of the campaign's hourly series
-    up to now, zeros filled in, at least the last 12 hours (so a send of the
-    last hour is a point on a line, not a lone dot); by day when it spans
-    more than two weeks."""
-    kinds = ("sent", "delivered", "opened", "clicked", "bounced")
-    if not stats.hourly:
-        return [], [], [], "hour"
-    hours = [h.hour.astimezone(UTC) for h in stats.hourly]
-    last = max(hours[-1], now.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
-    first = min(hours[0], last - timedelta(hours=MIN_HOURLY_BUCKETS - 1))
-    interval, step = "hour", timedelta(hours=1)
-    if (last - first) / step >= MAX_HOURLY_BUCKETS:
-        interval, step = "day", timedelta(days=1)
-        first, last = first.replace(hour=0), last.replace(hour=0)
-    buckets: list[datetime] = []
-    at = first
-    while at <= last:
-        buckets.append(at)
-        at += step
-    index = {b: i for i, b in enumerate(buckets)}
-    values = {k: [0] * len(buckets) for k in kinds}
-    for h, at in zip(stats.hourly, hours, strict=True):
-        slot = index.get(at.replace(hour=0) if interval == "day" else at)
-        if slot is not None:
-            for k in kinds:
-                values[k][slot] += getattr(h, k)
-    lines = [Line(k.capitalize(), values[k]) for k in kinds]
-    return buckets, lines, [sum(values[k]) for k in kinds], interval
-
-
-def funnel(stats: CampaignStats) -> list[dict[str, Any]]:
-    """Sent → delivered → opened → clicked, with the share of sent and of the step before."""
-    steps = [
-        ("Sent", stats.sent, "emails accepted by a provider"),
-        ("Delivered", stats.delivered, "reported delivered by the provider"),
-        ("Opened", stats.unique_opens, "people who opened (unique)"),
-        ("Clicked", stats.unique_clicks, "people who clicked a link (unique)"),
-    ]
-    out = []
-    for i, (label, count, hint) in enumerate(steps):
-        previous = steps[i - 1][1] if i else count
-        out.append(
-            {
-                "label": label,
-                "count": count,
-                "hint": hint,
-                "of_sent": count / stats.sent if stats.sent else 0.0,
-                "of_previous": count / previous if previous else 0.0,
-            }
-        )
-    return out
 
 
 async def _campaign_page(
@@ -388,8 +228,10 @@ async def _campaign_page(
             template = await delivery.get_template(session, ws, uuid.UUID(campaign.content["template_id"]))
         except NotFound:
             template = None
-    buckets, lines, totals, interval = hourly_lines(stats, datetime.now(UTC))
-    preview, preview_error, preview_for = await _preview(session, ws, campaign, template, recipients.data)
+    buckets, lines, totals, interval = campaign_stats.hourly_lines(stats, datetime.now(UTC))
+    preview, preview_error, preview_for = await campaign_stats.preview(
+        session, ws, campaign, template, recipients.data
+    )
     if done in DONE_WHILE and campaign.status not in DONE_WHILE[done]:
         done = None
     return render(
@@ -400,7 +242,7 @@ async def _campaign_page(
         nav="campaigns",
         campaign=campaign,
         stats=stats,
-        funnel=funnel(stats),
+        funnel=campaign_stats.funnel(stats),
         hourly=(buckets, lines, totals),
         interval=interval,
         ab_test=getattr(stats, "ab_test", None),
@@ -419,41 +261,6 @@ async def _campaign_page(
     )
 
 
-async def _preview(session, ws: uuid.UUID, campaign: CampaignOut, template, recipients: list) -> tuple:
-    """(rendered email, error, for whom): for the first recipient, else the
-    first member of the first segment, else a sample address."""
-    content = campaign.content
-    subject = content.get("subject") or (template.subject if template else None)
-    html = content.get("html") or (template.html if template else None)
-    text = content.get("text") or (template.text if template and not content.get("html") else None)
-    if not subject or not html:
-        return None, "The template of this campaign was deleted; the campaign cannot be sent.", ""
-    profile_id, who = None, "preview@example.com (a sample address)"
-    if recipients:
-        profile_id, who = recipients[0].profile_id, recipients[0].email
-    elif campaign.audience.get("segment_ids"):
-        try:
-            members = await segments.members(
-                session, ws, uuid.UUID(campaign.audience["segment_ids"][0]), None, 1
-            )
-        except NotFound:
-            members = None
-        if members and members.data:
-            profile_id, who = (
-                members.data[0].profile_id,
-                members.data[0].email or str(members.data[0].profile_id),
-            )
-    request = (
-        PreviewRequest(profile_id=profile_id, data=campaign.data)
-        if profile_id
-        else PreviewRequest(email="preview@example.com", data=campaign.data)
-    )
-    try:
-        return await delivery.preview_draft(session, ws, subject, html, text, request), None, who
-    except AppError as exc:
-        return None, _detail(exc), who
-
-
 @router.get("/campaigns/{campaign_id}", include_in_schema=False)
 async def campaign(
     request: Request,
@@ -467,10 +274,6 @@ async def campaign(
     return await _campaign_page(request, session, viewer, campaign_id, cursor=cursor, done=done)
 
 
-def _addresses(text: str) -> list[str]:
-    return [a for a in re.split(r"[\s,;]+", text) if a]
-
-
 @router.post("/campaigns/{campaign_id}/test", include_in_schema=False)
 async def test_send(
     request: Request, campaign_id: uuid.UUID, session: SessionDep, viewer: ViewerDep, form: FormDep
@@ -481,7 +284,7 @@ async def test_send(
     try:
         if form.problems():
             raise FieldErrors({"test_emails": "not text that can be stored"})
-        body = build(TestSendRequest, {"emails": _addresses(values["test_emails"])})
+        body = build(TestSendRequest, {"emails": form_parts.addresses(values["test_emails"])})
         await campaigns.get_campaign(session, viewer.workspace_id, campaign_id, services.settings)
         client = await services.temporal.get()
         await campaigns.send_test(
@@ -500,17 +303,9 @@ async def test_send(
         )
     except ValidationFailed as exc:
         return await _campaign_page(
-            request, session, viewer, campaign_id, notice=_detail(exc), values=values, status=422
+            request, session, viewer, campaign_id, notice=form_parts.detail(exc), values=values, status=422
         )
     return RedirectResponse(f"/campaigns/{campaign_id}?done=test", status_code=303)
-
-
-def _detail(exc: AppError) -> str:
-    if isinstance(exc.detail, list):
-        return "; ".join(
-            _message(str(d.get("msg", d))) if isinstance(d, dict) else str(d) for d in exc.detail
-        )
-    return str(exc.detail)
 
 
 @router.post("/campaigns/{campaign_id}/schedule", include_in_schema=False)
@@ -521,7 +316,7 @@ async def schedule(
     values = {"when": form.get("when", "at").strip(), "scheduled_at": form.get("scheduled_at", "").strip()}
     services = request.app.state.services
     try:
-        when = _schedule(values) if values["when"] in ("at", "local") else None
+        when = form_parts.schedule(values) if values["when"] in ("at", "local") else None
         if when is None:
             raise FieldErrors({"when": "choose a time in UTC or in each recipient's timezone"})
         client = await services.temporal.get()
@@ -545,14 +340,16 @@ async def schedule(
             session,
             viewer,
             campaign_id,
-            errors={"scheduled_at": _detail(exc)},
+            errors={"scheduled_at": form_parts.detail(exc)},
             values=values,
             status=422,
         )
     except AppError as exc:
         if exc.status_code != 409:
             raise
-        return await _campaign_page(request, session, viewer, campaign_id, notice=_detail(exc), status=409)
+        return await _campaign_page(
+            request, session, viewer, campaign_id, notice=form_parts.detail(exc), status=409
+        )
     return RedirectResponse(f"/campaigns/{campaign_id}?done=scheduled", status_code=303)
 
 
@@ -591,6 +388,6 @@ async def lifecycle(
         if exc.status_code not in (409, 422):
             raise
         return await _campaign_page(
-            request, session, viewer, campaign_id, notice=_detail(exc), status=exc.status_code
+            request, session, viewer, campaign_id, notice=form_parts.detail(exc), status=exc.status_code
         )
     return RedirectResponse(f"/campaigns/{campaign_id}?done={ACTIONS[action]}", status_code=303)
