@@ -7,7 +7,7 @@ stats (funnel, hourly series, per provider, per A/B variant)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -39,6 +39,7 @@ DONE = {
     "cancelled": "Cancelled: nothing more is sent.",
 }
 LIST_PAGE = 25
+STARTING_WITHIN = timedelta(minutes=1)
 RECIPIENTS_PAGE = 10
 # Which outcome message still holds for which status (a reload of
 # `?done=sending` after the send finished says nothing stale).
@@ -234,6 +235,14 @@ async def _campaign_page(
     )
     if done in DONE_WHILE and campaign.status not in DONE_WHILE[done]:
         done = None
+    now = datetime.now(UTC)
+    # Sent now (or due): the workflow starts it within seconds; the page follows it.
+    starting = (
+        campaign.status == "scheduled"
+        and not campaign.local_time
+        and campaign.scheduled_at is not None
+        and campaign.scheduled_at <= now + STARTING_WITHIN
+    )
     return render(
         request,
         "campaign.html",
@@ -258,6 +267,7 @@ async def _campaign_page(
         errors=errors or {},
         values=values or {},
         cursor=cursor,
+        starting=starting,
     )
 
 
