@@ -134,13 +134,17 @@ async def email_buckets(
     end: datetime,
     flow_id: uuid.UUID | None,
     provider: str | None,
+    campaign_id: uuid.UUID | None = None,
 ) -> Sequence[RowMapping]:
-    """(name, at, count) of `Email …` events, optionally of one flow or provider."""
+    """(name, at, count) of `Email …` events, optionally of one flow,
+    campaign or provider."""
     table, column, bucket = _grain(interval, "analytics_email_hours", "analytics_email_days")
     lo, hi = (start.date(), end.date()) if interval == "day" else (start, end)
     where = ""
     if flow_id is not None:
         where += " AND flow_id = :flow"
+    if campaign_id is not None:
+        where += " AND campaign_id = :campaign"
     if provider is not None:
         where += " AND provider = :provider"
     return await _rows(
@@ -156,6 +160,7 @@ async def email_buckets(
             "start": lo,
             "end": hi,
             "flow": str(flow_id) if flow_id else None,
+            "campaign": str(campaign_id) if campaign_id else None,
             "provider": provider,
         },
     )

@@ -56,12 +56,13 @@ class EventNames(BaseModel):
 
 class EmailSeries(BaseModel):
     """Email engagement over time: a line per kind (sent, delivered,
-    opened, clicked, bounced, ...), optionally for one flow or provider."""
+    opened, clicked, bounced, ...), optionally for one flow, campaign or provider."""
 
     interval: Interval
     start: datetime
     end: datetime
     flow_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = None
     provider: str | None = None
     series: list[Series]
     totals: dict[str, int]

@@ -161,11 +161,13 @@ async def email_series(
     end: datetime | None,
     flow_id: uuid.UUID | None = None,
     provider: str | None = None,
+    campaign_id: uuid.UUID | None = None,
 ) -> EmailSeries:
-    """Email engagement per kind and bucket."""
+    """Email engagement per kind and bucket, optionally of one flow,
+    campaign or provider (filters combine)."""
     lo, hi = resolve_range(start, end, interval)
     buckets = _buckets(lo, hi, interval)
-    rows = await repo.email_buckets(session, ws, interval, lo, hi, flow_id, provider)
+    rows = await repo.email_buckets(session, ws, interval, lo, hi, flow_id, provider, campaign_id)
     by_kind: dict[str, list] = {}
     for r in rows:
         by_kind.setdefault(r["name"].removeprefix("Email "), []).append(r)
@@ -177,6 +179,7 @@ async def email_series(
         start=lo,
         end=hi,
         flow_id=flow_id,
+        campaign_id=campaign_id,
         provider=provider,
         series=series,
         totals={s.label: s.total for s in series},

@@ -68,14 +68,27 @@ async def email(
     start: From = None,
     end: To = None,
     flow_id: Annotated[uuid.UUID | None, Query(description="Only messages sent by this flow.")] = None,
+    campaign_id: Annotated[
+        uuid.UUID | None, Query(description="Only messages sent by this campaign (test sends excluded).")
+    ] = None,
     provider: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Only this provider kind (ses, ...).")
     ] = None,
 ) -> EmailSeries:
     """Sent, delivered, opened, clicked, bounced (and complaints,
-    unsubscribes) per bucket."""
+    unsubscribes) per bucket: of the workspace, or of one flow, campaign or
+    provider kind (filters combine). Opens and clicks count every open and
+    click; the campaign's stats (`/api/v1/campaigns/{id}/stats`) have the
+    unique counts."""
     return await service.email_series(
-        session, workspace_id, interval=interval, start=start, end=end, flow_id=flow_id, provider=provider
+        session,
+        workspace_id,
+        interval=interval,
+        start=start,
+        end=end,
+        flow_id=flow_id,
+        provider=provider,
+        campaign_id=campaign_id,
     )
 
 

@@ -4,8 +4,10 @@
     python bench/dashboard.py --scale 0.01     # 10k / 100k, a quick run
 
 Generates the dataset with the segments bench's generator (bench/segments.py)
-inside PostgreSQL, adds a segment (refreshed), a template, a provider and a
-flow through the services, then runs the analytics rollup once (the
+inside PostgreSQL, adds a segment (refreshed), a template, a provider, a
+flow and a campaign through the services (the campaign then made a
+finished send to a tenth of the profiles by writing its snapshot and
+messages), then runs the analytics rollup once (the
 backfill a first scheduled run does) and once more after 10,000 new events
 (what each scheduled run does). Then it serves the dashboard (web) and the
 management API in this process and requests each page and endpoint
@@ -29,6 +31,7 @@ import re
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -39,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 from analytics.rollups import rollup_pass
 from bench.common import drop_database, fresh_database
 from bench.segments import DEFAULT_SERVER, generate
+from campaigns import service as campaigns
+from campaigns.schemas import CampaignCreate
 from core.secret_box import SecretBox
 from core.settings import Settings, to_asyncpg_dsn
 from db.engine import create_engine, create_sessionmaker, session_scope
@@ -104,7 +109,57 @@ async def _fixtures(sessionmaker, ws: uuid.UUID, settings: Settings) -> dict[str
     async with sessionmaker() as session, session.begin():
         await segments.refresh(await session.connection(), ws, segment.id)
     print(f"segment refresh: {time.perf_counter() - started:.1f}s", flush=True)
-    return {"segment": str(segment.id), "template": str(template.id), "flow": str(flow.id)}
+    async with session_scope(sessionmaker) as session:
+        campaign = await campaigns.create_campaign(
+            session,
+            ws,
+            CampaignCreate(
+                name="Spring sale",
+                content={"template_id": template.id},
+                audience={"segment_ids": [segment.id]},
+            ),
+            settings,
+        )
+    return {
+        "segment": str(segment.id),
+        "template": str(template.id),
+        "flow": str(flow.id),
+        "campaign": str(campaign.id),
+    }
+
+
+async def _sent_campaign(conn: asyncpg.Connection, ws: uuid.UUID, campaign_id: str, n: int) -> None:
+    """Make the campaign a finished send to `n` people (its snapshot and
+    message rows written directly; a third opened, a tenth clicked): what
+    its page and the campaigns list read."""
+    await conn.execute(
+        """
+        INSERT INTO campaign_recipients (campaign_id, seq, workspace_id, profile_id, email, message_id)
+        SELECT $1::uuid, row_number() OVER (ORDER BY id), $2::uuid, id, email, gen_random_uuid()
+        FROM (SELECT id, email FROM profiles WHERE workspace_id = $2::uuid AND email IS NOT NULL LIMIT $3) p
+        """,
+        campaign_id,
+        ws,
+        n,
+    )
+    await conn.execute(
+        """
+        INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, campaign_id, status,
+                              provider_kind, sent_at, delivered_at, opened_at, clicked_at, marketing)
+        SELECT message_id, workspace_id, 'campaign:' || campaign_id || ':' || profile_id, profile_id, email,
+               campaign_id::text, 'delivered', 'smtp', now() - interval '2 hours', now() - interval '2 hours',
+               CASE WHEN seq % 3 = 0 THEN now() - interval '1 hour' END,
+               CASE WHEN seq % 10 = 0 THEN now() - interval '1 hour' END, true
+        FROM campaign_recipients WHERE campaign_id = $1::uuid
+        """,
+        campaign_id,
+    )
+    await conn.execute(
+        "UPDATE campaigns SET status = 'sent', started_at = now() - interval '2 hours', finished_at = now(), "
+        "recipients = $2, sent = $2 WHERE id = $1::uuid",
+        campaign_id,
+        n,
+    )
 
 
 async def main() -> None:
@@ -142,6 +197,12 @@ async def main() -> None:
         await generate(conn, ws, n_profiles, n_events, args.days)
         print(f"generated in {time.perf_counter() - started:.0f}s", flush=True)
         ids = await _fixtures(sessionmaker, ws, settings)
+        started = time.perf_counter()
+        await _sent_campaign(conn, ws, ids["campaign"], max(1, n_profiles // 10))
+        print(
+            f"campaign of {max(1, n_profiles // 10):,} recipients: {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
 
         started = time.perf_counter()
         first = await rollup_pass(engine, lag_seconds=0, slice_hours=24 * 31)
@@ -199,6 +260,8 @@ async def main() -> None:
                             "csrf": csrf,
                         },
                     ),
+                    "campaigns": ("GET", "/campaigns", None),
+                    "campaign page": ("GET", f"/campaigns/{ids['campaign']}", None),
                     "flows": ("GET", "/flows", None),
                     "flow page": ("GET", f"/flows/{ids['flow']}", None),
                     "templates": ("GET", "/templates", None),
@@ -224,6 +287,10 @@ async def main() -> None:
                     "analytics breakdown 90d": "/api/v1/analytics/events?name=Page+Viewed&breakdown=path"
                     f"&from={_ago(90)}",
                     "analytics email 30d": "/api/v1/analytics/email",
+                    "analytics email campaign 7d": "/api/v1/analytics/email?interval=hour&campaign_id="
+                    + ids["campaign"]
+                    + "&from="
+                    + (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:00:00Z"),
                     "analytics profiles 30d": "/api/v1/analytics/profiles",
                     "analytics overview 30d": "/api/v1/analytics/overview",
                     "analytics funnel 30d": f"/api/v1/analytics/funnel?{steps}&window_hours=24",

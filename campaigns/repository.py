@@ -363,3 +363,34 @@ async def recipients_page(conn: Conn, campaign_id: uuid.UUID, after: int, limit:
     """Recipients after sequence number `after`, in order."""
     params = {"campaign": campaign_id, "after": after, "limit": limit}
     return (await conn.execute(RECIPIENTS_SQL, params)).mappings().all()
+
+
+LIST_ENGAGEMENT_SQL = text(
+    """
+SELECT r.campaign_id, count(m.sent_at) AS sent, count(m.opened_at) AS unique_opens,
+       count(m.clicked_at) AS unique_clicks
+FROM campaign_recipients r
+JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = ANY(:campaigns)
+GROUP BY r.campaign_id
+"""
+)
+
+
+async def list_engagement(conn: Conn, campaign_ids: list[uuid.UUID]) -> Sequence[RowMapping]:
+    """(campaign_id, sent, unique_opens, unique_clicks) of campaigns whose
+    send started; read through the snapshot's key, so its cost follows the
+    campaigns' sizes (the dashboard's list asks for one page at a time)."""
+    if not campaign_ids:
+        return []
+    return (await conn.execute(LIST_ENGAGEMENT_SQL, {"campaigns": campaign_ids})).mappings().all()
+
+
+async def owned(conn: Conn, workspace_id: uuid.UUID, campaign_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Those of `campaign_ids` that belong to the workspace."""
+    if not campaign_ids:
+        return []
+    stmt = select(campaigns.c.id).where(
+        campaigns.c.workspace_id == workspace_id, campaigns.c.id.in_(campaign_ids)
+    )
+    return list((await conn.execute(stmt)).scalars())

@@ -197,3 +197,13 @@ class RecipientPage(BaseModel):
 
     data: list[RecipientOut]
     next_cursor: str | None
+
+
+class CampaignEngagement(BaseModel):
+    """Unique opens and clicks of one campaign's sent messages, and their rates."""
+
+    sent: int = 0
+    unique_opens: int = 0
+    unique_clicks: int = 0
+    open_rate: float = 0.0
+    click_rate: float = 0.0

@@ -434,3 +434,15 @@ async def sync_listeners(session: AsyncSession | AsyncConnection, workspace_id: 
             "any": MERGE_LISTENER_NAME,
         },
     )
+
+
+async def names(
+    session: AsyncSession | AsyncConnection, workspace_id: uuid.UUID, segment_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Name by id of those of `segment_ids` that belong to the workspace."""
+    if not segment_ids:
+        return {}
+    stmt = select(segments.c.id, segments.c.name).where(
+        segments.c.workspace_id == workspace_id, segments.c.id.in_(segment_ids)
+    )
+    return {row.id: row.name for row in await session.execute(stmt)}

@@ -241,3 +241,10 @@ async def refresh(
     counts = await repo.apply_refresh(conn, workspace_id, segment_id, row["name"], compiled, now)
     await repo.record_refresh(conn, segment_id, counts[0], now)
     return counts
+
+
+async def names(
+    session: AsyncSession, workspace_id: uuid.UUID, segment_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Segment names by id (the workspace's only), for pages that list audiences."""
+    return await repo.names(session, workspace_id, list(dict.fromkeys(segment_ids)))

@@ -1,6 +1,6 @@
 """The dashboard app (:3000). Pages render Jinja2 templates with data from
-the domain services (profiles, segments, flows, delivery, analytics); no
-SQL here. Errors are pages too: a bad query parameter is a 400 page, a
+the domain services (profiles, segments, campaigns, flows, delivery,
+analytics); no SQL here. Errors are pages too: a bad query parameter is a 400 page, a
 missing row a 404 page, an outage a 503 page with Retry-After."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from core.clients import create_redis
 from core.errors import OUTAGE_TYPES, AppError, as_outage
 from core.request_limits import RequestLimits
 from core.settings import Settings, get_settings
+from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
 from delivery.limits import BreakerPolicy, ProviderLimits
 from web import charts
@@ -48,6 +49,7 @@ class WebServices:
     keys: KeyAuthenticator
     signer: SessionSigner
     limits: ProviderLimits
+    temporal: TemporalConnection
 
 
 def _templates() -> Jinja2Templates:
@@ -58,6 +60,7 @@ def _templates() -> Jinja2Templates:
     env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int | float) else v
     env.filters["pct"] = lambda v: f"{v * 100:.1f}%"
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M UTC") if v else "—"
+    env.filters["short"] = lambda v: v.strftime("%b %-d, %H:%M") if v else "—"
     return templates
 
 
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             KeyAuthenticator(engine, ttl=settings.key_cache_seconds, limiter=limiter),
             SessionSigner(settings.secret_key),
             ProviderLimits(redis, settings.redis_prefix, policy),
+            TemporalConnection(settings),
         )
         try:
             yield
@@ -110,9 +114,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, default_limit=FORM_BODY_BYTES, json_prefixes=())
     app.add_middleware(ServerTiming)
 
-    from web.pages import auth, events, flows, overview, profiles, providers, segments, templates
+    from web.pages import (
+        auth,
+        campaigns,
+        events,
+        flows,
+        overview,
+        profiles,
+        providers,
+        segments,
+        templates,
+    )
 
-    for module in (auth, overview, profiles, segments, flows, templates, providers, events):
+    for module in (auth, overview, profiles, segments, campaigns, flows, templates, providers, events):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

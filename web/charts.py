@@ -30,7 +30,10 @@ def nice_ticks(top: float, count: int = 4) -> list[float]:
         return [0, 1]
     raw = top / count
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    # Counts have whole-number ticks: no 2.5 steps (nor fractions) once steps reach 1.
+    steps = [m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= 1 or top < 1]
+    steps = [x for x in steps if top < 1 or float(x).is_integer()] or [1]
+    step = next((x for x in steps if x >= raw), steps[-1])
     n = math.ceil(top / step)
     return [round(i * step, 10) for i in range(n + 1)]
 

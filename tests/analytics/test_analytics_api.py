@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from analytics.rollups import rollup_pass
+from tests.campaigns.support import add_people, finished, group_segment, inline_campaign
 from tests.conftest import new_workspace
 from tests.delivery.conftest import add_sendgrid, make_template, send
 
@@ -171,6 +172,7 @@ async def test_another_workspace_sees_none_of_it(api_app, tracking, engine, sess
         "/api/v1/analytics/funnel?steps=A&steps=B&window_hours=0",
         "/api/v1/analytics/funnel?steps=A&steps=B&from=2020-01-01T00:00:00Z",
         "/api/v1/analytics/email?flow_id=nope",
+        "/api/v1/analytics/email?campaign_id=nope",
         "/api/v1/analytics/events?from=9999-12-30T00:00:00Z&to=9999-12-31T23:00:00Z",
         "/api/v1/analytics/profiles?from=0001-01-01T00:00:00%2B14:00&to=0001-01-02T00:00:00Z",
     ],
@@ -184,6 +186,39 @@ async def test_analytics_are_in_the_openapi_document(api):
     paths = (await api.get("/openapi.json")).json()["paths"]
     for path in ("events", "events/names", "email", "profiles", "funnel", "overview"):
         assert f"/api/v1/analytics/{path}" in paths
+    email_params = {p["name"]: p for p in paths["/api/v1/analytics/email"]["get"]["parameters"]}
+    for name in ("flow_id", "campaign_id", "provider"):
+        assert email_params[name]["description"], name
+
+
+async def test_email_engagement_of_one_campaign(api, tracking_app, worker, sendgrid, engine, workspace):
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, 3, "fans")
+    segment = await group_segment(api, "fans")
+    campaign = await inline_campaign(api, [segment])
+    other = await inline_campaign(api, [segment], name="Other")
+    assert (await api.post(f"/api/v1/campaigns/{campaign['id']}/send")).status_code == 202
+    assert (await finished(api, campaign["id"]))["sent"] == 3
+    # A transactional send is in the workspace's totals, not the campaign's.
+    template = await make_template(api)
+    assert (await send(api, template["id"], "solo@example.com"))["status"] == "sent"
+    html = next(c["value"] for c in sendgrid.received[0]["content"] if c["type"] == "text/html")
+    pixel = re.search(r'src="[^"]+(/o/[^"]+\.gif)"', html).group(1)
+    async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
+        for _ in range(2):  # two opens of one message: two events, one person
+            assert (await client.get(pixel)).status_code == 200
+    await roll(engine)
+
+    params = {"interval": "hour", "from": at(2)}
+    mine = (await api.get("/api/v1/analytics/email", params={**params, "campaign_id": campaign["id"]})).json()
+    assert mine["campaign_id"] == campaign["id"]
+    assert mine["totals"]["Sent"] == 3 and mine["totals"]["Opened"] == 2
+    everything = (await api.get("/api/v1/analytics/email", params=params)).json()
+    assert everything["totals"]["Sent"] == 4
+    none = (await api.get("/api/v1/analytics/email", params={**params, "campaign_id": other["id"]})).json()
+    assert none["totals"]["Sent"] == 0 and none["totals"]["Opened"] == 0
+    daily = (await api.get("/api/v1/analytics/email", params={"campaign_id": campaign["id"]})).json()
+    assert daily["totals"]["Sent"] == 3
 
 
 async def test_old_activity_is_forgotten_once_a_day(engine, workspace):

@@ -2,7 +2,8 @@
 screenshots, put in through the real APIs: profiles and a week of events
 (tracking), a provider (the fake SendGrid), a template, real sends with
 opens and clicks through the tracking endpoints, a segment refreshed by its
-workflow, and an active flow with people at different steps."""
+workflow, a campaign scheduled for next week, and an active flow with
+people at different steps."""
 
 from __future__ import annotations
 
@@ -178,6 +179,26 @@ async def seed(
             "definition": {"type": "trait", "path": "country", "op": "eq", "value": "DE"},
         },
     )
+
+    # A campaign scheduled for next week: the overview lists it among the running ones.
+    campaign = await api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "Winter sale",
+            "content": {
+                "template_id": template["id"],
+                "subject": "Winter sale: 30% off, {{ profile.first_name }}",
+            },
+            "audience": {"segment_ids": [segment["id"]]},
+        },
+    )
+    assert campaign.status_code == 201, campaign.text
+    next_week = (now + timedelta(days=7)).replace(hour=9, minute=0, second=0, microsecond=0, tzinfo=None)
+    r = await api.post(
+        f"/api/v1/campaigns/{campaign.json()['id']}/schedule",
+        json={"scheduled_at": next_week.isoformat(), "local_time": True},
+    )
+    assert r.status_code == 202, r.text
 
     flow = (
         await api.post(

@@ -38,6 +38,7 @@ async def test_walkthrough_with_screenshots(page, api, tracking, engine, sendgri
     await expect(page.locator("svg.chart").first).to_be_visible()
     await expect(page.locator("text=SendGrid (primary)")).to_be_visible()
     await expect(page.locator("text=Abandoned cart")).to_be_visible()
+    await expect(page.locator("[data-running-campaigns]")).to_contain_text("Winter sale")
     await shot(page, "02-overview")
 
     # Profiles: search by email, then the profile page.
@@ -149,8 +150,21 @@ async def test_another_workspace_session_sees_nothing(page, api, tracking, sessi
             json={"name": "Hidden", "definition": {"type": "trait", "path": "a", "op": "exists"}},
         )
     ).json()
+    campaign = (
+        await api.post(
+            "/api/v1/campaigns",
+            json={
+                "name": "Hidden sale",
+                "content": {"subject": "Hi", "html": "<p>Hi</p>", "from_email": "shop@example.com"},
+                "audience": {"segment_ids": [segment["id"]]},
+            },
+        )
+    ).json()
     other = await new_workspace(sessionmaker)
     await sign_in(page, other.secret_key)
+    await page.goto("/campaigns")
+    await expect(page.locator(".empty .big")).to_have_text("No campaigns yet")
+    assert (await page.goto(f"/campaigns/{campaign['id']}")).status == 404
     await page.goto("/profiles")
     await expect(page.locator("text=No profiles yet")).to_be_visible()
     await page.goto("/segments")
@@ -166,6 +180,7 @@ async def test_empty_workspace_pages_say_what_to_do(page, workspace):
     await shot(page, "00-overview-empty")
     for path, hint in (
         ("/flows", "No flows yet"),
+        ("/campaigns", "No campaigns yet"),
         ("/templates", "No templates yet"),
         ("/providers", "No email provider yet"),
         ("/events", "No events in this range"),

@@ -1,4 +1,5 @@
-"""The overview: events, profiles, email engagement, provider health and running flows."""
+"""The overview: events, profiles, email engagement, provider health and
+the running flows and campaigns."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi.responses import Response
 
 from analytics import service as analytics
 from analytics.schemas import Overview
+from campaigns import service as campaigns
 from delivery.health import provider_health
 from flows import service as flows
 from web.app import render
@@ -41,6 +43,8 @@ async def overview(
     page = await flows.list_flows(session, ws, None, 100)
     active = [f for f in page.data if f.status == "active"][:8]
     running = [(f, await flows.stats(session, ws, f.id)) for f in active]
+    recent = await campaigns.list_campaigns(session, ws, None, 50, request.app.state.services.settings)
+    in_progress = [c for c in recent.data if c.status in ("scheduled", "sending", "paused")][:8]
     return render(
         request,
         "overview.html",
@@ -55,4 +59,5 @@ async def overview(
         email=lines(email.series[:5]),
         providers=providers,
         running=running,
+        campaigns=in_progress,
     )

@@ -1,0 +1,296 @@
+"""Campaign pages over HTTP: the create form puts each problem next to its
+field and leaves nothing behind when it refuses; the campaign page's
+actions (test send, schedule, send, pause, resume, cancel) go through the
+API's services; refusals are notices, not error pages; another workspace
+sees and changes nothing; bad parameters are 4xx pages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.campaigns.support import add_people, group_segment, inline_campaign
+from tests.conftest import new_workspace
+from tests.delivery.conftest import SENDER, add_sendgrid, make_template
+from tests.flows.support import wait_for
+from tests.web.conftest import csrf_of, sign_in
+
+HTML = "<p>Hi {{ profile.first_name }}</p><a href='https://shop.example.com'>Shop</a>"
+
+
+def inline_form(csrf: str, segment_id: str, **extra: str) -> dict:
+    return {
+        "csrf": csrf,
+        "name": "Spring sale",
+        "source": "inline",
+        "subject": "Sale for {{ profile.first_name }}",
+        "html": HTML,
+        "from_email": SENDER,
+        "segment_ids": segment_id,
+        "when": "draft",
+    } | extra
+
+
+async def campaign_names(api) -> list[str]:
+    return [c["name"] for c in (await api.get("/api/v1/campaigns")).json()["data"]]
+
+
+async def test_create_form_puts_messages_next_to_fields(web, api):
+    segment = await group_segment(api, "fans")
+    csrf = csrf_of((await web.get("/campaigns/new")).text)
+
+    r = await web.post("/campaigns/new", data={**inline_form(csrf, segment), "name": "", "segment_ids": ""})
+    assert r.status_code == 422
+    assert 'data-field="name"' in r.text and 'data-field="segment_ids"' in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, from_email="not-an-address"))
+    assert r.status_code == 422 and 'data-field="from_email"' in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, source="template"))
+    assert r.status_code == 422 and 'data-field="template_id"' in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, html="{% if %}"))
+    assert r.status_code == 422 and 'data-field="html"' in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, data="[1, 2"))
+    assert r.status_code == 422 and 'data-field="data"' in r.text and "not valid JSON" in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, throttle_per_hour="-3"))
+    assert r.status_code == 422 and 'data-field="throttle_per_hour"' in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, topic="no-such-topic"))
+    assert r.status_code == 422 and 'data-field="topic"' in r.text
+
+    r = await web.post(
+        "/campaigns/new",
+        data={**inline_form(csrf, segment), "exclude_segment_ids": segment},
+    )
+    assert r.status_code == 422 and "both included and excluded" in r.text
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, when="at", scheduled_at=""))
+    assert r.status_code == 422 and 'data-field="scheduled_at"' in r.text
+    # Values typed are kept, the chosen segment still ticked.
+    assert 'value="Spring sale"' in r.text and f'value="{segment}" checked' in r.text
+    assert await campaign_names(api) == []
+
+
+async def test_a_refused_schedule_leaves_no_draft(web, api, worker):
+    segment = await group_segment(api, "fans")
+    csrf = csrf_of((await web.get("/campaigns/new")).text)
+    past = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, when="at", scheduled_at=past))
+    assert r.status_code == 422 and 'data-field="scheduled_at"' in r.text and "in the past" in r.text
+    assert await campaign_names(api) == []
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment))
+    assert r.status_code == 303
+    again = await web.post("/campaigns/new", data=inline_form(csrf, segment))
+    assert again.status_code == 409 and 'data-field="name"' in again.text
+    assert await campaign_names(api) == ["Spring sale"]
+
+
+async def test_create_with_a_template_and_schedule(web, api, worker):
+    segment = await group_segment(api, "fans")
+    other = await group_segment(api, "staff")
+    template = await make_template(api, name="Newsletter")
+    await api.post("/api/v1/topics", json={"key": "news", "name": "News"})
+    form = await web.get("/campaigns/new")
+    assert "Newsletter" in form.text and "group fans" in form.text
+    later = (datetime.now(UTC) + timedelta(days=3)).replace(second=0, microsecond=0)
+    r = await web.post(
+        "/campaigns/new",
+        data={
+            "csrf": csrf_of(form.text),
+            "name": "Weekly",
+            "source": "template",
+            "template_id": template["id"],
+            "subject": "",
+            "segment_ids": segment,
+            "exclude_segment_ids": other,
+            "topic": "news",
+            "throttle_per_hour": "500",
+            "data": '{"code": "SPRING"}',
+            "when": "at",
+            "scheduled_at": later.strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert r.status_code == 303, r.text
+    campaign_id = r.headers["location"].split("/")[2].split("?")[0]
+    stored = (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()
+    assert stored["status"] == "scheduled" and stored["topic"] == "news"
+    assert stored["content"] == {"template_id": template["id"]}
+    assert stored["audience"] == {"segment_ids": [segment], "exclude_segment_ids": [other]}
+    assert stored["throttle_per_hour"] == 500 and stored["data"] == {"code": "SPRING"}
+    assert datetime.fromisoformat(stored["scheduled_at"]) == later
+
+    page = await web.get(r.headers["location"])
+    assert "Campaign scheduled." in page.text and "Newsletter" in page.text
+    assert "group staff" in page.text and "No A/B test" in page.text
+    listed = await web.get("/campaigns")
+    assert "Weekly" in listed.text and "scheduled" in listed.text
+    overview = await web.get("/")
+    assert "Weekly" in overview.text  # a running (scheduled) campaign
+    csrf = csrf_of(page.text)
+    assert (await web.post(f"/campaigns/{campaign_id}/cancel", data={"csrf": csrf})).status_code == 303
+    assert (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()["status"] == "cancelled"
+
+
+async def test_actions_on_a_throttled_send(web, api, worker, sendgrid, engine, workspace):
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, 3, "fans")
+    segment = await group_segment(api, "fans")
+    # One email an hour: the send stays in progress while the test acts on it.
+    campaign = await inline_campaign(api, [segment], throttle_per_hour=1)
+    page = await web.get(f"/campaigns/{campaign['id']}")
+    assert (
+        page.status_code == 200
+        and "Before you send" in page.text
+        and "Stats start with the send" in page.text
+    )
+    # The email as a sample reader gets it (the segment is not refreshed yet: nobody to pick).
+    assert "data-preview-subject><b>Sale for</b>" in page.text and "Hi , 20% off" in page.text
+    csrf = csrf_of(page.text)
+    url = f"/campaigns/{campaign['id']}"
+
+    r = await web.post(f"{url}/test", data={"csrf": csrf, "test_emails": "me@example.com, nope"})
+    assert r.status_code == 422 and 'data-field="test_emails"' in r.text
+    r = await web.post(f"{url}/test", data={"csrf": csrf, "test_emails": "me@example.com"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=test")
+    await wait_for(lambda: _received(sendgrid, "me@example.com"), timeout=60, interval=0.25)
+
+    r = await web.post(f"{url}/pause", data={"csrf": csrf})
+    assert r.status_code == 409 and "data-notice" in r.text  # a draft cannot be paused
+    r = await web.post(f"{url}/send", data={"csrf": csrf})
+    assert r.status_code == 303
+
+    async def sending():
+        row = (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()
+        return row if row["status"] == "sending" and row["sent"] == 1 else None
+
+    await wait_for(sending, timeout=60, interval=0.25)
+    shown = await web.get(url)
+    assert 'data-kpi="sent">1<' in shown.text and "of 3 recipients handled" in shown.text
+    assert "every 5s" in shown.text  # the stats refresh themselves while it runs
+    assert (await web.post(f"{url}/pause", data={"csrf": csrf})).status_code == 303
+    assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "paused"
+    assert (await web.post(f"{url}/resume", data={"csrf": csrf})).status_code == 303
+    assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "sending"
+    assert (await web.post(f"{url}/cancel", data={"csrf": csrf})).status_code == 303
+    assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "cancelled"
+    r = await web.post(f"{url}/resume", data={"csrf": csrf})
+    assert r.status_code == 409 and "data-notice" in r.text
+    assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "cancelled"
+    assert (await web.post(f"{url}/cancel", data={})).status_code == 403
+    assert (await web.post(f"{url}/delete", data={"csrf": csrf})).status_code in (400, 404, 405)
+
+
+async def _received(fake, address: str) -> bool:
+    return any(p["personalizations"][0]["to"][0]["email"] == address for p in fake.received)
+
+
+async def test_another_workspace_sees_and_changes_nothing(web_app, api, sessionmaker):
+    segment = await group_segment(api, "fans")
+    campaign = await inline_campaign(api, [segment], name="Secret sale")
+    other = await new_workspace(sessionmaker)
+    async with httpx.AsyncClient(base_url=web_app.state.base_url, timeout=30) as client:
+        assert (await sign_in(client, other.secret_key)).status_code == 303
+        listed = await client.get("/campaigns")
+        assert "Secret sale" not in listed.text and "No campaigns yet" in listed.text
+        assert "group fans" not in (await client.get("/campaigns/new")).text
+        assert (await client.get(f"/campaigns/{campaign['id']}")).status_code == 404
+        csrf = csrf_of(listed.text)
+        for action in ("send", "cancel", "pause", "resume"):
+            r = await client.post(f"/campaigns/{campaign['id']}/{action}", data={"csrf": csrf})
+            assert r.status_code == 404, action
+        r = await client.post(
+            f"/campaigns/{campaign['id']}/test", data={"csrf": csrf, "test_emails": "a@example.com"}
+        )
+        assert r.status_code == 404
+        # Someone else's segment cannot be an audience either.
+        r = await client.post(
+            "/campaigns/new",
+            data={
+                "csrf": csrf,
+                "name": "Borrowed",
+                "source": "inline",
+                "subject": "x",
+                "html": "<p>x</p>",
+                "from_email": SENDER,
+                "segment_ids": segment,
+            },
+        )
+        assert r.status_code == 422 and 'data-field="segment_ids"' in r.text
+    assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "draft"
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["?cursor=abc", "?cursor=99999999999999", "?cursor=%00", "?done=hacked", "?cursor=" + "9" * 300],
+)
+async def test_bad_parameters_on_a_campaign_page_are_4xx(web, api, suffix):
+    segment = await group_segment(api, "fans")
+    campaign = await inline_campaign(api, [segment])
+    r = await web.get(f"/campaigns/{campaign['id']}{suffix}")
+    assert 400 <= r.status_code < 500, (suffix, r.status_code, r.text[-1500:])
+    assert "Unexpected error" not in r.text
+
+
+async def test_ab_test_and_variants_are_shown_when_the_stats_have_them(web, api, monkeypatch):
+    """The A/B fields come with the A/B work (`ab_test`, `variants` in the
+    stats response); the page renders them whenever the stats carry them."""
+    from campaigns import service
+    from campaigns.schemas import CampaignStats
+
+    class WithAbTest(CampaignStats):
+        ab_test: dict | None = None
+        variants: list[dict] | None = None
+
+    real = service.stats
+
+    async def stats_with_ab_test(*args, **kwargs):
+        plain = await real(*args, **kwargs)
+        return WithAbTest(
+            **plain.model_dump(),
+            ab_test={
+                "metric": "open_rate",
+                "test_percent": 20,
+                "wait_seconds": 7200,
+                "status": "decided",
+                "winner": "B",
+                "decided_at": "2026-11-26T12:00:00Z",
+            },
+            variants=[
+                {
+                    "variant": "A",
+                    "subject": "Spring sale",
+                    "recipients": 100,
+                    "sent": 100,
+                    "unique_opens": 21,
+                    "unique_clicks": 4,
+                    "open_rate": 0.21,
+                    "click_rate": 0.04,
+                },
+                {
+                    "variant": "B",
+                    "subject": "Our spring <sale>",
+                    "recipients": 100,
+                    "sent": 99,
+                    "unique_opens": 35,
+                    "unique_clicks": 9,
+                    "open_rate": 0.3535,
+                    "click_rate": 0.0909,
+                },
+            ],
+        )
+
+    segment = await group_segment(api, "fans")
+    campaign = await inline_campaign(api, [segment])
+    assert "No A/B test" in (await web.get(f"/campaigns/{campaign['id']}")).text
+    monkeypatch.setattr(service, "stats", stats_with_ab_test)
+    page = (await web.get(f"/campaigns/{campaign['id']}")).text
+    assert "No A/B test" not in page and "data-variants" in page
+    assert "20% of the audience" in page and "best open rate" in page and "winner <b>B</b>" in page
+    assert "35.4%" in page and "9.1%" in page and "Our spring &lt;sale&gt;" in page
+    assert '<tr class="winner"><td><b>B</b>' in page
