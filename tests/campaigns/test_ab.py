@@ -1,0 +1,300 @@
+"""A/B tests of campaigns: validation, the winner chosen after a durable
+timer (skipped ahead with Temporal's per-workflow time skipping on the
+suite's dev server), opens driven through the real tracking endpoints,
+stats per variant, the winner sent to the rest with one message per
+person, and pause / resume / cancel during the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import TimeSkipper
+
+from definitions import workflow_ids
+from tests.campaigns.support import HTML, add_people, finished, group_segment, inline_campaign, per_address
+from tests.delivery.conftest import SENDER, add_sendgrid, make_template
+from tests.flows.support import wait_for
+
+WAIT = 3600
+
+
+def _ab(variants: list[dict], **extra) -> dict:
+    return {"variants": variants, "test_percent": 30, "wait_seconds": WAIT, "metric": "open_rate"} | extra
+
+
+def _subjects(n: int = 3) -> list[dict]:
+    return [{"name": "ABCD"[i], "subject": f"Subject {'ABCD'[i]}"} for i in range(n)]
+
+
+async def _timer_started(handle) -> bool:
+    history = await handle.fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+
+async def _skip_the_wait(client, handle) -> None:
+    """Move the run's virtual clock past the A/B wait (Temporal's
+    per-workflow time skipping; the dev server runs with it enabled). The
+    call returns once the clock got there or the run ended, whichever first."""
+    await asyncio.wait_for(TimeSkipper(client).fast_forward(handle, timedelta(seconds=WAIT)), timeout=120)
+
+
+async def _stats(api, cid: str) -> dict:
+    r = await api.get(f"/api/v1/campaigns/{cid}/stats")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _recipients(api, cid: str) -> list[dict]:
+    return (await api.get(f"/api/v1/campaigns/{cid}/recipients", params={"limit": 200})).json()["data"]
+
+
+def _open_pixel(fake, address: str) -> str:
+    payload = next(p for p in fake.received if p["personalizations"][0]["to"][0]["email"] == address)
+    html = next(c["value"] for c in payload["content"] if c["type"] == "text/html")
+    return re.sub(r"^https?://[^/]+", "", re.search(r'src="([^"]+/o/[^"]+\.gif)"', html).group(1))
+
+
+async def test_ab_test_validation(api, workspace):
+    segment = await group_segment(api, "abv")
+    template = await make_template(api, name="AB base")
+    missing = "01a21780-0000-7000-8000-000000000000"
+    inline = {"subject": "s", "html": HTML, "from_email": SENDER}
+    bad = [
+        (inline, _ab(_subjects(1)), "body.ab_test.variants"),
+        (inline, _ab([*_subjects(4), {"name": "D", "subject": "E"}]), "body.ab_test.variants"),
+        (inline, _ab([{"name": "A"}, {"name": "C"}]), "body.ab_test"),
+        (inline, _ab([{"name": "A"}, {"name": "E"}]), "body.ab_test.variants.1.name"),
+        (inline, _ab(_subjects(2), test_percent=0), "body.ab_test.test_percent"),
+        (inline, _ab(_subjects(2), test_percent=101), "body.ab_test.test_percent"),
+        (inline, _ab(_subjects(2), wait_seconds=5), "body.ab_test.wait_seconds"),
+        (inline, _ab(_subjects(2), metric="revenue"), "body.ab_test.metric"),
+        (inline, _ab([{"name": "A", "colour": "red"}, {"name": "B"}]), "body.ab_test.variants.0.colour"),
+        (
+            inline,
+            _ab([{"name": "A"}, {"name": "B", "template_overrides": {"template_id": template["id"]}}]),
+            "body.ab_test.variants.1.template_overrides",
+        ),
+        (
+            {"template_id": template["id"]},
+            _ab([{"name": "A", "html": HTML}, {"name": "B"}]),
+            "body.ab_test.variants.0.html",
+        ),
+        (
+            {"template_id": template["id"]},
+            _ab([{"name": "A"}, {"name": "B", "template_overrides": {"template_id": missing}}]),
+            "body.ab_test.variants.1.template_overrides.template_id",
+        ),
+        (
+            {"template_id": template["id"]},
+            _ab([{"name": "A"}, {"name": "B", "template_overrides": {"reply_to": "not an address"}}]),
+            "body.ab_test.variants.1.template_overrides.reply_to",
+        ),
+    ]
+    for index, (content, ab_test, loc) in enumerate(bad):
+        body = {"name": f"bad {index}", "content": content, "audience": {"segment_ids": [segment]}}
+        r = await api.post("/api/v1/campaigns", json=body | {"ab_test": ab_test})
+        assert r.status_code == 422, (loc, r.text)
+        assert loc in r.text, (loc, r.text)
+    # A variant that does not compile is refused as the campaign's own content is.
+    r = await api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "bad syntax",
+            "content": inline,
+            "audience": {"segment_ids": [segment]},
+            "ab_test": _ab([{"name": "A"}, {"name": "B", "subject": "{% if %}"}]),
+        },
+    )
+    assert r.status_code == 422
+
+    good = _ab(
+        [
+            {"name": "A"},
+            {"name": "B", "template_overrides": {"subject": "Other {{ profile.first_name }}"}},
+        ]
+    )
+    body = {
+        "name": "good",
+        "content": {"template_id": template["id"]},
+        "audience": {"segment_ids": [segment]},
+        "ab_test": good,
+    }
+    r = await api.post("/api/v1/campaigns", json=body)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["ab_test"]["variants"][1]["template_overrides"]["subject"].startswith("Other")
+    assert created["ab_winner"] is None and created["respect_frequency_cap"] is True
+    stats = await _stats(api, created["id"])
+    assert stats["ab_test"] == {
+        "metric": "open_rate",
+        "test_percent": 30,
+        "wait_seconds": WAIT,
+        "status": "testing",
+        "winner": None,
+        "decided_at": None,
+    }
+    assert [(v["variant"], v["subject"], v["recipients"]) for v in stats["variants"]] == [
+        ("A", "Hi {{ profile.first_name }}", 0),
+        ("B", "Other {{ profile.first_name }}", 0),
+    ]
+
+    cid = created["id"]
+    r = await api.patch(f"/api/v1/campaigns/{cid}", json={"ab_test": _ab([{"name": "A", "html": HTML}] * 2)})
+    assert r.status_code == 422
+    # Content changed to inline: the stored variants are checked against it.
+    r = await api.patch(f"/api/v1/campaigns/{cid}", json={"content": inline})
+    assert r.status_code == 422 and "body.ab_test.variants.1.template_overrides" in r.text
+    # A/B tests are sent at one time, not at each person's local time.
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat()
+    r = await api.post(f"/api/v1/campaigns/{cid}/schedule", json={"scheduled_at": at, "local_time": True})
+    assert r.status_code == 422 and "body.local_time" in r.text
+    r = await api.patch(f"/api/v1/campaigns/{cid}", json={"ab_test": None})
+    assert r.status_code == 200 and r.json()["ab_test"] is None
+    stats = await _stats(api, cid)
+    assert stats["ab_test"] is None and stats["variants"] == []
+
+
+async def test_winner_by_open_rate_goes_to_the_rest(
+    api, tracking_app, worker, sendgrid, engine, workspace, temporal_client
+):
+    n = 40
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, n, "ab")
+    campaign = await inline_campaign(api, [await group_segment(api, "ab")], ab_test=_ab(_subjects(3)))
+    cid = campaign["id"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
+    handle = temporal_client.get_workflow_handle(workflow_ids.campaign(cid))
+    await wait_for(lambda: _timer_started(handle), timeout=60)
+
+    # 30 % of 40: 12 people, 4 per variant; nobody else is sent to while the timer runs.
+    test_group = per_address(sendgrid)
+    assert len(test_group) == 12 and set(test_group.values()) == {1}
+    people = await _recipients(api, cid)
+    variant_of = {p["email"]: p["variant"] for p in people if p["variant"] is not None}
+    assert Counter(variant_of.values()) == {"A": 4, "B": 4, "C": 4}
+    assert set(variant_of) == set(test_group)
+    assert [p["variant"] for p in people[:12]] == ["A"] * 4 + ["B"] * 4 + ["C"] * 4
+    for payload in sendgrid.received:
+        address = payload["personalizations"][0]["to"][0]["email"]
+        assert payload["subject"] == f"Subject {variant_of[address]}"
+    waiting = await _stats(api, cid)
+    assert waiting["ab_test"]["status"] == "waiting" and waiting["ab_test"]["winner"] is None
+    timers = [
+        e for e in (await handle.fetch_history()).events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+    assert timers[-1].timer_started_event_attributes.start_to_fire_timeout.ToSeconds() == WAIT
+
+    # Opens through the tracking pixel: A 1 of 4, B 2 of 4, C 2 of 4 (B and
+    # C tie; the earlier variant wins). Opening twice counts once.
+    by_variant: dict[str, list[str]] = {}
+    for address, name in sorted(variant_of.items()):
+        by_variant.setdefault(name, []).append(address)
+    async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
+        for name, opened in (("A", 1), ("B", 2), ("C", 2)):
+            for address in by_variant[name][:opened]:
+                for _ in range(2):
+                    assert (await client.get(_open_pixel(sendgrid, address))).status_code == 200
+
+    # The timer is durable: skip the workflow's clock past it instead of waiting an hour.
+    await _skip_the_wait(temporal_client, handle)
+    done = await finished(api, cid, timeout=120)
+
+    assert done["status"] == "sent" and done["sent"] == n and done["ab_winner"] == "B"
+    received = per_address(sendgrid)
+    assert received == {f"ab-{i}@example.com": 1 for i in range(n)}
+    rest = [p for p in sendgrid.received if p["personalizations"][0]["to"][0]["email"] not in variant_of]
+    assert len(rest) == n - 12 and {p["subject"] for p in rest} == {"Subject B"}
+    stats = await _stats(api, cid)
+    assert stats["ab_test"]["status"] == "decided" and stats["ab_test"]["winner"] == "B"
+    assert stats["ab_test"]["decided_at"] is not None
+    assert stats["variants"] == [
+        {
+            "variant": name,
+            "subject": f"Subject {name}",
+            "recipients": 4,
+            "sent": 4,
+            "unique_opens": opens,
+            "unique_clicks": 0,
+            "open_rate": opens / 4,
+            "click_rate": 0.0,
+        }
+        for name, opens in (("A", 1), ("B", 2), ("C", 2))
+    ]
+    assert stats["sent"] == n and stats["unique_opens"] == 5
+    people = await _recipients(api, cid)
+    assert Counter(p["variant"] for p in people) == {"A": 4, "B": 4 + n - 12, "C": 4}
+    history = await handle.fetch_history()
+    assert any(e.event_type == EventType.EVENT_TYPE_TIMER_FIRED for e in history.events)
+
+
+async def test_click_rate_winner_and_pause_during_the_wait(
+    api, tracking_app, worker, sendgrid, engine, workspace, temporal_client
+):
+    n = 10
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, n, "pw")
+    ab_test = _ab(_subjects(2), test_percent=40, metric="click_rate")
+    campaign = await inline_campaign(api, [await group_segment(api, "pw")], ab_test=ab_test)
+    cid = campaign["id"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
+    handle = temporal_client.get_workflow_handle(workflow_ids.campaign(cid))
+    await wait_for(lambda: _timer_started(handle), timeout=60)
+    assert len(sendgrid.received) == 4
+    variant_of = {p["email"]: p["variant"] for p in await _recipients(api, cid) if p["variant"]}
+    clicked = next(a for a, v in sorted(variant_of.items()) if v == "B")
+    payload = next(p for p in sendgrid.received if p["personalizations"][0]["to"][0]["email"] == clicked)
+    html = next(c["value"] for c in payload["content"] if c["type"] == "text/html")
+    link = re.search(r"href=['\"]([^'\"]+/c/[^'\"]+)['\"]", html).group(1)
+    async with httpx.AsyncClient(base_url=tracking_app.state.base_url) as client:
+        assert (await client.get(re.sub(r"^https?://[^/]+", "", link))).status_code == 302
+
+    paused = await api.post(f"/api/v1/campaigns/{cid}/pause")
+    assert paused.status_code == 202 and paused.json()["status"] == "paused"
+    # The clock runs on while paused: the winner is chosen, the rest waits for resume.
+    await _skip_the_wait(temporal_client, handle)
+
+    async def decided():
+        stats = await _stats(api, cid)
+        return stats if stats["ab_test"]["status"] == "decided" else None
+
+    stats = await wait_for(decided, timeout=60)
+    assert stats["ab_test"]["winner"] == "B"
+    assert [v["click_rate"] for v in stats["variants"]] == [0.0, 0.5]
+    assert len(sendgrid.received) == 4
+    assert (await api.get(f"/api/v1/campaigns/{cid}")).json()["status"] == "paused"
+    resumed = await api.post(f"/api/v1/campaigns/{cid}/resume")
+    assert resumed.status_code == 202 and resumed.json()["status"] == "sending"
+    done = await finished(api, cid, timeout=60)
+    assert done["status"] == "sent" and done["sent"] == n
+    assert per_address(sendgrid) == {f"pw-{i}@example.com": 1 for i in range(n)}
+    rest = [p for p in sendgrid.received if p["personalizations"][0]["to"][0]["email"] not in variant_of]
+    assert {p["subject"] for p in rest} == {"Subject B"}
+
+
+async def test_cancel_during_the_wait_sends_nothing_more(
+    api, worker, sendgrid, engine, workspace, temporal_client
+):
+    n = 10
+    await add_sendgrid(api, sendgrid)
+    await add_people(engine, workspace.workspace_id, n, "cw")
+    campaign = await inline_campaign(
+        api, [await group_segment(api, "cw")], ab_test=_ab(_subjects(2), test_percent=20)
+    )
+    cid = campaign["id"]
+    assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
+    handle = temporal_client.get_workflow_handle(workflow_ids.campaign(cid))
+    await wait_for(lambda: _timer_started(handle), timeout=60)
+    assert (await api.post(f"/api/v1/campaigns/{cid}/cancel")).status_code == 202
+    done = await finished(api, cid, timeout=60)
+    assert done["status"] == "cancelled" and done["sent"] == 2 and done["cancelled"] == n - 2
+    assert len(sendgrid.received) == 2 and done["ab_winner"] is None
+    history = await handle.fetch_history()
+    assert any(e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED for e in history.events)
+    stats = await _stats(api, cid)
+    assert stats["ab_test"]["status"] == "waiting" and stats["ab_test"]["winner"] is None
+    assert stats["cancelled"] == n - 2
