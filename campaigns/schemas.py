@@ -80,6 +80,9 @@ class TestSendRequest(_Body):
     """Send the rendered campaign to a few addresses now (not counted in its stats)."""
 
     emails: list[Email] = Field(min_length=1, max_length=MAX_TEST_ADDRESSES)
+    variant: str | None = Field(
+        None, pattern=r"^[A-D]$", description="An A/B variant's content instead of the campaign's own."
+    )
 
 
 class TestMessage(BaseModel):

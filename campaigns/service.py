@@ -404,8 +404,9 @@ async def send_test(
     client: Client,
     settings: Settings,
 ) -> TestSendOut:
-    """Send the rendered campaign to a few addresses through the ordinary
-    transactional path (one `SendMessageWorkflow` each). The messages
+    """Send the rendered campaign (or one of its A/B variants) to a few
+    addresses through the ordinary transactional path (one
+    `SendMessageWorkflow` each). The messages
     carry no campaign id, so the campaign's stats never count them, and no
     profile (the addresses may belong to nobody)."""
     async with sessionmaker() as session, session.begin():
@@ -414,6 +415,12 @@ async def send_test(
         await _check_references(
             session, workspace_id, content, CampaignAudience.model_validate(row["audience"])
         )
+        if body.variant is not None:
+            test = ABTest.model_validate(row["ab_test"]) if row["ab_test"] else None
+            chosen = next((v for v in test.variants if v.name == body.variant), None) if test else None
+            if chosen is None:
+                raise ValidationFailed([{"loc": "body.variant", "msg": f"no variant {body.variant!r}"}])
+            content = variant_content(content, chosen)
         overrides = {k: v for k, v in _dump(content).items() if k != "template_id"}
         made = []
         for email in dict.fromkeys(body.emails):

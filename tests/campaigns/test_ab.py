@@ -298,3 +298,21 @@ async def test_cancel_during_the_wait_sends_nothing_more(
     stats = await _stats(api, cid)
     assert stats["ab_test"]["status"] == "waiting" and stats["ab_test"]["winner"] is None
     assert stats["cancelled"] == n - 2
+
+
+async def test_a_test_send_of_one_variant(api, worker, sendgrid, workspace):
+    await add_sendgrid(api, sendgrid)
+    campaign = await inline_campaign(api, [await group_segment(api, "tv")], ab_test=_ab(_subjects(2)))
+    url = f"/api/v1/campaigns/{campaign['id']}/test"
+    r = await api.post(url, json={"emails": ["qa@example.com"], "variant": "B"})
+    assert r.status_code == 202, r.text
+    await wait_for(lambda: _received_at_least(sendgrid, 1), timeout=30)
+    assert [p["subject"] for p in sendgrid.received] == ["Subject B"]
+    assert (await api.post(url, json={"emails": ["qa@example.com"], "variant": "C"})).status_code == 422
+    assert (await api.post(url, json={"emails": ["qa@example.com"], "variant": "Z"})).status_code == 422
+    stats = await _stats(api, campaign["id"])
+    assert stats["sent"] == 0 and [v["sent"] for v in stats["variants"]] == [0, 0]
+
+
+async def _received_at_least(fake, n: int) -> bool:
+    return len(fake.received) >= n
