@@ -157,8 +157,10 @@ async def _check_references(
     if content.template_id is None or content.subject is not None:
         await check_template(subject=content.subject, html=content.html, text=content.text)
     for variant in ab_test.variants if ab_test else []:
-        if variant.subject or variant.html or variant.text:
-            await check_template(subject=variant.subject, html=variant.html, text=variant.text)
+        overrides = variant.template_overrides
+        subject = variant.subject or (overrides.subject if overrides else None)
+        if subject or variant.html or variant.text:
+            await check_template(subject=subject, html=variant.html, text=variant.text)
 
 
 def _dump(model: Any) -> dict[str, Any]:

@@ -101,16 +101,14 @@ async def test_ab_test_validation(api, workspace):
         assert r.status_code == 422, (loc, r.text)
         assert loc in r.text, (loc, r.text)
     # A variant that does not compile is refused as the campaign's own content is.
-    r = await api.post(
-        "/api/v1/campaigns",
-        json={
-            "name": "bad syntax",
-            "content": inline,
-            "audience": {"segment_ids": [segment]},
-            "ab_test": _ab([{"name": "A"}, {"name": "B", "subject": "{% if %}"}]),
-        },
-    )
-    assert r.status_code == 422
+    for content, variant in (
+        (inline, {"name": "B", "subject": "{% if %}"}),
+        (inline, {"name": "B", "html": "<p>{{ oops </p>"}),
+        ({"template_id": template["id"]}, {"name": "B", "template_overrides": {"subject": "{% for %}"}}),
+    ):
+        body = {"name": "bad syntax", "content": content, "audience": {"segment_ids": [segment]}}
+        r = await api.post("/api/v1/campaigns", json=body | {"ab_test": _ab([{"name": "A"}, variant])})
+        assert r.status_code == 422, (variant, r.text)
 
     good = _ab(
         [
