@@ -45,6 +45,7 @@ from definitions.flow_runs import (
 )
 from definitions.flows import DateTrigger, FlowGraph
 from definitions.segments import DATE_PREFIX, MISSING, Condition, get_path, matches
+from delivery import frequency_cap
 from delivery import service as delivery_service
 from delivery.schemas import MessageCreate
 from delivery.sender import OVERRIDES_KEY
@@ -271,9 +272,12 @@ class FlowActivities:
                 wait = quiet_seconds(now, zone, params.quiet_hours.start, params.quiet_hours.end)
                 if wait > 0:
                     return FlowEmailPrepared(status="wait", reason="quiet hours", retry_seconds=wait)
-            cap = params.frequency_cap
-            if cap is not None and not params.transactional:
-                recent = await repo.recent_marketing(
+            cap = None
+            if not params.transactional:
+                # The flow's own cap, else the workspace's (delivery/frequency_cap.py).
+                cap = params.frequency_cap or await frequency_cap.workspace_cap(conn, params.workspace_id)
+            if cap is not None:
+                recent = await frequency_cap.recent_marketing(
                     conn, params.workspace_id, params.profile_id, cap.period_seconds
                 )
                 if len(recent) >= cap.max_emails:

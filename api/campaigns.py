@@ -49,7 +49,10 @@ async def create_campaign(
 ) -> CampaignOut:
     """A draft. Content: a template (with overrides of subject, sender,
     reply-to) or inline subject/HTML/text; audience: segments minus
-    excluded segments. A missing template or segment is a 422."""
+    excluded segments; optionally an `ab_test` (2-4 variants to a test
+    share, the winner by open or click rate to the rest). A missing
+    template or segment, or a variant that does not fit the content, is a
+    422 naming it."""
     return await service.create_campaign(session, workspace_id, body, _settings(request))
 
 
@@ -167,7 +170,9 @@ async def send_test(
 @router.get("/{campaign_id}/stats", response_model=CampaignStats, summary="Campaign stats")
 async def stats(campaign_id: uuid.UUID, session: SessionDep, workspace_id: WorkspaceDep) -> CampaignStats:
     """Recipients, sent, delivered, bounced, complained, unsubscribed,
-    unique and total opens and clicks, rates, per provider and per hour."""
+    capped, unique and total opens and clicks, rates, per provider, per
+    hour, and the A/B test (`ab_test`: status and winner; `variants`: each
+    variant's test group and its open and click rates)."""
     return await service.stats(session, workspace_id, campaign_id)
 
 

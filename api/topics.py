@@ -51,6 +51,7 @@ async def update_topic(
 @router.delete("/{key}", status_code=204, summary="Delete a topic")
 async def delete_topic(key: KeyPath, session: SessionDep, workspace_id: WorkspaceDep) -> Response:
     """Leaves the preference page; people's opt-outs of the key are kept, so
-    a send still tagged with it keeps honouring them."""
+    a send still tagged with it keeps honouring them. 409 (naming them)
+    while a campaign not yet ended or a flow not archived sends under it."""
     await service.delete_topic(session, workspace_id, key)
     return Response(status_code=204)

@@ -22,5 +22,7 @@ async def put_settings(
     body: WorkspaceSettings, session: SessionDep, workspace_id: WorkspaceDep
 ) -> WorkspaceSettings:
     """E.g. `{"segment_refresh_minutes": 15}`: how often every segment of the workspace refreshes;
-    `allowed_origins`: the browser origins allowed to send tracking calls (None: any)."""
+    `allowed_origins`: the browser origins allowed to send tracking calls (None: any);
+    `frequency_cap`: `{"max_emails": 3, "period_seconds": 604800}` caps marketing email per
+    person (campaigns unless they opt out, and flows without a cap of their own)."""
     return await service.update_workspace_settings(session, workspace_id, body)

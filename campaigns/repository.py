@@ -10,13 +10,18 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
+    Integer,
     RowMapping,
     Select,
+    Text,
+    case,
+    cast,
     column,
     except_,
     func,
     insert,
     literal,
+    null,
     select,
     table,
     text,
@@ -25,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.tables import campaign_recipients, campaigns, profiles, suppressions, topic_optouts
-from definitions.campaigns import CampaignProgress
+from definitions.campaigns import ABTest, CampaignProgress
 
 Conn = AsyncSession | AsyncConnection
 
@@ -85,6 +90,7 @@ async def snapshot(
     local_at: datetime | None = None,
     default_zone: str | None = None,
     topic: str | None = None,
+    ab_test: ABTest | None = None,
 ) -> int:
     """Number the audience into `campaign_recipients` in one statement:
     members of any included segment (each a compiled `SELECT profile_id`),
@@ -97,7 +103,12 @@ async def snapshot(
 
     With `local_at` (a wall-clock time), each row is due at that time in
     the person's `timezone` trait (a zone PostgreSQL knows), else in
-    `default_zone`, else UTC, and rows are numbered by when they are due."""
+    `default_zone`, else UTC, and rows are numbered by when they are due.
+
+    With `ab_test`, people are drawn in the order of a hash of (campaign,
+    person); the first `test_percent` % (at least one per variant) form the
+    test group, dealt round-robin to the variants, numbered first (variant
+    by variant); the rest follow with no variant."""
 
     def ids(compiled: list[Select[Any]]) -> list[Select[Any]]:
         # Each compiled shape names its one column its own way.
@@ -119,19 +130,7 @@ async def snapshot(
         source = source.outerjoin(zones, zones.c.name == profiles.c.traits["timezone"].astext)
         zone = func.coalesce(zones.c.name, literal(default_zone or "UTC"))
         send_at = func.timezone(zone, literal(local_at.replace(tzinfo=None), DateTime()))
-    numbered = (
-        select(
-            literal(campaign_id),
-            func.row_number().over(order_by=(send_at, profiles.c.id)),
-            literal(workspace_id),
-            profiles.c.id,
-            profiles.c.email,
-            func.mp_uuid7(),
-            send_at,
-        )
-        .select_from(source)
-        .where(profiles.c.workspace_id == workspace_id, profiles.c.email.is_not(None), ~suppressed)
-    )
+    conditions = [profiles.c.workspace_id == workspace_id, profiles.c.email.is_not(None), ~suppressed]
     if topic is not None:
         left = (
             select(literal(1))
@@ -142,11 +141,64 @@ async def snapshot(
             )
             .exists()
         )
-        numbered = numbered.where(~left)
-    stmt = insert(campaign_recipients).from_select(
-        ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id", "send_at"], numbered
-    )
+        conditions.append(~left)
+    columns = ["campaign_id", "seq", "workspace_id", "profile_id", "email", "message_id", "send_at"]
+    if ab_test is None:
+        numbered = (
+            select(
+                literal(campaign_id),
+                func.row_number().over(order_by=(send_at, profiles.c.id)),
+                literal(workspace_id),
+                profiles.c.id,
+                profiles.c.email,
+                func.mp_uuid7(),
+                send_at,
+            )
+            .select_from(source)
+            .where(*conditions)
+        )
+    else:
+        drawn = (
+            select(
+                profiles.c.id.label("profile_id"),
+                profiles.c.email.label("email"),
+                func.row_number()
+                .over(
+                    order_by=(func.md5(literal(str(campaign_id)) + cast(profiles.c.id, Text)), profiles.c.id)
+                )
+                .label("rn"),
+                func.count().over().label("n"),
+            )
+            .select_from(source)
+            .where(*conditions)
+            .subquery("drawn")
+        )
+        k = len(ab_test.variants)
+        test_size = func.least(
+            drawn.c.n, func.greatest(k, func.ceil(drawn.c.n * ab_test.test_percent / 100.0))
+        )
+        variant = case((drawn.c.rn <= test_size, (drawn.c.rn - 1) % k), else_=null())
+        numbered = select(
+            literal(campaign_id),
+            func.row_number().over(order_by=(variant.asc().nulls_last(), drawn.c.rn)),
+            literal(workspace_id),
+            drawn.c.profile_id,
+            drawn.c.email,
+            func.mp_uuid7(),
+            literal(None, DateTime(timezone=True)),
+            cast(variant, Integer),
+        )
+        columns.append("variant")
+    stmt = insert(campaign_recipients).from_select(columns, numbered)
     return (await conn.execute(stmt)).rowcount
+
+
+async def test_group_size(conn: Conn, campaign_id: uuid.UUID) -> int:
+    """Recipients in the A/B test's group (they have a variant)."""
+    stmt = select(func.count()).where(
+        campaign_recipients.c.campaign_id == campaign_id, campaign_recipients.c.variant.is_not(None)
+    )
+    return (await conn.execute(stmt)).scalar_one()
 
 
 async def waves(conn: Conn, campaign_id: uuid.UUID) -> list[tuple[int, datetime]]:
@@ -170,12 +222,15 @@ async def recipient_count(conn: Conn, campaign_id: uuid.UUID) -> int | None:
 
 
 # A batch's message rows in one statement (the ones an earlier attempt made
-# are left as they are), returning the batch's message ids in order. The
-# idempotency key is definitions.campaigns.message_key.
+# are left as they are), returning the batch's message ids in order with
+# the variant each gets (A/B tests: the test group's own, the winner for
+# the rest; its template when the variant has one). The idempotency key is
+# definitions.campaigns.message_key.
 BATCH_MESSAGES_SQL = text(
     """
 WITH batch AS (
-    SELECT r.message_id, r.workspace_id, r.profile_id, r.email, r.seq
+    SELECT r.message_id, r.workspace_id, r.profile_id, r.email, r.seq,
+           coalesce(r.variant, CAST(:winner AS integer)) AS variant
     FROM campaign_recipients r
     WHERE r.campaign_id = :campaign AND r.seq BETWEEN :first AND :last AND r.status = 'pending'
 ),
@@ -183,11 +238,12 @@ created AS (
     INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, template_id, campaign_id,
                           marketing, topic)
     SELECT b.message_id, b.workspace_id, 'campaign:' || :campaign_text || ':' || b.profile_id, b.profile_id,
-           b.email, :template, :campaign_text, true, :topic
+           b.email, coalesce((CAST(:templates AS uuid[]))[b.variant + 1], CAST(:template AS uuid)),
+           :campaign_text, true, :topic
     FROM batch b
     ON CONFLICT DO NOTHING
 )
-SELECT message_id FROM batch ORDER BY seq
+SELECT message_id, variant FROM batch ORDER BY seq
 """
 )
 
@@ -199,20 +255,37 @@ async def batch_messages(
     first_seq: int,
     last_seq: int,
     topic: str | None = None,
-) -> list[uuid.UUID]:
-    """Create the message rows of recipients `first_seq`..`last_seq` still pending; their ids."""
+    *,
+    winner: int | None = None,
+    variant_templates: Sequence[uuid.UUID | None] = (),
+) -> list[tuple[uuid.UUID, int | None]]:
+    """Create the message rows of recipients `first_seq`..`last_seq` still
+    pending; their (message id, variant). `variant_templates[i]` is
+    variant i's template when it has its own."""
     rows = await conn.execute(
         BATCH_MESSAGES_SQL,
         {
             "campaign": campaign_id,
             "campaign_text": str(campaign_id),
             "template": template_id,
+            "templates": list(variant_templates),
+            "winner": winner,
             "first": first_seq,
             "last": last_seq,
             "topic": topic,
         },
     )
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]
+
+
+async def capped_in(conn: Conn, campaign_id: uuid.UUID, first_seq: int, last_seq: int) -> int:
+    """Recipients of the range left out for the frequency cap."""
+    stmt = select(func.count()).where(
+        campaign_recipients.c.campaign_id == campaign_id,
+        campaign_recipients.c.seq.between(first_seq, last_seq),
+        campaign_recipients.c.status == "capped",
+    )
+    return (await conn.execute(stmt)).scalar_one()
 
 
 async def record_progress(
@@ -229,6 +302,7 @@ async def record_progress(
             suppressed=progress.suppressed,
             unknown=progress.unknown,
             cancelled=progress.cancelled,
+            capped=progress.capped,
             updated_at=func.now(),
         )
     )
@@ -283,6 +357,7 @@ STATS_SQL = text(
     """
 SELECT count(*) AS recipients,
        count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE r.status = 'capped') AS capped,
        count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
            AS pending,
        count(m.sent_at) AS sent,
@@ -326,6 +401,47 @@ GROUP BY 1, 2 ORDER BY 1
 )
 
 
+# Each A/B variant's test group: its people, sends and unique engagement
+# (a message's first open and click), and those not handled yet.
+VARIANT_STATS_SQL = text(
+    """
+SELECT r.variant, count(*) AS recipients, count(m.sent_at) AS sent,
+       count(m.opened_at) AS unique_opens, count(m.clicked_at) AS unique_clicks,
+       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
+           AS pending
+FROM campaign_recipients r
+LEFT JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign AND r.variant IS NOT NULL
+GROUP BY r.variant ORDER BY r.variant
+"""
+)
+
+
+async def variant_stats(conn: Conn, campaign_id: uuid.UUID) -> Sequence[RowMapping]:
+    """Counts per A/B variant of the test group, by variant index."""
+    return (await conn.execute(VARIANT_STATS_SQL, {"campaign": campaign_id})).mappings().all()
+
+
+async def record_winner(
+    conn: Conn, workspace_id: uuid.UUID, campaign_id: uuid.UUID, winner: int
+) -> RowMapping | None:
+    """Store the A/B winner and when it was chosen (once: a winner already
+    stored stays); returns (ab_winner, ab_decided_at) as stored."""
+    await conn.execute(
+        campaigns.update()
+        .where(
+            campaigns.c.workspace_id == workspace_id,
+            campaigns.c.id == campaign_id,
+            campaigns.c.ab_winner.is_(None),
+        )
+        .values(ab_winner=winner, ab_decided_at=func.now(), updated_at=func.now())
+    )
+    stmt = select(campaigns.c.ab_winner, campaigns.c.ab_decided_at).where(
+        campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id
+    )
+    return (await conn.execute(stmt)).mappings().first()
+
+
 async def stats(conn: Conn, campaign_id: uuid.UUID) -> RowMapping:
     """Counts over the snapshot and its messages."""
     return (await conn.execute(STATS_SQL, {"campaign": campaign_id})).mappings().one()
@@ -348,9 +464,11 @@ RECIPIENTS_SQL = text(
     """
 SELECT r.seq, r.profile_id, r.email::text AS email, r.message_id,
        CASE WHEN r.status = 'cancelled' OR m.id IS NULL THEN r.status ELSE m.status END AS status,
+       coalesce(r.variant, c.ab_winner) AS variant,
        m.provider_kind AS provider, m.provider_message_id, m.error, m.sent_at,
        m.opened_at IS NOT NULL AS opened, m.clicked_at IS NOT NULL AS clicked
 FROM campaign_recipients r
+JOIN campaigns c ON c.id = r.campaign_id
 LEFT JOIN messages m ON m.id = r.message_id
 WHERE r.campaign_id = :campaign AND r.seq > :after
 ORDER BY r.seq

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.validation import Email, JsonObject, NotNull
-from definitions.campaigns import CampaignAudience, CampaignContent
+from definitions.campaigns import ABMetric, ABTest, CampaignAudience, CampaignContent
 
 MAX_TEST_ADDRESSES = 5
 # Topic keys: what the preference center lists (`newsletter`, `product-updates`).
@@ -39,6 +39,17 @@ class CampaignCreate(_Body):
     throttle_per_hour: int | None = Field(
         None, ge=1, le=100_000_000, description="At most this many emails an hour (domain warm-up)."
     )
+    ab_test: ABTest | None = Field(
+        None,
+        description=(
+            "Send 2-4 variants (A..D: subject and/or content) to `test_percent` % of the audience, "
+            "wait `wait_seconds`, then send the best by `metric` to the rest."
+        ),
+    )
+    respect_frequency_cap: bool = Field(
+        True,
+        description="Leave out people at the workspace's frequency cap (recorded `capped`).",
+    )
 
 
 class CampaignUpdate(_Body):
@@ -50,6 +61,8 @@ class CampaignUpdate(_Body):
     data: Annotated[JsonObject | None, NotNull] = None
     topic: str | None = Field(None, pattern=TOPIC_PATTERN)
     throttle_per_hour: int | None = Field(None, ge=1, le=100_000_000)
+    ab_test: ABTest | None = Field(None, description="null removes the A/B test.")
+    respect_frequency_cap: Annotated[bool | None, NotNull] = None
 
 
 class ScheduleRequest(_Body):
@@ -67,6 +80,9 @@ class TestSendRequest(_Body):
     """Send the rendered campaign to a few addresses now (not counted in its stats)."""
 
     emails: list[Email] = Field(min_length=1, max_length=MAX_TEST_ADDRESSES)
+    variant: str | None = Field(
+        None, pattern=r"^[A-D]$", description="An A/B variant's content instead of the campaign's own."
+    )
 
 
 class TestMessage(BaseModel):
@@ -104,6 +120,11 @@ class CampaignOut(BaseModel):
     suppressed: int
     unknown: int
     cancelled: int
+    capped: int = Field(description="Left out: at the workspace's frequency cap.")
+    respect_frequency_cap: bool
+    ab_test: dict[str, Any] | None
+    ab_winner: str | None = Field(description="The A/B test's winning variant, once chosen.")
+    ab_decided_at: datetime | None
     detail: str | None
     workflow_id: str
     temporal_ui: str
@@ -152,8 +173,35 @@ class HourStats(BaseModel):
     unsubscribed: int
 
 
+class ABTestStats(BaseModel):
+    """An A/B test and where it stands: `testing` (its group is being
+    sent), `waiting` (sent; the winner is chosen `wait_seconds` later),
+    `decided` (the winner goes to the rest)."""
+
+    metric: ABMetric
+    test_percent: int
+    wait_seconds: int
+    status: Literal["testing", "waiting", "decided"]
+    winner: str | None
+    decided_at: datetime | None
+
+
+class VariantStats(BaseModel):
+    """One variant's test group; rates are unique opens / clicks over sent."""
+
+    variant: str
+    subject: str | None
+    recipients: int
+    sent: int
+    unique_opens: int
+    unique_clicks: int
+    open_rate: float
+    click_rate: float
+
+
 class CampaignStats(BaseModel):
-    """What the dashboard draws: counts, rates, per provider and per hour."""
+    """What the dashboard draws: counts, rates, per provider, per hour and
+    per A/B variant."""
 
     status: str
     recipients: int
@@ -166,6 +214,7 @@ class CampaignStats(BaseModel):
     suppressed: int
     unknown: int
     cancelled: int
+    capped: int
     pending: int
     unique_opens: int
     total_opens: int
@@ -174,6 +223,8 @@ class CampaignStats(BaseModel):
     rates: Rates
     providers: list[ProviderStats]
     hourly: list[HourStats]
+    ab_test: ABTestStats | None
+    variants: list[VariantStats]
 
 
 class RecipientOut(BaseModel):
@@ -182,7 +233,10 @@ class RecipientOut(BaseModel):
     seq: int
     profile_id: uuid.UUID
     email: str
-    status: str = Field(description="pending | cancelled, or the message's status (sent, failed, …)")
+    status: str = Field(description="pending | cancelled | capped, or the message's status (sent, failed, …)")
+    variant: str | None = Field(
+        description="A/B test: the variant this person gets (the test's, or the winner for the rest)"
+    )
     message_id: uuid.UUID
     provider: str | None
     provider_message_id: str | None

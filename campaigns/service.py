@@ -23,6 +23,7 @@ from temporalio.client import Client
 
 from campaigns import repository as repo
 from campaigns.schemas import (
+    ABTestStats,
     CampaignCreate,
     CampaignEngagement,
     CampaignOut,
@@ -37,6 +38,7 @@ from campaigns.schemas import (
     TestMessage,
     TestSendOut,
     TestSendRequest,
+    VariantStats,
 )
 from core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from core.ids import uuid7
@@ -53,9 +55,13 @@ from definitions.campaigns import (
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
     WAKE_SIGNAL,
+    ABTest,
     CampaignAudience,
     CampaignContent,
     CampaignSendInput,
+    variant_content,
+    variant_content_problems,
+    variant_name,
 )
 from definitions.events import SystemEvent
 from definitions.messages import SendEmailInput
@@ -64,6 +70,8 @@ from delivery import repository as delivery_repo
 from delivery.render import check_template
 from delivery.sender import OVERRIDES_KEY
 from topics import repository as topics_repo
+
+_NO_LOCAL_AB = "an A/B test is sent at one time: schedule it without local_time"
 
 # A schedule this far in the past is taken as "now" (clocks differ a little).
 SCHEDULE_GRACE = timedelta(seconds=60)
@@ -77,7 +85,12 @@ def temporal_ui_link(settings: Settings, workflow_id: str) -> str:
 def _out(row: Any, settings: Settings) -> CampaignOut:
     workflow_id = workflow_ids.campaign(row["id"])
     return CampaignOut.model_validate(
-        {**row, "workflow_id": workflow_id, "temporal_ui": temporal_ui_link(settings, workflow_id)}
+        {
+            **row,
+            "ab_winner": variant_name(row["ab_winner"]),
+            "workflow_id": workflow_id,
+            "temporal_ui": temporal_ui_link(settings, workflow_id),
+        }
     )
 
 
@@ -99,9 +112,27 @@ async def _check_references(
     content: CampaignContent,
     audience: CampaignAudience,
     topic: str | None = None,
+    ab_test: ABTest | None = None,
 ) -> None:
-    """422 naming each missing template, segment or topic, or content that does not compile."""
+    """422 naming each missing template, segment or topic, A/B variant
+    fields that do not fit the content, or content that does not compile."""
     errors: list[dict[str, str]] = []
+    if ab_test is not None:
+        errors += [
+            {"loc": f"body.ab_test.{loc}", "msg": msg}
+            for loc, msg in variant_content_problems(content, ab_test)
+        ]
+        for index, variant in enumerate(ab_test.variants):
+            wanted = variant.template_overrides.template_id if variant.template_overrides else None
+            if wanted is not None and not await queries.get(
+                session, templates, [templates.c.id], workspace_id, wanted
+            ):
+                errors.append(
+                    {
+                        "loc": f"body.ab_test.variants.{index}.template_overrides.template_id",
+                        "msg": f"no template {wanted} in this workspace",
+                    }
+                )
     if topic is not None and not await topics_repo.key_taken(session, workspace_id, topic):
         errors.append({"loc": "body.topic", "msg": f"no topic {topic!r} in this workspace"})
     if content.template_id is not None:
@@ -126,6 +157,11 @@ async def _check_references(
         raise ValidationFailed(errors)
     if content.template_id is None or content.subject is not None:
         await check_template(subject=content.subject, html=content.html, text=content.text)
+    for variant in ab_test.variants if ab_test else []:
+        overrides = variant.template_overrides
+        subject = variant.subject or (overrides.subject if overrides else None)
+        if subject or variant.html or variant.text:
+            await check_template(subject=subject, html=variant.html, text=variant.text)
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -146,7 +182,7 @@ async def create_campaign(
     session: AsyncSession, workspace_id: uuid.UUID, body: CampaignCreate, settings: Settings
 ) -> CampaignOut:
     """Store a draft; its template and segments must exist (422), its name be free (409)."""
-    await _check_references(session, workspace_id, body.content, body.audience, body.topic)
+    await _check_references(session, workspace_id, body.content, body.audience, body.topic, body.ab_test)
     if await queries.name_taken(session, campaigns, workspace_id, body.name):
         raise Conflict(f"a campaign named {body.name!r} exists")
     values = {
@@ -158,6 +194,8 @@ async def create_campaign(
         "data": body.data,
         "topic": body.topic,
         "throttle_per_hour": body.throttle_per_hour,
+        "ab_test": _dump(body.ab_test) if body.ab_test else None,
+        "respect_frequency_cap": body.respect_frequency_cap,
     }
     try:
         row = await queries.insert_row(session, campaigns, repo.CAMPAIGN_COLUMNS, values)
@@ -187,7 +225,15 @@ async def update_campaign(
     values = body.model_dump(exclude_unset=True)
     content = body.content or CampaignContent.model_validate(row["content"])
     audience = body.audience or CampaignAudience.model_validate(row["audience"])
-    await _check_references(session, workspace_id, content, audience, values.get("topic"))
+    if "ab_test" in values:
+        ab_test = body.ab_test
+    else:
+        ab_test = ABTest.model_validate(row["ab_test"]) if row["ab_test"] else None
+    if ab_test is not None and row["local_time"]:
+        raise ValidationFailed([{"loc": "body.ab_test", "msg": _NO_LOCAL_AB}])
+    await _check_references(session, workspace_id, content, audience, values.get("topic"), ab_test)
+    if "ab_test" in values:
+        values["ab_test"] = _dump(ab_test) if ab_test else None
     if "content" in values:
         values["content"] = _dump(content)
     if "audience" in values:
@@ -246,11 +292,15 @@ async def schedule(
     row = await _row(session, workspace_id, campaign_id, lock=True)
     if row["status"] not in EDITABLE:
         raise Conflict(f"campaign is {row['status']}; only a draft or scheduled campaign can be scheduled")
+    ab_test = ABTest.model_validate(row["ab_test"]) if row["ab_test"] else None
+    if ab_test is not None and local_time:
+        raise ValidationFailed([{"loc": "body.local_time", "msg": _NO_LOCAL_AB}])
     await _check_references(
         session,
         workspace_id,
         CampaignContent.model_validate(row["content"]),
         CampaignAudience.model_validate(row["audience"]),
+        ab_test=ab_test,
     )
     updated = await repo.set_status(
         session,
@@ -357,8 +407,9 @@ async def send_test(
     client: Client,
     settings: Settings,
 ) -> TestSendOut:
-    """Send the rendered campaign to a few addresses through the ordinary
-    transactional path (one `SendMessageWorkflow` each). The messages
+    """Send the rendered campaign (or one of its A/B variants) to a few
+    addresses through the ordinary transactional path (one
+    `SendMessageWorkflow` each). The messages
     carry no campaign id, so the campaign's stats never count them, and no
     profile (the addresses may belong to nobody)."""
     async with sessionmaker() as session, session.begin():
@@ -367,6 +418,12 @@ async def send_test(
         await _check_references(
             session, workspace_id, content, CampaignAudience.model_validate(row["audience"])
         )
+        if body.variant is not None:
+            test = ABTest.model_validate(row["ab_test"]) if row["ab_test"] else None
+            chosen = next((v for v in test.variants if v.name == body.variant), None) if test else None
+            if chosen is None:
+                raise ValidationFailed([{"loc": "body.variant", "msg": f"no variant {body.variant!r}"}])
+            content = variant_content(content, chosen)
         overrides = {k: v for k, v in _dump(content).items() if k != "template_id"}
         made = []
         for email in dict.fromkeys(body.emails):
@@ -452,7 +509,59 @@ async def stats(session: AsyncSession, workspace_id: uuid.UUID, campaign_id: uui
         ),
         providers=providers,
         hourly=[HourStats(hour=hour, **values) for hour, values in sorted(hours.items())],
+        **await _ab_stats(session, workspace_id, row),
     )
+
+
+async def _ab_stats(session: AsyncSession, workspace_id: uuid.UUID, row: Any) -> dict[str, Any]:
+    """The A/B test's state and each variant's test group (none without a test)."""
+    if not row["ab_test"]:
+        return {"ab_test": None, "variants": []}
+    test = ABTest.model_validate(row["ab_test"])
+    content = CampaignContent.model_validate(row["content"])
+    found = {v["variant"]: v for v in await repo.variant_stats(session, row["id"])}
+    variants = []
+    for index, variant in enumerate(test.variants):
+        counts = found.get(index) or {"recipients": 0, "sent": 0, "unique_opens": 0, "unique_clicks": 0}
+        variants.append(
+            VariantStats(
+                variant=variant.name,
+                subject=await _variant_subject(session, workspace_id, variant_content(content, variant)),
+                recipients=counts["recipients"],
+                sent=counts["sent"],
+                unique_opens=counts["unique_opens"],
+                unique_clicks=counts["unique_clicks"],
+                open_rate=_ratio(counts["unique_opens"], counts["sent"]),
+                click_rate=_ratio(counts["unique_clicks"], counts["sent"]),
+            )
+        )
+    if row["ab_winner"] is not None:
+        status = "decided"
+    elif row["started_at"] is not None and found and not any(v["pending"] for v in found.values()):
+        status = "waiting"
+    else:
+        status = "testing"
+    return {
+        "ab_test": ABTestStats(
+            metric=test.metric,
+            test_percent=test.test_percent,
+            wait_seconds=test.wait_seconds,
+            status=status,
+            winner=variant_name(row["ab_winner"]),
+            decided_at=row["ab_decided_at"],
+        ),
+        "variants": variants,
+    }
+
+
+async def _variant_subject(
+    session: AsyncSession, workspace_id: uuid.UUID, content: CampaignContent
+) -> str | None:
+    """The subject (a template) a variant's messages render: its own, else its template's."""
+    if content.subject is not None or content.template_id is None:
+        return content.subject
+    template = await queries.get(session, templates, [templates.c.subject], workspace_id, content.template_id)
+    return template["subject"] if template else None
 
 
 def _seq_cursor(cursor: str | None) -> int:
@@ -470,7 +579,10 @@ async def recipients(
     await _row(session, workspace_id, campaign_id)
     rows = await repo.recipients_page(session, campaign_id, _seq_cursor(cursor), limit + 1)
     data, next_cursor = cut_page(
-        rows, limit, lambda r: RecipientOut.model_validate(dict(r)), cursor_after=lambda r: str(r.seq)
+        rows,
+        limit,
+        lambda r: RecipientOut.model_validate({**r, "variant": variant_name(r["variant"])}),
+        cursor_after=lambda r: str(r.seq),
     )
     return RecipientPage(data=data, next_cursor=next_cursor)
 

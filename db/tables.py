@@ -478,6 +478,12 @@ campaigns = Table(
     Column("detail", Text, nullable=True),
     _ts("created_at", nullable=False, server_default=func.now()),
     _ts("updated_at", nullable=False, server_default=func.now()),
+    Column("ab_test", JSONB, nullable=True),  # definitions.campaigns.ABTest
+    Column("ab_winner", Integer, nullable=True),  # the winning variant's index (0: A)
+    _ts("ab_decided_at", nullable=True),
+    # Recipients over the workspace's frequency cap are left out (`capped`).
+    Column("respect_frequency_cap", Boolean, nullable=False, server_default=text("true")),
+    Column("capped", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("workspace_id", "name", name="campaigns_workspace_name_key"),
 )
 
@@ -495,5 +501,6 @@ campaign_recipients = Table(
     Column("message_id", UUID(as_uuid=True), nullable=False),
     Column("variant", Integer, nullable=True),
     _ts("send_at", nullable=True),  # local-time campaigns: when this recipient is due
-    Column("status", Text, nullable=False, server_default=text("'pending'")),  # pending|cancelled
+    # pending|cancelled|capped (over the frequency cap: no message)
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
 )

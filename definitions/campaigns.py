@@ -77,6 +77,99 @@ class CampaignContent(_Strict):
         return self
 
 
+# -- A/B tests -------------------------------------------------------------------
+
+MAX_VARIANTS = 4
+VARIANT_NAMES = "ABCD"
+MAX_AB_WAIT_SECONDS = 30 * 24 * 3600
+ABMetric = Literal["open_rate", "click_rate"]
+
+
+def variant_name(index: int | None) -> str | None:
+    """The name of variant `index` ("A" for 0, "B" for 1, …)."""
+    return None if index is None else VARIANT_NAMES[index]
+
+
+class VariantTemplateOverrides(_Strict):
+    """What a variant of a template campaign changes: another template,
+    and/or the subject, sender or reply-to."""
+
+    template_id: uuid.UUID | None = None
+    subject: str | None = Field(None, min_length=1, max_length=998)
+    from_email: str | None = Field(None, min_length=3, max_length=254)
+    from_name: str | None = Field(None, max_length=200)
+    reply_to: str | None = Field(None, min_length=3, max_length=254)
+
+
+class ABVariant(_Strict):
+    """One variant: its name ("A".."D", in order) and what it changes in
+    the campaign's content — `subject` (any campaign), `html` / `text`
+    (inline content) or `template_overrides` (template content). A variant
+    that changes nothing sends the campaign's own content (a control)."""
+
+    name: str = Field(pattern=r"^[A-D]$")
+    subject: str | None = Field(None, min_length=1, max_length=998)
+    html: str | None = Field(None, min_length=1, max_length=500_000)
+    text: str | None = Field(None, max_length=500_000)
+    template_overrides: VariantTemplateOverrides | None = None
+
+
+class ABTest(_Strict):
+    """Send `variants` to `test_percent` % of the audience (split evenly,
+    each person's variant fixed by a hash of campaign and person), wait
+    `wait_seconds`, then send the variant with the best unique `metric`
+    (ties: the earliest variant) to everyone else."""
+
+    variants: list[ABVariant] = Field(min_length=2, max_length=MAX_VARIANTS)
+    test_percent: int = Field(ge=1, le=100)
+    wait_seconds: int = Field(ge=60, le=MAX_AB_WAIT_SECONDS)
+    metric: ABMetric = "open_rate"
+
+    @model_validator(mode="after")
+    def _named_in_order(self) -> ABTest:
+        names = [v.name for v in self.variants]
+        if names != list(VARIANT_NAMES[: len(names)]):
+            raise ValueError(f"variants are named {', '.join(VARIANT_NAMES[: len(names)])} in that order")
+        return self
+
+
+def variant_content_problems(content: CampaignContent, test: ABTest) -> list[tuple[str, str]]:
+    """(location under `ab_test`, message) of each variant field that does
+    not fit the campaign's content: html/text replace inline content only,
+    template_overrides apply to template content only."""
+    problems = []
+    for index, variant in enumerate(test.variants):
+        where = f"variants.{index}"
+        if content.template_id is None:
+            if variant.template_overrides is not None:
+                problems.append(
+                    (f"{where}.template_overrides", "the campaign has inline content: give subject/html/text")
+                )
+        else:
+            for name in ("html", "text"):
+                if getattr(variant, name) is not None:
+                    problems.append(
+                        (
+                            f"{where}.{name}",
+                            f"{name} comes from the template: use template_overrides.template_id",
+                        )
+                    )
+        overrides = variant.template_overrides
+        for name in ("from_email", "reply_to"):
+            value = getattr(overrides, name) if overrides else None
+            if value is not None and ("@" not in value or " " in value.strip()):
+                problems.append((f"{where}.template_overrides.{name}", f"{name} is not an email address"))
+    return problems
+
+
+def variant_content(content: CampaignContent, variant: ABVariant) -> CampaignContent:
+    """The campaign's content with the variant's changes."""
+    changes = variant.model_dump(exclude_none=True, include={"subject", "html", "text"})
+    if variant.template_overrides is not None:
+        changes |= variant.template_overrides.model_dump(exclude_none=True)
+    return content.model_copy(update=changes)
+
+
 class CampaignAudience(_Strict):
     """Members of any of `segment_ids`, minus members of any of
     `exclude_segment_ids`, evaluated when the send starts. Suppressed
@@ -111,10 +204,21 @@ class CampaignState(BaseModel):
 
 class SnapshotResult(BaseModel):
     """The audience snapshot: recipients numbered 1..total (by due time
-    for a local-time campaign: `waves` are (first seq, due) in order)."""
+    for a local-time campaign: `waves` are (first seq, due) in order). An
+    A/B test's group comes first: 1..`test_end`, then `wait_seconds`
+    before the winner goes to the rest."""
 
     total: int
     waves: list[tuple[int, datetime]] = Field(default_factory=list)
+    test_end: int = 0
+    wait_seconds: int = 0
+
+
+class ABDecision(BaseModel):
+    """The winning variant's index (0: A) and each variant's rate."""
+
+    winner: int
+    rates: list[float] = Field(default_factory=list)
 
 
 class CampaignProgress(BaseModel):
@@ -128,7 +232,13 @@ class CampaignProgress(BaseModel):
     suppressed: int = 0
     unknown: int = 0
     cancelled: int = 0
+    capped: int = 0
     detail: str | None = None
+    # A/B test: its group is 1..test_end (0: no test); the winner is None
+    # until chosen, `wait_seconds` after the group was sent.
+    test_end: int = 0
+    wait_seconds: int = 0
+    winner: int | None = None
     # Batches stopped by a pause part-way, to hand out again (first, last).
     redo: list[tuple[int, int]] = Field(default_factory=list)
     # Local-time campaigns: (first seq, due) of each group of recipients due together.
@@ -150,6 +260,12 @@ class CampaignProgress(BaseModel):
         self.failed += result.failed
         self.suppressed += result.suppressed
         self.unknown += result.unknown
+        self.capped += result.capped
+
+    def limit(self) -> int:
+        """The last sequence number that may be sent now: an A/B test's
+        group until the winner is chosen, then everyone."""
+        return self.test_end if self.test_end and self.winner is None else self.total
 
 
 class CampaignSendInput(BaseModel):
@@ -189,6 +305,8 @@ class SendBatchInput(BaseModel):
     campaign_id: uuid.UUID
     first_seq: int
     last_seq: int
+    # A/B test: the winning variant, which recipients outside the test group get.
+    winner: int | None = None
 
 
 class BatchResult(BaseModel):
@@ -199,6 +317,7 @@ class BatchResult(BaseModel):
     failed: int = 0
     suppressed: int = 0
     unknown: int = 0
+    capped: int = 0  # over the workspace's frequency cap: not sent
     # The campaign was paused or cancelled meanwhile: the batch stopped
     # after its current group of sends; hand its range out again on resume.
     stopped: bool = False

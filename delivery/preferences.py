@@ -12,6 +12,10 @@ happens:
   topic, `Email Unsubscribed` on the message (scope `topic`, for its stats);
 - "unsubscribe from all" suppresses the address for every provider and
   records `Email Unsubscribed` (scope `all`), as before topics existed;
+- "resubscribe to all" undoes both: every topic the person left is joined
+  again (`Topic Resubscribed` each) and an unsubscribe suppression is
+  lifted. Bounces and complaints stay suppressed: they are not the
+  person's choice (the page says so);
 - the RFC 8058 one-click POST leaves the message's topic at once when the
   message has one, and unsubscribes from all when it has none (or when the
   person's profile is gone, so no choice can be stored for them).
@@ -32,6 +36,9 @@ from delivery import repository as repo
 from delivery.engagement import record
 from delivery.links import KIND_UNSUBSCRIBE, LinkSigner
 from topics import repository as topics_repo
+
+# The suppression reason of "unsubscribe from all" (the one a person may undo).
+UNSUBSCRIBED = "unsubscribed"
 
 
 @dataclass
@@ -105,6 +112,23 @@ class PreferenceCenter:
                 await _record_unsubscribed(conn, message, method, message["topic"])
         return view
 
+    async def resubscribe_all(self, token: str, method: str = "page") -> PreferenceView | None:
+        """Join every topic again and lift an unsubscribe suppression of the
+        address (not a bounce or complaint); None for a bad token."""
+        async with self._engine.begin() as conn:
+            message = await self._message(conn, token)
+            if message is None:
+                return None
+            view = await self._view(conn, message, lock=True)
+            ws, profile_id = message["workspace_id"], message["profile_id"]
+            if view.can_choose:
+                props = {"method": method, "message_id": str(message["id"])}
+                for key in sorted(view.opted_out):
+                    await topics_repo.set_choice(conn, ws, profile_id, key, True, props)
+            if view.suppressed == UNSUBSCRIBED:
+                await repo.unsuppress(conn, ws, message["email"])
+            return await self._view(conn, message, lock=False)
+
     async def unsubscribe(self, token: str, method: str, *, everything: bool = False) -> Unsubscribed | None:
         """Leave the message's topic (one-click), or every email when
         `everything` or the message has no topic; None for a bad token."""
@@ -134,4 +158,4 @@ async def _record_unsubscribed(conn: AsyncConnection, message: Any, method: str,
     scope = "topic" if topic is not None else "all"
     await record(conn, message, "unsubscribed", datetime.now(UTC), None, {"method": method, "scope": scope})
     if topic is None:
-        await repo.suppress(conn, message["workspace_id"], message["email"], "unsubscribed")
+        await repo.suppress(conn, message["workspace_id"], message["email"], UNSUBSCRIBED)

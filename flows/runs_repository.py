@@ -329,24 +329,6 @@ async def existing_message(
     )
 
 
-async def recent_marketing(
-    conn: AsyncConnection, workspace_id: uuid.UUID, profile_id: uuid.UUID, period_seconds: int
-) -> list[datetime]:
-    """Creation times of the person's marketing messages within the period
-    (oldest first), holding the person's cap lock until commit so two
-    flows cannot both take the last slot."""
-    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('cap:' || :p))"), {"p": str(profile_id)})
-    result = await conn.execute(
-        text(
-            "SELECT created_at FROM messages WHERE workspace_id = :w AND profile_id = :p AND marketing "
-            "AND created_at > now() - make_interval(secs => :s) AND status NOT IN ('suppressed', 'failed') "
-            "ORDER BY created_at"
-        ),
-        {"w": workspace_id, "p": profile_id, "s": float(period_seconds)},
-    )
-    return [r[0] for r in result]
-
-
 async def set_step_outcome(
     conn: AsyncConnection, enrollment_id: uuid.UUID, node_id: str, outcome: str
 ) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import ColumnElement, RowMapping, delete, exists, func, select, true, update
+from sqlalchemy import ColumnElement, RowMapping, delete, exists, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -68,6 +68,29 @@ async def delete_topic(conn: Conn, workspace_id: uuid.UUID, key: str) -> int:
     """Delete a topic (people's opt-outs of its key are kept); rows deleted."""
     stmt = delete(topics).where(topics.c.workspace_id == workspace_id, topics.c.key == key)
     return (await conn.execute(stmt)).rowcount
+
+
+# What still sends under a topic: campaigns not yet ended, and flows not
+# archived whose current version has a send_email node tagged with it.
+USERS_SQL = text(
+    """
+(SELECT 'campaign' AS kind, c.name FROM campaigns c
+ WHERE c.workspace_id = :w AND c.topic = :k AND c.status IN ('draft', 'scheduled', 'sending', 'paused')
+ ORDER BY c.name LIMIT :n)
+UNION ALL
+(SELECT 'flow' AS kind, f.name FROM flows f
+ JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version
+ WHERE f.workspace_id = :w AND f.status <> 'archived'
+   AND v.definition -> 'nodes' @> jsonb_build_array(jsonb_build_object('type', 'send_email', 'topic', :k))
+ ORDER BY f.name LIMIT :n)
+"""
+)
+
+
+async def topic_users(conn: Conn, workspace_id: uuid.UUID, key: str, limit: int = 5) -> list[tuple[str, str]]:
+    """(kind, name) of campaigns and flows that still send under the topic, a few of each."""
+    rows = await conn.execute(USERS_SQL, {"w": workspace_id, "k": key, "n": limit})
+    return [(r[0], r[1]) for r in rows]
 
 
 async def workspace_topics(conn: Conn, workspace_id: uuid.UUID, limit: int = 200) -> Sequence[RowMapping]:

@@ -72,10 +72,20 @@ async def update_topic(
 
 
 async def delete_topic(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> None:
-    """Delete a topic. People's opt-outs of its key are kept, so a send
-    still tagged with it (or a topic made again with the key) honours them."""
-    if not await repo.delete_topic(session, workspace_id, key):
+    """Delete a topic that nothing sends under any more (409 naming the
+    campaigns not yet ended and the flows not archived that use it).
+    People's opt-outs of its key are kept, so a send still tagged with it
+    (or a topic made again with the key) honours them."""
+    if not await repo.key_taken(session, workspace_id, key):
         raise NotFound(f"no topic {key!r} in this workspace")
+    users = await repo.topic_users(session, workspace_id, key)
+    if users:
+        named = ", ".join(f"{kind} {name!r}" for kind, name in users)
+        raise Conflict(
+            f"topic {key!r} is still used by {named}: move them to another topic "
+            "(or end the campaigns, archive the flows) first"
+        )
+    await repo.delete_topic(session, workspace_id, key)
 
 
 async def profile_optouts(session: AsyncSession, workspace_id: uuid.UUID, profile_id: uuid.UUID) -> list[str]:

@@ -65,7 +65,7 @@ async def unsubscribe(request: Request, token: str) -> Response:
     """Mail clients send `List-Unsubscribe=One-Click` here: the person leaves
     the message's topic at once, or every email when the message has no
     topic. The page's forms send `action=save` (with a `topic` field per
-    topic kept) or `action=unsubscribe_all`."""
+    topic kept), `action=unsubscribe_all` or `action=resubscribe_all`."""
     preferences = request.app.state.services.preferences
     raw = await request.body()
     one_click = b"List-Unsubscribe=One-Click" in raw
@@ -81,6 +81,14 @@ async def unsubscribe(request: Request, token: str) -> Response:
             if view is None:
                 return _not_found()
             return _page("Email preferences", preferences_body(view, "Your preferences are saved."))
+        if action == "resubscribe_all":
+            view = await preferences.resubscribe_all(token)
+            if view is None:
+                return _not_found()
+            notice = "You are subscribed to all emails again."
+            if view.suppressed is not None:
+                notice = "You are subscribed to every topic again."
+            return _page("Email preferences", preferences_body(view, notice))
     if action == "unsubscribe_all":
         outcome = await preferences.unsubscribe(token, "page", everything=True)
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from delivery.preferences import PreferenceView, Unsubscribed
+from delivery.preferences import UNSUBSCRIBED, PreferenceView, Unsubscribed
 
 _STYLE = (
     "<style>fieldset{border:1px solid #ccc;padding:1em;margin:1em 0}"
@@ -20,16 +20,22 @@ def _topic_name(topics: list[Any], key: str) -> str:
 
 
 def preferences_body(view: PreferenceView, notice: str | None = None) -> str:
-    """The page: the workspace's topics with the person's choice, and
-    "unsubscribe from all"."""
+    """The page: the workspace's topics with the person's choice,
+    "unsubscribe from all", and "resubscribe to all" once they left
+    something they can come back to."""
     address = escape(view.message["email"])
     parts = [_STYLE, "<h1>Email preferences</h1>", f"<p>For <b>{address}</b></p>"]
     if notice:
         parts.append(f"<p class='note' role='status'>{escape(notice)}</p>")
-    if view.suppressed is not None:
+    if view.suppressed == UNSUBSCRIBED:
         parts.append(
             "<p class='note'>This address is unsubscribed from all emails; "
             "choices below apply if it is ever subscribed again.</p>"
+        )
+    elif view.suppressed is not None:
+        parts.append(
+            "<p class='note'>This address gets no emails: messages to it bounced or were reported "
+            "as spam. Contact the sender to receive emails again.</p>"
         )
     own = view.message["topic"]
     if view.topics and view.can_choose:
@@ -48,10 +54,16 @@ def preferences_body(view: PreferenceView, notice: str | None = None) -> str:
             f"<fieldset><legend>Emails you get</legend>{''.join(boxes)}</fieldset>"
             "<button type='submit'>Save preferences</button></form>"
         )
-    parts.append(
-        "<form method='post'><input type='hidden' name='action' value='unsubscribe_all'>"
-        "<button type='submit'>Unsubscribe from all emails</button></form>"
-    )
+    if view.suppressed is None:
+        parts.append(
+            "<form method='post'><input type='hidden' name='action' value='unsubscribe_all'>"
+            "<button type='submit'>Unsubscribe from all emails</button></form>"
+        )
+    if view.suppressed == UNSUBSCRIBED or (view.can_choose and view.opted_out):
+        parts.append(
+            "<form method='post'><input type='hidden' name='action' value='resubscribe_all'>"
+            "<button type='submit'>Resubscribe to all emails</button></form>"
+        )
     return "".join(parts)
 
 

@@ -16,6 +16,10 @@ last batch.
 4. Progress is the `progress` query, mirrored into the campaign row every
    few batches. After `batches_per_run` batches (or when Temporal suggests
    it) the run drains its window and continues as new with the cursor.
+5. An A/B test's group (the snapshot's first `test_end` recipients, each
+   with a variant) is walked first; then a durable timer of the test's
+   `wait_seconds` (cut short only by `cancel`), `choose_ab_winner`, and
+   the walk goes on through the rest with the winner's content.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         PROGRESS_QUERY,
         RESUME_SIGNAL,
         WAKE_SIGNAL,
+        ABDecision,
         BatchResult,
         CampaignProgress,
         CampaignRef,
@@ -66,6 +71,8 @@ _BATCH_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 _SHORT = timedelta(seconds=60)
+# Marks runs that may hold an A/B test (its wait and winner commands).
+AB_TEST_PATCH = "ab-test"
 _MIRROR_EVERY = 8  # batches between progress writes to the campaign row
 
 
@@ -124,11 +131,21 @@ class CampaignSendWorkflow:
                 snapshot = await self._activity("snapshot_campaign", ref, SnapshotResult)
                 self._progress.total = snapshot.total
                 self._progress.waves = snapshot.waves
+                self._progress.test_end = snapshot.test_end
+                self._progress.wait_seconds = snapshot.wait_seconds
                 self._progress.status = "sending"
                 if snapshot.total == 0:
                     self._progress.detail = "empty audience: nobody to send to"
                     return await self._finish(ref, "sent")
             await self._walk(ref, params)
+            undecided = self._progress.test_end and self._progress.winner is None
+            if (
+                undecided
+                and not self._cancelled
+                and workflow.patched(AB_TEST_PATCH)
+                and await self._choose_winner(ref)
+            ):
+                await self._walk(ref, params)
         except ActivityError as exc:
             self._progress.detail = f"the send failed: {exc.cause or exc}"[:1000]
             return await self._finish(ref, "failed")
@@ -164,6 +181,23 @@ class CampaignSendWorkflow:
             except TimeoutError:
                 pass
 
+    async def _choose_winner(self, ref: CampaignRef) -> bool:
+        """The A/B test's group is sent: wait its `wait_seconds` on a timer
+        (visible in the Temporal UI; a pause does not stop the clock, a
+        cancel ends the wait), then choose the winner. False when cancelled."""
+        await self._mirror(ref)
+        wait = timedelta(seconds=self._progress.wait_seconds)
+        timer = asyncio.ensure_future(
+            workflow.sleep(wait, summary="A/B test: wait before choosing the winner")
+        )
+        await workflow.wait_condition(lambda: timer.done() or self._cancelled)
+        if not timer.done():
+            timer.cancel()
+            return False
+        decision = await self._activity("choose_ab_winner", ref, ABDecision)
+        self._progress.winner = decision.winner
+        return not self._cancelled
+
     async def _walk(self, ref: CampaignRef, params: CampaignSendInput) -> None:
         """Hand the snapshot to `send_batch` activities, `window` at a time.
         A pause or cancel cancels the batches in flight (each stops after
@@ -180,13 +214,13 @@ class CampaignSendWorkflow:
         batches = finished = 0
 
         def more() -> bool:
-            return bool(progress.redo) or progress.cursor <= progress.total
+            return bool(progress.redo) or progress.cursor <= progress.limit()
 
         def launch_wait() -> float:
             """Seconds until the next batch may start: the throttle, and
             (local-time campaigns) when the next recipients are due."""
             wait = (self._next_launch - workflow.now()).total_seconds() if throttle else 0.0
-            if progress.waves and not progress.redo and progress.cursor <= progress.total:
+            if progress.waves and not progress.redo and progress.cursor <= progress.limit():
                 due, _ = progress.due(progress.cursor)
                 if due is not None:
                     wait = max(wait, (due - workflow.now()).total_seconds())
@@ -198,7 +232,7 @@ class CampaignSendWorkflow:
                 if progress.redo:
                     first, last = progress.redo.pop(0)
                 else:
-                    first, last = progress.cursor, min(progress.cursor + size - 1, progress.total)
+                    first, last = progress.cursor, min(progress.cursor + size - 1, progress.limit())
                     _, following = progress.due(first)
                     if following is not None:  # a batch never reaches into a later wave
                         last = min(last, following - 1)
@@ -269,7 +303,11 @@ class CampaignSendWorkflow:
         return await workflow.execute_activity(
             "send_batch",
             SendBatchInput(
-                workspace_id=ref.workspace_id, campaign_id=ref.campaign_id, first_seq=first, last_seq=last
+                workspace_id=ref.workspace_id,
+                campaign_id=ref.campaign_id,
+                first_seq=first,
+                last_seq=last,
+                winner=self._progress.winner,
             ),
             result_type=BatchResult,
             start_to_close_timeout=timedelta(minutes=10),

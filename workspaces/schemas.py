@@ -11,6 +11,17 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 MAX_ALLOWED_ORIGINS = 100
 
 
+class WorkspaceFrequencyCap(BaseModel):
+    """At most `max_emails` marketing emails per person per `period_seconds`
+    (campaigns, unless one sets `respect_frequency_cap: false`, and flows
+    without a cap of their own); a send over it is skipped (`capped`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_emails: int = Field(ge=1, le=1000)
+    period_seconds: int = Field(ge=3600, le=366 * 24 * 3600)
+
+
 class WorkspaceSettings(BaseModel):
     """Per-workspace settings."""
 
@@ -21,6 +32,10 @@ class WorkspaceSettings(BaseModel):
         "UTC",
         max_length=64,
         description="IANA timezone for flow waits and quiet hours of people without a `timezone` trait.",
+    )
+
+    frequency_cap: WorkspaceFrequencyCap | None = Field(
+        None, description="The workspace's frequency cap on marketing email (None: no cap)."
     )
 
     allowed_origins: list[str] | None = Field(

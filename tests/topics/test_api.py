@@ -9,7 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from tests.campaigns.support import group_segment, inline_campaign
 from tests.conftest import new_workspace
+from tests.delivery.conftest import make_template
+from tests.flows.support import active_flow
 from tests.support.db import count
 
 
@@ -200,3 +203,36 @@ async def test_another_workspace_sees_nothing(api, api_app, sessionmaker, engine
     assert (await api.get("/api/v1/topics/newsletter")).json()["name"] == "Newsletter"
     assert (await api.get(f"/api/v1/profiles/{pid}")).json()["topic_optouts"] == []
     assert await topic_events(engine, workspace.workspace_id) == []
+
+
+async def test_a_topic_in_use_cannot_be_deleted(api, sessionmaker, workspace):
+    await make_topic(api, "news", "News")
+    await make_topic(api, "spare", "Spare")
+    campaign = await inline_campaign(api, [await group_segment(api, "readers")], name="Weekly", topic="news")
+    template = await make_template(api)
+    flow_id = await active_flow(
+        sessionmaker,
+        workspace.workspace_id,
+        {
+            "trigger": {"type": "event", "name": "Signed Up"},
+            "start": "mail",
+            "nodes": [{"id": "mail", "type": "send_email", "template_id": template["id"], "topic": "news"}],
+        },
+        name="Onboarding",
+    )
+    r = await api.delete("/api/v1/topics/news")
+    assert r.status_code == 409
+    assert "campaign 'Weekly'" in r.json()["detail"] and "flow 'Onboarding'" in r.json()["detail"]
+    assert (await api.get("/api/v1/topics/news")).status_code == 200
+    # A topic nothing uses goes at once.
+    assert (await api.delete("/api/v1/topics/spare")).status_code == 204
+
+    # Once the campaign moved to another topic and the flow is archived, it can go.
+    assert (await make_topic(api, "other", "Other"))["key"] == "other"
+    r = await api.patch(f"/api/v1/campaigns/{campaign['id']}", json={"topic": "other"})
+    assert r.status_code == 200, r.text
+    r = await api.delete("/api/v1/topics/news")
+    assert r.status_code == 409 and "Weekly" not in r.text and "Onboarding" in r.text
+    archived = await api.post(f"/api/v1/flows/{flow_id}/archive")
+    assert archived.status_code in (200, 202), archived.text
+    assert (await api.delete("/api/v1/topics/news")).status_code == 204

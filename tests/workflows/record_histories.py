@@ -329,7 +329,7 @@ async def send_message_missing(stack: Stack) -> WorkflowHandle:
     raise AssertionError("a send of a missing message succeeded")
 
 
-async def _campaign(stack: Stack, name: str) -> str:
+async def _campaign(stack: Stack, name: str, **extra: Any) -> str:
     """A draft campaign to the `Pro` people (three of them, made here)."""
     batch = [
         {"type": "identify", "userId": f"pro-{i}", "traits": {"plan": "pro", "email": f"pro-{i}@example.com"}}
@@ -346,7 +346,7 @@ async def _campaign(stack: Stack, name: str) -> str:
             "from_email": "sender@example.com",
         },
         "audience": {"segment_ids": [seg.json()["id"]]},
-    }
+    } | extra
     r = await stack.api.post("/api/v1/campaigns", json=body)
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -378,6 +378,35 @@ async def campaign_cancelled_before_its_time(stack: Stack) -> WorkflowHandle:
     return handle
 
 
+async def campaign_ab_test(stack: Stack) -> WorkflowHandle:
+    from datetime import timedelta
+
+    from temporalio.testing import TimeSkipper
+
+    # Two variants to 34 % of three people (one each), a minute's wait
+    # skipped on the run's virtual clock, then the winner to the third.
+    ab_test = {
+        "variants": [{"name": "A", "subject": "A {{ profile.plan }}"}, {"name": "B", "subject": "B"}],
+        "test_percent": 34,
+        "wait_seconds": 60,
+        "metric": "open_rate",
+    }
+    campaign_id = await _campaign(stack, "A/B", ab_test=ab_test)
+    r = await stack.api.post(f"/api/v1/campaigns/{campaign_id}/send")
+    assert r.status_code == 202, r.text
+    handle = stack.client.get_workflow_handle(workflow_ids.campaign(campaign_id))
+
+    async def waiting() -> bool:
+        history = await handle.fetch_history()
+        return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+    await _until(waiting)
+    await TimeSkipper(stack.client).fast_forward(handle, timedelta(seconds=60))
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result["status"] == "sent" and result["sent"] == 3 and result["winner"] == 0, result
+    return handle
+
+
 CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "EventPartitionsWorkflow-ensure": event_partitions,
     "SegmentRefreshWorkflow-recalculate": segment_refresh,
@@ -393,6 +422,7 @@ CASES: dict[str, Callable[[Stack], Awaitable[WorkflowHandle]]] = {
     "AnalyticsRollupWorkflow-two-events": analytics_rollup,
     "CampaignSendWorkflow-sent": campaign_sent,
     "CampaignSendWorkflow-cancelled-before-its-time": campaign_cancelled_before_its_time,
+    "CampaignSendWorkflow-ab-test": campaign_ab_test,
 }
 
 
