@@ -110,6 +110,20 @@ async def _prepare(api, stack: OwnStack, keys, sendgrid, n: int) -> str:
     return campaign["id"]
 
 
+async def _found_by_lookup(engine, campaign_id: str) -> int:
+    """Messages recorded `sent` because the provider's Email Activity had them."""
+    async with engine.connect() as conn:
+        return (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM messages WHERE campaign_id = :c AND status = 'sent' "
+                    "AND attempts::text LIKE '%found by lookup%'"
+                ),
+                {"c": campaign_id},
+            )
+        ).scalar()
+
+
 async def _sent_events(engine, campaign_id: str) -> int:
     """`Email Sent` events of the campaign (one per message, whoever recorded it)."""
     async with engine.connect() as conn:
@@ -149,8 +163,11 @@ async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path)
             assert second.poll() is None, tail(log)
     assert at_kill < n
     assert done["status"] == "sent"
-    # The dead worker left claims behind, and they were looked up.
+    # The dead worker left claims behind, and they were looked up: those
+    # whose request was inside the provider at the kill were found there.
     assert sendgrid.lookups, "no interrupted send was reconciled"
+    found = await _found_by_lookup(stack.engine, cid)
+    assert found >= 1
     # 0 duplicates and 0 lost, counted at the provider.
     assert per_address(sendgrid, arrived=True) == {f"f-{i}@example.com": 1 for i in range(n)}
     # Every message is `sent`, none `unknown`, and the stats say so.
