@@ -103,11 +103,18 @@ class Reconciler:
         answers: list[tuple[ProviderConfig, LookupResult]] = []
         failure: LookupFailed | None = None
         for provider, lookup in askable:
+            # The next provider is asked only about what none has so far
+            # (lookups are rate-limited: SendGrid's to a few a minute).
+            if not recipients:
+                break
             try:
-                answers.append((provider, await lookup.lookup(recipients)))
+                answer = await lookup.lookup(recipients)
             except LookupFailed as exc:
                 log.warning("lookup at %s failed: %s", provider.name, exc.reason)
                 failure = exc if failure is None or exc.permanent else failure
+                continue
+            answers.append((provider, answer))
+            recipients = {m: address for m, address in recipients.items() if m not in answer.found}
         for row in due:
             self._judge(row, answers, len(askable), failure, verdicts)
         return verdicts
@@ -125,6 +132,7 @@ class Reconciler:
             if message_id in answer.found:
                 verdicts.found.append((row, provider, answer.found[message_id]))
                 return
+        # Missing only when every provider was asked about it and has it not.
         if failure is None and len(answers) == asked and all(message_id in a.missing for _, a in answers):
             verdicts.missing.append(row)
             return

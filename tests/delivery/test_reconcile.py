@@ -21,6 +21,8 @@ from delivery.adapters.sendgrid import SendGridAdapter
 from delivery.schemas import MessageCreate
 from delivery.sender import EmailSender, RetryLater
 from tests.delivery.conftest import SENDER, add_mixmax, add_sendgrid, make_template
+from tests.support.fake_providers import FakeHTTPProvider
+from tests.support.servers import serve
 from worker.registry import build_router
 
 CONTENT = {
@@ -248,3 +250,24 @@ async def test_lookup_speaks_the_email_activity_query_and_finds_batched_requests
     assert sendgrid.lookups[0] == (f'(unique_args[\'mp_message_id\'] IN ("{ids[0]}","{ids[1]}","{ids[2]}"))')
     assert len(sendgrid.lookups) == 3
     assert twins.found == {ids[0]: x_id} and twins.missing == {ids[2]}
+
+
+async def test_every_enabled_provider_is_asked_before_sending_again(
+    api, sendgrid, sender, engine, sessionmaker, workspace
+):
+    # The router may have failed over after the claim: a message the second
+    # SendGrid account took is found there; one neither has is sent again.
+    second = FakeHTTPProvider(token="SG.second-key")
+    async with serve(second.app()) as url:
+        second.base_url = url
+        messages = await _setup(api, sendgrid, sessionmaker, workspace, 2, "two")
+        await add_sendgrid(api, second, priority=20, name="second")
+        [x_id] = await _reach_provider(second, messages[:1])
+        await _interrupt(engine, messages, age=60)
+
+        results = await sender.send_batch(workspace.workspace_id, [m for m, _ in messages], CONTENT, {})
+
+    assert [r.status for r in results] == ["sent", "sent"]
+    assert (await _rows(engine, messages))[messages[0][0]]["provider_message_id"] == x_id
+    assert _per_address(sendgrid) == {messages[1][1]: 1} and _per_address(second) == {messages[0][1]: 1}
+    assert len(sendgrid.lookups) == 1 and len(second.lookups) == 1
