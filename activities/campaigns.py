@@ -270,9 +270,9 @@ class CampaignActivities:
         try:
             results = work.result()
         except RetryLater as exc:
-            raise ApplicationError(
-                f"some messages found no provider: {exc}", type="NoProviderAvailable"
-            ) from None
+            # Some found no provider, or wait for their interrupted send to be
+            # looked up (delivery/reconcile.py): the retry handles only those.
+            raise ApplicationError(f"some messages are not done yet: {exc}", type="RetryLater") from None
         if stop.is_set():
             return BatchResult(stopped=True)
         counts = Counter(r.status for r in results)

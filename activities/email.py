@@ -28,9 +28,9 @@ class EmailActivities:
         except MessageMissing as exc:
             raise ApplicationError(str(exc), type="MessageMissing", non_retryable=True) from None
         except RetryLater as exc:
-            raise ApplicationError(
-                f"no provider could take the message: {exc}", type="NoProviderAvailable"
-            ) from None
+            # No provider could take it, or its interrupted send waits to be
+            # looked up (delivery/reconcile.py): try again with backoff.
+            raise ApplicationError(f"not sent yet: {exc}", type="RetryLater") from None
 
 
 def build(sender: EmailSender) -> list[Callable[..., Any]]:

@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     campaign_heartbeat_seconds: float = Field(
         30.0, description="Heartbeat timeout of `send_batch`: how soon a batch of a dead worker is retried."
     )
+    email_reconcile_settle_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="A send interrupted mid-provider-call is looked up at its provider once claimed this "
+        "long ago (never less than the providers' timeouts and rate-limit waits): the provider's delay "
+        "before an accepted message can be queried (SendGrid's Email Activity is eventually consistent).",
+    )
+    email_reconcile_give_up_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="An interrupted send whose lookups still fail this long after its claim is marked "
+        "`unknown` (never sent again).",
+    )
     db_command_timeout_seconds: float = Field(
         60.0, description="Longest a statement on an asyncpg pool (ingest, send path) may run."
     )

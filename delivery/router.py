@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from delivery.adapters import Adapter, OutgoingEmail, ProviderError, build_adapter
+from delivery.adapters.base import ProviderLookup
 from delivery.limits import ProviderLimits
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,16 @@ class ProviderRouter:
         )
         self._adapters[provider.id] = (provider.version, adapter)
         return adapter
+
+    @property
+    def max_rate_wait(self) -> float:
+        """Longest wait for a rate-limit token before a provider is skipped."""
+        return self._max_rate_wait
+
+    def lookup(self, provider: ProviderConfig) -> ProviderLookup | None:
+        """The provider's adapter when it can look up our messages, else None."""
+        adapter = self.adapter(provider)
+        return adapter if isinstance(adapter, ProviderLookup) else None
 
     async def send(
         self,

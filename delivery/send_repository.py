@@ -2,7 +2,10 @@
 message: three statements. A batch (campaigns): one statement loads the
 batch, one claims each group of messages about to be sent, one records a
 group's outcomes with their `Email Sent` events. Claiming is a conditional
-update (`queued` → `sending`), so two attempts can never both send a message."""
+update (`queued` → `sending`), so two attempts can never both send a message.
+An interrupted claim that reconciliation found missing at every provider
+goes back to `queued` only if the row is still that claim (same
+`updated_at`), then is claimed again like any queued message."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from events import writer as event_writer
 LOAD_SQL = """
 SELECT m.id, m.workspace_id, m.status, m.email::text AS email, m.profile_id, m.template_id, m.campaign_id,
        m.data, m.error, m.provider_kind, m.provider_message_id, m.topic,
+       m.updated_at AS changed_at,
+       extract(epoch FROM clock_timestamp() - m.updated_at)::float8 AS claim_age,
        (SELECT s.reason FROM suppressions s WHERE s.workspace_id = m.workspace_id AND s.email = m.email)
            AS suppressed_reason,
        (m.topic IS NOT NULL AND EXISTS (
@@ -43,6 +48,13 @@ CLAIM_MANY_SQL = """
 UPDATE messages m SET status = 'sending', subject = t.s, links = t.l, updated_at = now()
 FROM json_to_recordset($2::text::json) AS t(i uuid, s text, l jsonb)
 WHERE m.workspace_id = $1 AND m.id = t.i AND m.status = 'queued'
+RETURNING m.id
+"""
+
+REQUEUE_SQL = """
+UPDATE messages m SET status = 'queued', error = $4, updated_at = now()
+FROM unnest($2::uuid[], $3::timestamptz[]) AS t(i, c)
+WHERE m.workspace_id = $1 AND m.id = t.i AND m.status = 'sending' AND m.updated_at = t.c
 RETURNING m.id
 """
 
@@ -112,6 +124,20 @@ async def claim(
 ) -> bool:
     """`queued` → `sending`; False when another attempt got there first."""
     return await conn.fetchval(CLAIM_SQL, workspace_id, message_id, subject, links) is not None
+
+
+async def requeue(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    claims: list[tuple[uuid.UUID, datetime]],
+    note: str,
+) -> set[uuid.UUID]:
+    """`sending` → `queued` for (message id, its `changed_at` when read)
+    claims still unchanged; returns the ids moved."""
+    if not claims:
+        return set()
+    ids, times = zip(*claims, strict=True)
+    return {r[0] for r in await conn.fetch(REQUEUE_SQL, workspace_id, list(ids), list(times), note)}
 
 
 async def set_status(

@@ -3,8 +3,12 @@
 The `messages` row makes it idempotent. A retried activity finds the row
 already `sent` (or `failed`, `suppressed`) and returns that outcome. If it
 finds `sending`, an earlier attempt stopped while a provider was being
-called — the provider may have accepted — so the message is marked
-`unknown` and not sent again: at most once, never twice. When no provider
+called — the provider may have accepted. Reconciliation (reconcile.py)
+then asks the providers, once the claim has settled: found → `sent`;
+missing everywhere → claimed again and sent; not decidable (a provider
+without lookup, lookups failing until the give-up age) → `unknown`, not
+sent again: at most once, never twice. While it waits, the row stays
+`sending` and the activity raises RetryLater after the rest. When no provider
 was called (every one failed, open or rate-limited, or Redis — which holds
 breakers and rate limits — is unreachable) the message goes back to
 `queued` and the activity raises a retryable error, so Temporal tries
@@ -45,8 +49,10 @@ from delivery import repository as repo
 from delivery import send_repository as send_repo
 from delivery.adapters import OutgoingEmail
 from delivery.links import LinkSigner, apply_tracking, unsubscribe_url
+from delivery.reconcile import Reconciler
 from delivery.render import RenderFailed, profile_context, render_async, render_many_async
 from delivery.router import (
+    Attempt,
     ClaimLost,
     Delivery,
     LimitsUnavailable,
@@ -59,10 +65,13 @@ from delivery.router import (
 INTERRUPTED = (
     "an earlier attempt stopped while a provider was being called; not sent again to avoid a duplicate"
 )
+# A claim reconciliation found at no provider, back in the queue.
+REQUEUED = "an earlier attempt stopped while a provider was being called; no provider has it: sending again"
 
 
 class RetryLater(Exception):
-    """No provider could take the message now; the activity should retry."""
+    """Not done now — no provider could take the message, or an interrupted
+    send waits to be looked up; the activity should retry."""
 
 
 class MessageMissing(Exception):
@@ -125,6 +134,11 @@ class EmailSender:
         # out there, which the router would count against the provider.
         self._batch_concurrency = settings.campaign_send_concurrency
         self._batch_slots = asyncio.Semaphore(settings.campaign_send_concurrency)
+        self._reconciler = Reconciler(
+            router,
+            settle_seconds=settings.email_reconcile_settle_seconds,
+            give_up_seconds=settings.email_reconcile_give_up_seconds,
+        )
 
     def _result(self, row: Any, status: str | None = None, error: str | None = None) -> SendEmailResult:
         return SendEmailResult(
@@ -188,6 +202,16 @@ class EmailSender:
             row = await send_repo.load(conn, workspace_id, message_id)
             if row is None:
                 raise MessageMissing(f"no message {message_id}")
+            if row["status"] == "sending":
+                kept, closed, waiting = await self._reconcile(
+                    conn, workspace_id, [row], await self._providers(workspace_id)
+                )
+                if waiting:
+                    raise RetryLater(f"an interrupted send waits to be looked up: {waiting[0]}")
+                if closed:  # found (`sent`) or undecidable (`unknown`), from `sending` only
+                    await send_repo.record_many(conn, workspace_id, [closed[0].recordset()])
+                    return closed[0].result()
+                row = kept[0]
             outcome = self._precheck(row)
             if outcome is None:
                 template = await self._content_of(workspace_id, row)
@@ -229,7 +253,8 @@ class EmailSender:
         provider calls and recorded in one. `content` is the template the
         messages share (None: it no longer exists, they fail); `data` their
         `data` variables. Raises RetryLater after recording everything, when
-        some message found no provider (the retry sends only those). Once
+        some message found no provider or waits for its interrupted send to
+        be looked up (the retry handles only those). Once
         `stop` is set no further group starts (those left stay queued)."""
         pool = await self._conn_pool()
         results: list[SendEmailResult] = []
@@ -237,7 +262,8 @@ class EmailSender:
         async with pool.acquire() as conn:
             rows = await send_repo.load_many(conn, workspace_id, message_ids)
             providers = await self._providers(workspace_id) if rows else []
-            closed: list[Outcome] = []
+            rows, closed, waiting = await self._reconcile(conn, workspace_id, rows, providers)
+            retry.extend(f"an interrupted send waits to be looked up: {why}" for why in waiting)
             ready: list[tuple[Any, OutgoingEmail, list[str]]] = []
             pending: list[Any] = []
             for row in rows:
@@ -281,10 +307,47 @@ class EmailSender:
                     results.append(outcome.result())
                 activity_beat(len(results))
         if retry:
-            raise RetryLater(f"{len(retry)} messages found no provider: {retry[0]}")
+            raise RetryLater(f"{len(retry)} messages are not done yet: {retry[0]}")
         return results
 
     # -- the steps both paths share --------------------------------------------
+
+    async def _reconcile(
+        self,
+        conn: asyncpg.Connection,
+        workspace_id: uuid.UUID,
+        rows: list[Any],
+        providers: list[ProviderConfig],
+    ) -> tuple[list[Any], list[Outcome], list[str]]:
+        """Resolve the `sending` rows among `rows` (see reconcile.py):
+        (rows to go on with — the others, and those found missing, back to
+        `queued`; outcomes of those decided — found `sent`, or `unknown`;
+        why each still waiting waits — they stay `sending`)."""
+        interrupted = [row for row in rows if row["status"] == "sending"]
+        if not interrupted:
+            return rows, [], []
+        verdicts = await self._reconciler.resolve(interrupted, providers)
+        closed = [
+            Outcome(row, "unknown", f"{INTERRUPTED} ({why})"[:1000], only_from="sending")
+            for row, why in verdicts.unknown
+        ]
+        for row, provider, provider_message_id in verdicts.found:
+            attempt = Attempt(
+                provider.name, "sent", f"found by lookup after an interrupted attempt: {provider_message_id}"
+            )
+            delivery = Delivery(provider.id, provider.kind, provider_message_id, [attempt])
+            closed.append(Outcome(row, "sent", only_from="sending", delivery=delivery, attempts=[attempt]))
+        requeued = await send_repo.requeue(
+            conn, workspace_id, [(row["id"], row["changed_at"]) for row in verdicts.missing], REQUEUED
+        )
+        waiting = [why for _, why in verdicts.waiting]
+        kept = [row for row in rows if row["status"] != "sending"]
+        for row in verdicts.missing:
+            if row["id"] in requeued:
+                kept.append({**dict(row), "status": "queued", "error": REQUEUED})
+            else:  # another attempt changed it meanwhile: see on the next try
+                waiting.append("changed by another attempt while being looked up")
+        return kept, closed, waiting
 
     def _precheck(self, row: Any) -> Outcome | None:
         """The message's fate when it must not be sent now: already handled

@@ -1,12 +1,15 @@
-"""What every adapter shares: the outgoing email and the error it raises."""
+"""What every adapter shares: the outgoing email, the error it raises, and
+the optional lookup capability (asking the provider which of our messages
+it accepted)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -92,3 +95,37 @@ class Adapter(Protocol):
     async def send(self, email: OutgoingEmail) -> str: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class LookupResult:
+    """What a provider said about some of our messages: `found` maps each
+    message id it accepted to its own message id; `missing` holds those it
+    certainly does not have. An id in neither is undetermined (e.g. the
+    answer was cut short) and must be asked again later."""
+
+    found: dict[uuid.UUID, str] = field(default_factory=dict)
+    missing: set[uuid.UUID] = field(default_factory=set)
+
+
+class LookupFailed(Exception):
+    """A lookup that got no usable answer. `permanent`: asking again will
+    not help (the account lacks the feature or the key its permission)."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@runtime_checkable
+class ProviderLookup(Protocol):
+    """An adapter that can say whether the provider accepted given messages
+    (only SendGrid today). `timeout` bounds one provider call, so a caller
+    knows how long an attempt may still be calling after its claim."""
+
+    timeout: float
+
+    async def lookup(self, recipients: Mapping[uuid.UUID, str]) -> LookupResult:
+        """`recipients`: our message id → its recipient address."""
+        ...

@@ -2,7 +2,11 @@
 
 MixMax sends from a user's own mailbox, at mailbox volumes, and takes no
 custom headers (so no `List-Unsubscribe`): give it the lowest priority, as
-a last resort, and keep an unsubscribe link in templates' bodies."""
+a last resort, and keep an unsubscribe link in templates' bodies.
+
+No lookup (ProviderLookup): MixMax has no API that finds a message by an
+id of ours, so a send interrupted mid-call with MixMax enabled ends
+`unknown` (delivery/reconcile.py)."""
 
 from __future__ import annotations
 

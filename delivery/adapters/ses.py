@@ -1,6 +1,10 @@
 """Amazon SES through boto3's `sesv2` client (raw MIME, so our headers
 travel). The endpoint is configurable, which is how tests point it at moto
-in server mode."""
+in server mode.
+
+No lookup (ProviderLookup): SES keeps no queryable record of sent messages
+by an id of ours (only event destinations push them), so a send
+interrupted mid-call with SES enabled ends `unknown` (delivery/reconcile.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""SMTP with aiosmtplib."""
+"""SMTP with aiosmtplib.
+
+No lookup (ProviderLookup): SMTP cannot be asked what a server accepted,
+so a send interrupted mid-call with SMTP enabled ends `unknown`
+(delivery/reconcile.py)."""
 
 from __future__ import annotations
 

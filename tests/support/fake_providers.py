@@ -1,20 +1,29 @@
 """Local stand-ins for email providers that speak their real wire format:
 SendGrid v3 `mail/send` and MixMax `/v1/send` over HTTP (scriptable to
-answer OK, 429, 500, 400 or hang), SMTP through aiosmtpd, and SES through
-moto in server mode."""
+answer OK, 429, 500, 400 or hang), SendGrid's Email Activity query
+`GET /v3/messages` (answered from what the fake took in), SMTP through
+aiosmtpd, and SES through moto in server mode."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+MESSAGE_ARG = "mp_message_id"
+# SendGrid's query language, the part the adapter speaks: equality or IN on the custom arg.
+ACTIVITY_QUERY = re.compile(
+    r"""\(?\s*unique_args\['mp_message_id'\]\s*(?:IN\s*\((?P<values>(?:\s*"[^"]*"\s*,?)+)\)|=\s*(?P<value>"[^"]*"))\s*\)?"""
+)
 
 
 @dataclass
@@ -24,7 +33,18 @@ class FakeHTTPProvider:
     `fail_after`, the provider goes down (mode 500) once it accepted that many.
     `received` holds what it answered 2xx for; `arrived` every request body it
     read in full before holding or answering (a sender killed while a
-    request is held still delivered it: `arrived` counts it, `received` not)."""
+    request is held still delivered it: `arrived` counts it, `received` not).
+
+    Email Activity (SendGrid): every personalization of a SendGrid request
+    that arrived is indexed by its `mp_message_id` custom arg (one request
+    may carry many), and `GET /v3/messages` answers SendGrid's query
+    `(unique_args['mp_message_id'] IN ("…", …))` (or `= "…"`) from that
+    index, as SendGrid does: a summary per message (`msg_id` is the
+    request's X-Message-Id, a dot and a per-recipient part; `to_email`;
+    `status`), never the custom args. `activity_delay` seconds pass before
+    an arrival is listed (SendGrid's index is eventually consistent);
+    `activity_mode` (ok | 429 | 500 | 403 | hang) scripts the answer;
+    `lookups` holds each query asked."""
 
     token: str = "secret-token"
     mode: str = "ok"
@@ -36,6 +56,10 @@ class FakeHTTPProvider:
     extra_routes: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
     fail_after: int | None = None
+    activity_mode: str = "ok"
+    activity_delay: float = 0.0
+    activity: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def release(self) -> None:
@@ -52,13 +76,16 @@ class FakeHTTPProvider:
             or request.headers.get("x-api-token") == self.token
         )
 
-    async def _answer(self, request: Request, ok: Response) -> Response:
+    async def _answer(self, request: Request, ok: Response, x_message_id: str | None = None) -> Response:
         self.requests += 1
         if not self._authorised(request):
             return JSONResponse({"errors": [{"message": "unauthorized"}]}, status_code=401)
         mode = self.mode
         if mode in ("ok", "slow", "accept-then-hang"):
-            self.arrived.append(await request.json())
+            body = await request.json()
+            self.arrived.append(body)
+            if x_message_id is not None:
+                self._index(body, x_message_id)
         if mode == "hang":
             return await self._hang()
         if mode == "slow":
@@ -76,7 +103,59 @@ class FakeHTTPProvider:
 
     async def sendgrid_send(self, request: Request) -> Response:
         message_id = uuid.uuid4().hex[:22]
-        return await self._answer(request, Response(status_code=202, headers={"X-Message-Id": message_id}))
+        return await self._answer(
+            request, Response(status_code=202, headers={"X-Message-Id": message_id}), message_id
+        )
+
+    def _index(self, body: dict[str, Any], x_message_id: str) -> None:
+        """Email Activity entries of one accepted mail/send request."""
+        top = body.get("custom_args") or {}
+        now = time.time()
+        for n, personalization in enumerate(body.get("personalizations") or []):
+            ours = (personalization.get("custom_args") or {}).get(MESSAGE_ARG) or top.get(MESSAGE_ARG)
+            if not ours:
+                continue
+            self.activity.setdefault(ours, []).append(
+                {
+                    "msg_id": f"{x_message_id}.filterdrecv-fake-{n}-{uuid.uuid4().hex[:8]}.0",
+                    "from_email": (body.get("from") or {}).get("email"),
+                    "subject": personalization.get("subject") or body.get("subject"),
+                    "to_email": personalization["to"][0]["email"],
+                    "status": "processed",
+                    "opens_count": 0,
+                    "clicks_count": 0,
+                    "last_event_time": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "_at": now,
+                }
+            )
+
+    async def sendgrid_messages(self, request: Request) -> Response:
+        """`GET /v3/messages`: SendGrid's Email Activity query on our custom arg."""
+        if not self._authorised(request):
+            return JSONResponse({"errors": [{"message": "unauthorized"}]}, status_code=401)
+        query = request.query_params.get("query", "")
+        self.lookups.append(query)
+        if self.activity_mode == "hang":
+            return await self._hang()
+        if self.activity_mode != "ok":
+            status = int(self.activity_mode)
+            return JSONResponse({"errors": [{"message": f"scripted {status}"}]}, status_code=status)
+        try:
+            limit = int(request.query_params.get("limit", "10"))
+        except ValueError:
+            limit = 0
+        match = ACTIVITY_QUERY.fullmatch(query.strip())
+        if not match or not 1 <= limit <= 1000:
+            return JSONResponse({"errors": [{"field": "query", "message": "invalid query"}]}, status_code=400)
+        wanted = re.findall(r'"([^"]*)"', match.group("values") or match.group("value") or "")
+        visible_before = time.time() - self.activity_delay
+        found = [
+            {k: v for k, v in entry.items() if k != "_at"}
+            for value in wanted
+            for entry in self.activity.get(value, [])
+            if entry["_at"] <= visible_before
+        ]
+        return JSONResponse({"messages": found[:limit]})
 
     async def mixmax_send(self, request: Request) -> Response:
         return await self._answer(request, JSONResponse({"_id": uuid.uuid4().hex}))
@@ -84,6 +163,7 @@ class FakeHTTPProvider:
     def app(self) -> Starlette:
         routes = [
             Route("/v3/mail/send", self.sendgrid_send, methods=["POST"]),
+            Route("/v3/messages", self.sendgrid_messages, methods=["GET"]),
             Route("/v1/send", self.mixmax_send, methods=["POST"]),
         ]
         for path, handler in self.extra_routes.items():
