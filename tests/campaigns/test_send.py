@@ -59,15 +59,10 @@ async def test_thousands_of_recipients_get_one_message_each(
     # Each person's message is their own, rendered per person: subject,
     # body, tracking links and unsubscribe header all carry their message.
     async with engine.connect() as conn:
-        ids = dict(
-            (
-                await conn.execute(
-                    text("SELECT email, id FROM messages WHERE campaign_id = :c"), {"c": campaign["id"]}
-                )
-            )
-            .tuples()
-            .all()
+        rows = await conn.execute(
+            text("SELECT email, id FROM messages WHERE campaign_id = :c"), {"c": campaign["id"]}
         )
+        ids = {email: message_id for email, message_id in rows}
     signer = LinkSigner(settings.secret_key)
     for message in sendgrid.delivered():
         person = message["to"].split("@")[0].split("-")[1]
@@ -101,7 +96,9 @@ async def test_thousands_of_recipients_get_one_message_each(
 
 
 async def test_primary_failing_half_way_fails_over(api, worker, sendgrid, mixmax, engine, workspace):
-    n = 1200
+    # Six batches, four in flight: the primary takes the first ones, then
+    # fails; the batches after go to the secondary.
+    n = 3000
     await add_sendgrid(api, sendgrid, priority=10, name="primary")
     # The second fake speaks SendGrid's wire format too.
     await add_sendgrid(api, mixmax, priority=20, name="secondary")
