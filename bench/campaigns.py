@@ -155,6 +155,8 @@ async def main() -> None:
     )
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=100, help="provider calls in flight (both paths)")
+    parser.add_argument("--batch-size", type=int, default=None, help="recipients a send_batch handles")
+    parser.add_argument("--window", type=int, default=None, help="send_batch activities in flight")
     parser.add_argument(
         "--single-sample",
         type=int,
@@ -199,6 +201,8 @@ async def main() -> None:
         secret_key=uuid.uuid4().hex,
         allow_private_provider_hosts=True,  # the fake provider is local
         campaign_send_concurrency=args.concurrency,
+        campaign_batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        campaign_window=args.window or DEFAULT_WINDOW,
     )
     env = {
         "DATABASE_URL": url,
@@ -307,7 +311,9 @@ async def main() -> None:
         print(f"bare adapter, batch interface: {n:,} messages...", flush=True)
         counted = await _fake_count(fake_url)
         batch_before = cpu.read()
-        batch_seconds = await _bare_batches(adapter, emails, DEFAULT_BATCH_SIZE, DEFAULT_WINDOW)
+        batch_seconds = await _bare_batches(
+            adapter, emails, settings.campaign_batch_size, settings.campaign_window
+        )
         batch_cpu, pg_batch = cpu.read(), _postgres_cpu()
         batch_counted = await _fake_count(fake_url) - counted
         await adapter.close()
@@ -356,6 +362,7 @@ async def main() -> None:
     print()
     print(
         f"campaign benchmark — {n:,} recipients, {args.concurrency} provider calls in flight,",
+        f"batches of {settings.campaign_batch_size}, window {settings.campaign_window},",
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
     )
     print(f"  campaign: {status}, {sent:,} sent of {recipients:,} recipients in {full_seconds:.1f} s")

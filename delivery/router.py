@@ -223,6 +223,13 @@ class ProviderRouter:
             if state is None:
                 continue
             batch, pending = pending[: len(delays)], pending[len(delays) :]
+            adapter = self.adapter(provider)
+            if hasattr(adapter, "send_many") and delays[-1] > 0:
+                # One request for all: wait for its last token while the
+                # messages are still unclaimed (an attempt that stops here
+                # leaves them queued, as for one message).
+                await asyncio.sleep(delays[-1])
+                delays = [0.0] * len(delays)
             fresh = [e for e in batch if e.message_id not in claimed]
             if claim is not None and fresh:
                 owned = await claim(fresh)
@@ -236,7 +243,7 @@ class ProviderRouter:
                 if state == "probe":
                     await self._record(self._limits.release_probe(provider.id))
                 continue
-            outcomes = await self._deliver(self.adapter(provider), batch, delays, slots)
+            outcomes = await self._deliver(adapter, batch, delays, slots)
             failed_over: list[OutgoingEmail] = []
             answered = False
             reasons: list[str] = []
@@ -310,13 +317,11 @@ class ProviderRouter:
         slots: asyncio.Semaphore | None,
     ) -> list[str | ProviderError]:
         """Each message's provider message id or ProviderError: through the
-        adapter's batch interface after the last token's wait, else one
-        `send` each at its own token's time."""
+        adapter's batch interface, else one `send` each at its own token's
+        time (claimed already: pacing within `max_rate_wait`)."""
         slot = slots or contextlib.nullcontext()
         send_many = getattr(adapter, "send_many", None)
         if send_many is not None:
-            if delays[-1] > 0:
-                await asyncio.sleep(delays[-1])
             async with slot:
                 return list(await send_many(batch))
 

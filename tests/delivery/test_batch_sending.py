@@ -6,6 +6,7 @@ rate-limit token; one failed request counts once against the breaker."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -204,16 +205,21 @@ async def test_rate_limit_counts_every_message(router, limits, sendgrid, mixmax)
     primary = _provider(sendgrid, "primary", 10, rate_limit=rate)
     secondary = _provider(mixmax, "secondary", 20)
     emails = [_email(i) for i in range(12)]
+    started = time.monotonic()
     answers = await router.send_many([primary, secondary], emails)
     by_provider = [a.provider_id for a in answers if isinstance(a, Delivery)]
     assert by_provider.count(primary.id) == 5 and by_provider.count(secondary.id) == 7
     assert len(sendgrid.delivered()) == 5 and len(mixmax.delivered()) == 7
     skipped = answers[-1].attempts[0]
     assert skipped.outcome == "skipped-rate-limit"
-    # The bucket is spent: the next single message finds no token either.
-    assert await limits.take_token(primary.id, rate, max_wait=0) is None
-    # Alone, with nowhere else to go: NoProviderAvailable for each message.
-    answers = await router.send_many([primary], [_email(100), _email(101)])
+    # The bucket is spent: what is in it now came back since (5 a second).
+    tokens = (await limits.snapshot(primary.id))["tokens"]
+    assert tokens is not None and tokens <= (time.monotonic() - started) * rate + 1e-6
+    # Alone, with nowhere else to go: NoProviderAvailable for each message
+    # (a slow bucket, spent just before: its next token is 2 s away).
+    slow = _provider(sendgrid, "slow", 10, rate_limit=0.5)
+    assert await limits.take_token(slow.id, 0.5, max_wait=0) == 0
+    answers = await router.send_many([slow], [_email(100), _email(101)])
     assert all(isinstance(a, NoProviderAvailable) for a in answers)
 
 
