@@ -6,6 +6,7 @@ rate-limit token; one failed request counts once against the breaker."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -230,3 +231,36 @@ async def test_rate_limit_waits_paced_within_max_wait(limits):
     assert len(delays) == 20
     assert delays[:10] == [0.0] * 10
     assert delays[10:] == sorted(delays[10:]) and delays[10] > 0 and delays[-1] <= 1.0 + 1e-6
+
+
+async def test_ses_batch_goes_as_concurrent_sends_paced_by_its_rate(limits, moto_ses):
+    import email as email_lib
+
+    from tests.delivery.conftest import SENDER, ses_sent_messages
+
+    ses = ProviderConfig(
+        id=uuid.uuid4(),
+        name="ses",
+        kind="ses",
+        priority=1,
+        rate_limit=20.0,
+        enabled=True,
+        settings={"region": "us-east-1", "endpoint_url": moto_ses},
+        secrets={"access_key_id": "test", "secret_access_key": "test"},
+    )
+    paced = ProviderRouter(limits, max_rate_wait=5.0, allow_private_hosts=True)
+    emails = [_email(i, sender=SENDER) for i in range(40)]
+    before = len(ses_sent_messages())
+    started = time.monotonic()
+    try:
+        answers = await paced.send_many([ses], emails, slots=asyncio.Semaphore(8))
+    finally:
+        await paced.close()
+    elapsed = time.monotonic() - started
+    assert all(isinstance(a, Delivery) for a in answers)
+    sent = ses_sent_messages()[before:]
+    addresses = sorted(email_lib.message_from_string(m.raw_data)["To"] for m in sent)
+    assert addresses == sorted(e.to for e in emails)
+    assert {a.provider_message_id for a in answers} == {m.id for m in sent}
+    # 20 a second with a burst of 20: the second 20 wait for their tokens.
+    assert elapsed >= 0.9
