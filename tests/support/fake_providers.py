@@ -107,8 +107,10 @@ def expand(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages one request body stands for: each SendGrid
     personalization with its substitutions applied to the subject and
     content (as SendGrid does), or the MixMax message."""
-    if "personalizations" not in body:
-        return [{"to": body["to"][0]["address"], "subject": body.get("subject"), "html": body.get("html")}]
+    if not isinstance(body.get("personalizations"), list):
+        to = body.get("to") if isinstance(body.get("to"), list) and body.get("to") else [{}]
+        address = to[0].get("address") if isinstance(to[0], dict) else None
+        return [{"to": address, "subject": body.get("subject"), "html": body.get("html")}]
     content = {part["type"]: part["value"] for part in body.get("content", [])}
     messages = []
     for item in body["personalizations"]:
