@@ -54,15 +54,24 @@ from workspaces.service import create_workspace_keys
 
 FAKE_APP = """
 import uuid
+import orjson
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+# Messages answered 202: one per personalization (a batch request carries many).
+counts = {"requests": 0, "messages": 0}
+
 async def send(request):
-    await request.body()
+    body = orjson.loads(await request.body())
+    counts["requests"] += 1
+    counts["messages"] += len(body.get("personalizations") or ())
     return Response(status_code=202, headers={"X-Message-Id": uuid.uuid4().hex[:22]})
 
-app = Starlette(routes=[Route("/v3/mail/send", send, methods=["POST"])])
+async def stats(request):
+    return JSONResponse(counts)
+
+app = Starlette(routes=[Route("/v3/mail/send", send, methods=["POST"]), Route("/stats", stats)])
 """
 
 HTML = """<html><body><h1>Hello {{ profile.first_name }}</h1>

@@ -34,6 +34,28 @@ redis.call('EXPIRE', KEYS[1], 3600)
 return tostring(wait)
 """
 
+# KEYS: bucket. ARGV: rate (tokens/s), burst, max_wait (s), count.
+# `_TAKE` for up to `count` tokens at once (a batch of messages): takes as
+# many as are there now or come within max_wait, each one counted. Returns
+# "granted tokens_before": the k-th granted token (from 1) is due after
+# max(0, (k - tokens_before) / rate) seconds; granted 0 when not even one
+# comes within max_wait.
+_TAKE_MANY = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1e6
+local rate, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local granted = math.min(count, math.floor(tokens + max_wait * rate + 1e-9))
+if granted < 0 then granted = 0 end
+redis.call('HSET', KEYS[1], 'tokens', tokens - granted, 'at', now)
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(granted) .. ' ' .. tostring(tokens)
+"""
+
 # KEYS: failures, open_until, probe. ARGV: probe_ttl_ms.
 # Returns 'clean' (closed, no recent failures), 'closed' (closed, some
 # failures counted), 'probe' (half-open: this caller may try once), 'open'.
@@ -114,6 +136,7 @@ class ProviderLimits:
         self._clean_cache_seconds = clean_cache_seconds
         self._clean_until: dict[object, float] = {}
         self._take = redis.register_script(_TAKE)
+        self._take_many = redis.register_script(_TAKE_MANY)
         self._allow = redis.register_script(_ALLOW)
         self._fail = redis.register_script(_FAIL)
         self._succeed = redis.register_script(_SUCCEED)
@@ -130,6 +153,19 @@ class ProviderLimits:
         burst = burst if burst is not None else max(1.0, rate)
         wait = float(await self._take(keys=[f"{self._prefix}rl:{provider_id}"], args=[rate, burst, max_wait]))
         return None if wait < 0 else wait
+
+    async def take_tokens(self, provider_id: object, rate: float, count: int, max_wait: float) -> list[float]:
+        """Up to `count` tokens of the bucket `take_token` uses (each message
+        of a batch counts): the seconds each granted one is due in, in
+        order (0: now); fewer than `count` (or none) when the rest would
+        come later than `max_wait`."""
+        burst = max(1.0, rate)
+        answer = await self._take_many(
+            keys=[f"{self._prefix}rl:{provider_id}"], args=[rate, burst, max_wait, count]
+        )
+        granted, before = (answer.decode() if isinstance(answer, bytes) else answer).split()
+        tokens = float(before)
+        return [max(0.0, (k - tokens) / rate) for k in range(1, int(granted) + 1)]
 
     async def state(self, provider_id: object) -> str:
         """'clean', 'closed' (failures counted), 'probe' (this caller holds

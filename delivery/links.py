@@ -19,6 +19,7 @@ from html import unescape
 
 KIND_OPEN, KIND_CLICK, KIND_UNSUBSCRIBE = 1, 2, 3
 _SIG_BYTES = 12
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 
 
@@ -104,8 +105,12 @@ def apply_tracking(html: str, signer: LinkSigner, base_url: str, message_id: uui
         f'<img src="{base_url}/o/{signer.token(message_id, KIND_OPEN)}.gif" width="1" height="1" '
         'alt="" style="display:none">'
     )
-    if re.search(r"</body\s*>", tracked, re.IGNORECASE):
-        tracked = re.sub(r"(</body\s*>)", pixel + r"\1", tracked, count=1, flags=re.IGNORECASE)
+    # Sliced in rather than `re.sub(..., pixel + r"\1")`: a replacement
+    # template differs per message, so `re` parsed it every time (8% of a
+    # campaign worker's CPU in a profile).
+    body_end = _BODY_END.search(tracked)
+    if body_end is not None:
+        tracked = tracked[: body_end.start()] + pixel + tracked[body_end.start() :]
     else:
         tracked += pixel
     return TrackedBody(tracked, links, unsubscribe)

@@ -202,13 +202,16 @@ async def message_by_provider_id(
     conn: Conn, workspace_id: uuid.UUID, kind: str, provider_message_id: str
 ) -> RowMapping | None:
     """The workspace's message a provider knows by its own id (a webhook
-    may only reach its own provider's workspace)."""
+    may only reach its own provider's workspace). None when the id names
+    several: a SendGrid batch request has one id for all its messages
+    (their events carry `mp_message_id`, which tells them apart)."""
     stmt = select(messages).where(
         messages.c.workspace_id == workspace_id,
         messages.c.provider_kind == kind,
         messages.c.provider_message_id == provider_message_id,
     )
-    return (await conn.execute(stmt.limit(1))).mappings().first()
+    found = (await conn.execute(stmt.limit(2))).mappings().all()
+    return found[0] if len(found) == 1 else None
 
 
 async def mark_first(conn: Conn, message_id: uuid.UUID, column: str, at: datetime) -> None:

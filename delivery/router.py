@@ -9,6 +9,15 @@ counts against the provider's breaker and moves on to the next provider;
 a permanent failure stops the walk: the message itself was refused, and
 another provider would refuse it too.
 
+`send_many` routes a batch the same way (a campaign's): the provider's
+batch interface when its adapter has one (`send_many`), else its messages
+one `send` each, several in flight. Every message takes a rate-limit
+token; a batch that fails retryably (or the messages of it that did) goes
+on to the next provider, and the messages it accepted or refused stay
+where they are. A retryable failure counts once per provider call against
+the breaker (one request failing is one failure, however many messages it
+carried).
+
 Breakers and buckets live in Redis. When Redis cannot be reached before a
 provider is called, the walk stops with `LimitsUnavailable` (nothing was
 sent, so the message can wait and be retried); once a provider has been
@@ -19,6 +28,7 @@ so an accepted message is never reported as failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -138,6 +148,14 @@ class ProviderRouter:
         adapter = self.adapter(provider)
         return adapter if isinstance(adapter, ProviderLookup) else None
 
+    def batch_size(self, providers: Sequence[ProviderConfig]) -> int | None:
+        """Messages a batch request of the first provider in order takes
+        (its adapter's `batch_size`), None when it has no batch interface."""
+        enabled = sorted((p for p in providers if p.enabled), key=lambda p: (p.priority, p.name))
+        if not enabled:
+            return None
+        return getattr(self.adapter(enabled[0]), "batch_size", None)
+
     async def send(
         self,
         providers: Sequence[ProviderConfig],
@@ -183,6 +201,151 @@ class ProviderRouter:
             attempts.append(Attempt(provider.name, "sent", provider_message_id))
             return Delivery(provider.id, provider.kind, provider_message_id, attempts)
         raise NoProviderAvailable(attempts)
+
+    async def send_many(
+        self,
+        providers: Sequence[ProviderConfig],
+        emails: Sequence[OutgoingEmail],
+        claim: Callable[[list[OutgoingEmail]], Awaitable[set[uuid.UUID]]] | None = None,
+        slots: asyncio.Semaphore | None = None,
+    ) -> list[Delivery | Exception]:
+        """Deliver a batch; one result per message, in order: its Delivery,
+        or the exception `send` would have raised for it (PermanentFailure,
+        NoProviderAvailable, LimitsUnavailable, ClaimLost). `claim` is
+        awaited with the messages about to go to a provider for the first
+        time and returns the ids this attempt owns. `slots` bounds provider
+        calls in flight (one per request)."""
+        results: dict[uuid.UUID, Delivery | Exception] = {}
+        attempts: dict[uuid.UUID, list[Attempt]] = {e.message_id: [] for e in emails}
+        claimed: set[uuid.UUID] = set()
+        pending = list(emails)
+        for provider in sorted((p for p in providers if p.enabled), key=lambda p: (p.priority, p.name)):
+            if not pending:
+                break
+            try:
+                state, delays = await self._admit_many(provider, pending, attempts)
+            except REDIS_DOWN as exc:
+                for email in pending:
+                    results[email.message_id] = LimitsUnavailable(
+                        f"Redis is unreachable: {exc}", attempts[email.message_id]
+                    )
+                pending = []
+                break
+            if state is None:
+                continue
+            batch, pending = pending[: len(delays)], pending[len(delays) :]
+            adapter = self.adapter(provider)
+            if hasattr(adapter, "send_many") and delays[-1] > 0:
+                # One request for all: wait for its last token while the
+                # messages are still unclaimed (an attempt that stops here
+                # leaves them queued, as for one message).
+                await asyncio.sleep(delays[-1])
+                delays = [0.0] * len(delays)
+            fresh = [e for e in batch if e.message_id not in claimed]
+            if claim is not None and fresh:
+                owned = await claim(fresh)
+                claimed |= owned
+                for email in fresh:
+                    if email.message_id not in owned:
+                        results[email.message_id] = ClaimLost(email.message_id)
+                keep = [i for i, e in enumerate(batch) if e.message_id not in results]
+                batch, delays = [batch[i] for i in keep], [delays[i] for i in keep]
+            if not batch:
+                if state == "probe":
+                    await self._record(self._limits.release_probe(provider.id))
+                continue
+            outcomes = await self._deliver(adapter, batch, delays, slots)
+            failed_over: list[OutgoingEmail] = []
+            answered = False
+            reasons: list[str] = []
+            for email, outcome in zip(batch, outcomes, strict=True):
+                tried = attempts[email.message_id]
+                if isinstance(outcome, str):
+                    answered = True
+                    tried.append(Attempt(provider.name, "sent", outcome))
+                    results[email.message_id] = Delivery(provider.id, provider.kind, outcome, tried)
+                elif not outcome.retryable:
+                    answered = True
+                    tried.append(Attempt(provider.name, "refused", outcome.reason))
+                    results[email.message_id] = PermanentFailure(outcome.reason, tried)
+                else:
+                    tried.append(Attempt(provider.name, "failed", outcome.reason))
+                    failed_over.append(email)
+                    reasons.append(outcome.reason)
+            if failed_over:
+                opened = await self._record(
+                    self._limits.failed(provider.id, was_probe=state == "probe" and not answered)
+                )
+                log.warning(
+                    "provider %s failed for %d of %d messages%s: %s",
+                    provider.name,
+                    len(failed_over),
+                    len(batch),
+                    " (breaker opened)" if opened else "",
+                    reasons[0],
+                )
+            elif state != "clean":
+                await self._record(self._limits.succeeded(provider.id))
+            pending = failed_over + pending
+        for email in pending:
+            results[email.message_id] = NoProviderAvailable(attempts[email.message_id])
+        return [results[e.message_id] for e in emails]
+
+    async def _admit_many(
+        self, provider: ProviderConfig, pending: list[OutgoingEmail], attempts: dict[uuid.UUID, list[Attempt]]
+    ) -> tuple[str | None, list[float]]:
+        """`_admit` for a batch: the breaker state and, for the first
+        messages of `pending` that may go to this provider now, the seconds
+        each must wait for its rate-limit token (state None: none may). The
+        others have the skip recorded."""
+        state = await self._limits.state(provider.id)
+        if state == "open":
+            for email in pending:
+                attempts[email.message_id].append(
+                    Attempt(provider.name, "skipped-open", "circuit breaker open")
+                )
+            return None, []
+        if not provider.rate_limit:
+            return state, [0.0] * len(pending)
+        delays = await self._limits.take_tokens(
+            provider.id, provider.rate_limit, len(pending), self._max_rate_wait
+        )
+        for email in pending[len(delays) :]:
+            attempts[email.message_id].append(
+                Attempt(provider.name, "skipped-rate-limit", f"over {provider.rate_limit}/s")
+            )
+        if not delays:
+            if state == "probe":
+                await self._limits.release_probe(provider.id)
+            return None, []
+        return state, delays
+
+    async def _deliver(
+        self,
+        adapter: Adapter,
+        batch: list[OutgoingEmail],
+        delays: list[float],
+        slots: asyncio.Semaphore | None,
+    ) -> list[str | ProviderError]:
+        """Each message's provider message id or ProviderError: through the
+        adapter's batch interface, else one `send` each at its own token's
+        time (claimed already: pacing within `max_rate_wait`)."""
+        slot = slots or contextlib.nullcontext()
+        send_many = getattr(adapter, "send_many", None)
+        if send_many is not None:
+            async with slot:
+                return list(await send_many(batch))
+
+        async def one(email: OutgoingEmail, delay: float) -> str | ProviderError:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with slot:
+                try:
+                    return await adapter.send(email)
+                except ProviderError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(e, d) for e, d in zip(batch, delays, strict=True))))
 
     async def _admit(self, provider: ProviderConfig, attempts: list[Attempt]) -> str | None:
         """The breaker state when the provider may be called now (after any

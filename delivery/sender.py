@@ -128,10 +128,12 @@ class EmailSender:
         self._signer = LinkSigner(settings.secret_key)
         self._box = SecretBox.from_settings(settings)
         self._tracking_url = settings.tracking_url.rstrip("/")
-        # Provider calls in flight per batch group (claimed and recorded
-        # together), and in all of this worker's batches at once: more would
-        # only queue for the adapters' HTTP connections (100 each) and time
-        # out there, which the router would count against the provider.
+        # Messages per batch group (claimed and recorded together) when the
+        # provider has no batch interface, and provider calls in flight in
+        # all of this worker's batches at once (a batch request counts one):
+        # more would only queue for the adapters' HTTP connections (100
+        # each) and time out there, which the router would count against
+        # the provider.
         self._batch_concurrency = settings.campaign_send_concurrency
         self._batch_slots = asyncio.Semaphore(settings.campaign_send_concurrency)
         self._reconciler = Reconciler(
@@ -248,9 +250,11 @@ class EmailSender:
     ) -> list[SendEmailResult]:
         """Send (or report) many messages of one content (a campaign batch):
         the same checks, rendering, tracking and router as `send`, with the
-        bookkeeping batched — one statement loads the messages, each group
-        of `concurrency` is claimed in one statement just before its
-        provider calls and recorded in one. `content` is the template the
+        bookkeeping and the provider calls batched — one statement loads
+        the messages; each group (as many as one request of the first
+        provider's batch interface takes, else `concurrency`) goes through
+        the router's `send_many`, is claimed in one statement just before
+        its provider call and recorded in one. `content` is the template the
         messages share (None: it no longer exists, they fail); `data` their
         `data` variables. Raises RetryLater after recording everything, when
         some message found no provider or waits for its interrupted send to
@@ -283,21 +287,19 @@ class EmailSender:
                         closed.append(_render_failed(row, result))
                     else:
                         ready.append((row, *self._outgoing(row, content, {}, result, context)))
-            group = ClaimGroup(conn, workspace_id)
-            chunks = [
-                ready[i : i + self._batch_concurrency] for i in range(0, len(ready), self._batch_concurrency)
-            ]
+            links_of = {row["id"]: (row, links) for row, _, links in ready}
+
+            async def claim(emails: list[OutgoingEmail]) -> set[uuid.UUID]:
+                return await send_repo.claim_many(
+                    conn, workspace_id, [(e.message_id, e.subject, links_of[e.message_id][1]) for e in emails]
+                )
+
+            size = self._router.batch_size(providers) or self._batch_concurrency
+            chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
             for chunk in chunks or [[]]:
                 if stop is not None and stop.is_set():
                     break
-                routed = await asyncio.gather(
-                    *(
-                        self._route_slot(
-                            row, providers, outgoing, group.claimer(row["id"], outgoing.subject, links)
-                        )
-                        for row, outgoing, links in chunk
-                    )
-                )
+                routed = await self._route_many(providers, chunk, claim)
                 outcomes = closed + [o for o in routed if o.status != LOST]
                 closed = []
                 await send_repo.record_many(conn, workspace_id, [o.recordset() for o in outcomes if o.record])
@@ -381,11 +383,47 @@ class EmailSender:
             return {**INLINE_DEFAULTS, **overrides}
         return None
 
-    async def _route_slot(
-        self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any
-    ) -> Outcome:
-        async with self._batch_slots:
-            return await self._route(row, providers, outgoing, claim)
+    async def _route_many(
+        self, providers: list[ProviderConfig], chunk: list[tuple[Any, OutgoingEmail, list[str]]], claim: Any
+    ) -> list[Outcome]:
+        """`_route` for a chunk of a batch, through the router's batch path
+        (the provider's batch interface where it has one); `claim` takes
+        the messages about to go to a provider for the first time."""
+        if not chunk:
+            return []
+        claimed: set[uuid.UUID] = set()
+
+        async def claiming(emails: list[OutgoingEmail]) -> set[uuid.UUID]:
+            owned = await claim(emails)
+            claimed.update(owned)
+            return owned
+
+        answers = await self._router.send_many(
+            providers, [outgoing for _, outgoing, _ in chunk], claiming, self._batch_slots
+        )
+        return [
+            self._outcome(row, answer, row["id"] in claimed)
+            for (row, _, _), answer in zip(chunk, answers, strict=True)
+        ]
+
+    @staticmethod
+    def _outcome(row: Any, answer: Delivery | Exception, claimed: bool) -> Outcome:
+        """Where a message ends after the router's answer (see `_route`)."""
+        if isinstance(answer, Delivery):
+            return Outcome(row, "sent", only_from="sending", delivery=answer, attempts=answer.attempts)
+        if isinstance(answer, ClaimLost):
+            return Outcome(row, LOST, record=False)
+        if isinstance(answer, PermanentFailure):
+            return Outcome(row, "failed", answer.reason[:1000], only_from="sending", attempts=answer.attempts)
+        if isinstance(answer, NoProviderAvailable | LimitsUnavailable):
+            return Outcome(
+                row,
+                "queued",
+                str(answer)[:1000],
+                only_from="sending" if claimed else "queued",
+                attempts=answer.attempts,
+            )
+        raise answer
 
     async def _route(
         self, row: Any, providers: list[ProviderConfig], outgoing: OutgoingEmail, claim: Any
@@ -573,46 +611,3 @@ class Outcome:
             provider_message_id=delivery.provider_message_id if delivery else row["provider_message_id"],
             error=self.error,
         )
-
-
-class ClaimGroup:
-    """Claims of one batch, coalesced: every message whose provider call is
-    about to start while a claim statement runs is claimed by the next one
-    (group commit), so a group of concurrent sends costs one statement, and
-    each message is still claimed only once it passed its breaker and rate
-    limit — a message that waits there stays `queued`."""
-
-    def __init__(self, conn: asyncpg.Connection, workspace_id: uuid.UUID) -> None:
-        self._conn = conn
-        self._workspace_id = workspace_id
-        self._waiting: dict[uuid.UUID, tuple[str, list[str], asyncio.Future[bool]]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-
-    def claimer(self, message_id: uuid.UUID, subject: str, links: list[str]) -> Any:
-        """The router's `claim` callback for one message."""
-
-        async def claim() -> bool:
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._waiting[message_id] = (subject, links, future)
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush())
-            return await future
-
-        return claim
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the other sends of this round join
-        while self._waiting:
-            batch, self._waiting = self._waiting, {}
-            try:
-                claimed = await send_repo.claim_many(
-                    self._conn, self._workspace_id, [(i, s, links) for i, (s, links, _) in batch.items()]
-                )
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting send
-                for _, _, future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for message_id, (_, _, future) in batch.items():
-                if not future.done():
-                    future.set_result(message_id in claimed)

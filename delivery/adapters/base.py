@@ -68,14 +68,18 @@ class OutgoingEmail:
 
 
 async def post_json(
-    client: httpx.AsyncClient, kind: str, url: str, payload: dict[str, Any]
+    client: httpx.AsyncClient, kind: str, url: str, payload: dict[str, Any] | bytes, *, encoded: bool = False
 ) -> httpx.Response:
     """POST for the HTTP providers, with their shared failure rules: a
     timeout, a connection error, 401 / 403 (this account), 429 and 5xx
     (the provider) are retryable elsewhere; any other 4xx refuses the
-    message itself. Returns the 2xx response."""
+    message itself. Returns the 2xx response. `encoded`: the payload is
+    JSON bytes already."""
     try:
-        response = await client.post(url, json=payload)
+        if encoded:
+            response = await client.post(url, content=payload, headers=_JSON)
+        else:
+            response = await client.post(url, json=payload)
     except httpx.TimeoutException as exc:
         raise ProviderError(f"{kind} timed out: {exc!r}", retryable=True) from None
     except httpx.HTTPError as exc:
@@ -87,8 +91,17 @@ async def post_json(
     raise ProviderError(f"{kind} {status}: {response.text[:300]}", retryable=retryable)
 
 
+_JSON = {"Content-Type": "application/json"}
+
+
 class Adapter(Protocol):
-    """Sends one message; returns the provider's message id."""
+    """Sends one message; returns the provider's message id.
+
+    An adapter may also have `async def send_many(emails) -> list[str |
+    ProviderError]`: the provider's batch interface, one result per
+    message in order (a message id, or the error that message got). The
+    router uses it for batches (campaigns) when there; without it, a
+    batch is sent one `send` at a time, several in flight."""
 
     kind: str
 

@@ -72,8 +72,4 @@ async def finished(api, campaign_id: str, timeout: float = 120) -> dict:
 def per_address(*fakes, arrived: bool = False) -> Counter:
     """Messages each address received (answered 2xx), over the fake HTTP
     providers; with `arrived`, every request that reached a provider in full."""
-    return Counter(
-        p["personalizations"][0]["to"][0]["email"]
-        for fake in fakes
-        for p in (fake.arrived if arrived else fake.received)
-    )
+    return Counter(message["to"] for fake in fakes for message in fake.delivered(arrived=arrived))

@@ -30,8 +30,10 @@ ACTIVITY_QUERY = re.compile(
 class FakeHTTPProvider:
     """One fake provider. `mode`: ok | slow | 429 | 500 | 400 | hang | accept-then-hang
     (`slow` holds each request `delay` seconds, then accepts it). With
-    `fail_after`, the provider goes down (mode 500) once it accepted that many.
-    `received` holds what it answered 2xx for; `arrived` every request body it
+    `fail_after`, the provider goes down (mode 500) once it accepted that many
+    messages (a SendGrid request with personalizations counts one per
+    personalization; `accepted` counts them). `received` holds the request
+    bodies it answered 2xx for (`delivered()`: the messages they carried); `arrived` every request body it
     read in full before holding or answering (a sender killed while a
     request is held still delivered it: `arrived` counts it, `received` not).
 
@@ -53,6 +55,7 @@ class FakeHTTPProvider:
     received_at: list[float] = field(default_factory=list)
     arrived: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    accepted: int = 0
     extra_routes: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
     fail_after: int | None = None
@@ -61,6 +64,13 @@ class FakeHTTPProvider:
     activity: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     lookups: list[str] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def delivered(self, *, arrived: bool = False) -> list[dict[str, Any]]:
+        """One message per SendGrid personalization (or MixMax request) it
+        answered 2xx for (with `arrived`: that reached it), as the
+        recipient would get it: `to`, `subject`, `html`, `text`, `headers`,
+        `custom_args`, substitutions applied."""
+        return [m for body in (self.arrived if arrived else self.received) for m in expand(body)]
 
     def release(self) -> None:
         """Let hanging requests finish (so the server can shut down)."""
@@ -91,9 +101,11 @@ class FakeHTTPProvider:
         if mode == "slow":
             await asyncio.sleep(self.delay)
         if mode in ("ok", "slow", "accept-then-hang"):
-            self.received.append(await request.json())
+            body = await request.json()
+            self.received.append(body)
             self.received_at.append(time.monotonic())
-            if self.fail_after is not None and len(self.received) >= self.fail_after:
+            self.accepted += len(expand(body))
+            if self.fail_after is not None and self.accepted >= self.fail_after:
                 self.mode = "500"
             if mode == "accept-then-hang":
                 return await self._hang()
@@ -169,6 +181,40 @@ class FakeHTTPProvider:
         for path, handler in self.extra_routes.items():
             routes.append(Route(path, handler, methods=["GET", "POST"]))
         return Starlette(routes=routes)
+
+
+def expand(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages one request body stands for: each SendGrid
+    personalization with its substitutions applied to the subject and
+    content (as SendGrid does), or the MixMax message."""
+    if not isinstance(body.get("personalizations"), list):
+        to = body.get("to") if isinstance(body.get("to"), list) and body.get("to") else [{}]
+        address = to[0].get("address") if isinstance(to[0], dict) else None
+        return [{"to": address, "subject": body.get("subject"), "html": body.get("html")}]
+    content = {part["type"]: part["value"] for part in body.get("content", [])}
+    messages = []
+    for item in body["personalizations"]:
+        substitutions = item.get("substitutions") or {}
+
+        def filled(value: str | None, substitutions: dict[str, str] = substitutions) -> str | None:
+            if value is None:
+                return None
+            for key, replacement in substitutions.items():
+                value = value.replace(key, replacement)
+            return value
+
+        for to in item["to"]:
+            messages.append(
+                {
+                    "to": to["email"],
+                    "subject": filled(item.get("subject", body.get("subject"))),
+                    "html": filled(content.get("text/html")),
+                    "text": filled(content.get("text/plain")),
+                    "headers": {**body.get("headers", {}), **item.get("headers", {})},
+                    "custom_args": {**body.get("custom_args", {}), **item.get("custom_args", {})},
+                }
+            )
+    return messages
 
 
 def text_route(body: str, content_type: str = "text/plain"):
