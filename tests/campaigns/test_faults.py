@@ -142,6 +142,11 @@ async def _received_at_least(fake, n: int) -> bool:
     return fake.accepted >= n
 
 
+async def _mid_request(fake, n: int) -> bool:
+    """At least `n` messages accepted, and a request held inside the fake now."""
+    return fake.accepted >= n and len(fake.arrived) > len(fake.received)
+
+
 async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path):
     # SendGrid takes a batch of 500 in one request, four batches in flight:
     # enough recipients, and slow enough requests, that the kill comes mid-send.
@@ -155,7 +160,9 @@ async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path)
         with cli_process(["worker"], env, log) as first:
             await _worker_ready(log, first)
             assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
-            await wait_for(lambda: _received_at_least(sendgrid, n // 4), timeout=120, interval=0.05)
+            # Killed while a request is inside the provider (the fake holds
+            # each for a second), so that request's claims are left behind.
+            await wait_for(lambda: _mid_request(sendgrid, n // 4), timeout=120, interval=0.01)
             kill(first)
         at_kill = sendgrid.accepted
         with cli_process(["worker"], env, log) as second:

@@ -131,7 +131,7 @@ async def test_found_recorded_sent_missing_sent_now_in_one_lookup(
     # A further retry of the batch changes nothing.
     again = await sender.send_batch(workspace.workspace_id, [m for m, _ in messages], CONTENT, {})
     assert [r.status for r in again] == ["sent"] * 4
-    assert len(sendgrid.lookups) == 1 and len(sendgrid.arrived) == 4
+    assert len(sendgrid.lookups) == 1 and len(sendgrid.delivered(arrived=True)) == 4
     assert all(r["sent_events"] == 1 for r in (await _rows(engine, messages)).values())
 
 

@@ -100,7 +100,7 @@ async def seed_campaigns(api: httpx.AsyncClient, tracking: httpx.AsyncClient, se
     await deliver(
         tracking, demo, [m["message_id"] for m in messages[:-1]], bounced=[messages[-1]["message_id"]]
     )
-    bodies = [p for p in sendgrid.received if p["subject"].startswith("What's new")]
+    bodies = [m for m in sendgrid.delivered() if m["subject"].startswith("What's new")]
     await engage(tracking, bodies[:11], clicks=4)
 
     await _campaign(
@@ -185,12 +185,12 @@ async def deliver(
         assert r.status_code == 200, r.text
 
 
-async def engage(tracking: httpx.AsyncClient, payloads: list[dict], clicks: int) -> None:
+async def engage(tracking: httpx.AsyncClient, messages: list[dict], clicks: int) -> None:
     """Readers open every one of these emails (the tracking pixel) and
     click the first link of the first `clicks` of them."""
     async with httpx.AsyncClient(base_url=str(tracking.base_url), follow_redirects=False) as public:
-        for n, payload in enumerate(payloads):
-            html = next(c["value"] for c in payload["content"] if c["type"] == "text/html")
+        for n, message in enumerate(messages):
+            html = message["html"]
             pixel = re.search(r'src="[^"]+(/o/[^"]+\.gif)"', html).group(1)
             assert (await public.get(pixel)).status_code == 200
             if n < clicks:

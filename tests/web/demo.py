@@ -134,7 +134,7 @@ async def seed(
         email = profile["email"]
         message = await send(api, template["id"], email)
         assert message["status"] == "sent", message
-    bodies = [m["content"][-1]["value"] for m in sendgrid.received[-10:]]
+    bodies = [m["html"] for m in sendgrid.delivered()[-10:]]
     async with httpx.AsyncClient(base_url=str(tracking.base_url), follow_redirects=False) as public:
         for n, html in enumerate(bodies):
             if n < 7:
