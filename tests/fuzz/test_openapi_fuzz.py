@@ -195,7 +195,24 @@ async def _real_objects(client: httpx.AsyncClient) -> dict[str, str]:
     )
     activated = await client.post(f"/api/v1/flows/{flow['id']}/activate")
     assert activated.status_code == 200, activated.text
+    # A draft campaign with an A/B test, so its routes meet a real object.
+    campaign = await _created(
+        client,
+        "/api/v1/campaigns",
+        {
+            "name": "fuzzed",
+            "audience": {"segment_ids": [segment["id"]]},
+            "content": {"subject": "s", "html": "<p>h</p>", "from_email": SENDER},
+            "ab_test": {
+                "variants": [{"name": "A"}, {"name": "B", "subject": "t"}],
+                "test_percent": 20,
+                "wait_seconds": 3600,
+                "metric": "open_rate",
+            },
+        },
+    )
     return {
+        "campaign_id": campaign["id"],
         "flow_id": flow["id"],
         "profile_id": profile["id"],
         "segment_id": segment["id"],
