@@ -1,0 +1,342 @@
+"""Funnels from rollups.
+
+Semantics (the same as a read of `events`, which `funnel_from_events` in
+analytics/repository.py still does and the tests compare against): a
+profile enters at its first step-1 event in the range [start, end) (time
+t1); it reaches step k when it has a step-k event after its step-(k-1)
+time and no later than t1 + window, the earliest such event being its
+step-k time. Counts are of profiles; conversion is per step.
+
+Kept by the rollup pass (analytics/rollups.py), per slice of arrival time:
+
+- `analytics_profile_ordinals`: a dense number per profile of a workspace
+  (its bit below), given on the profile's first rolled-up event;
+- `analytics_funnel_days`: per profile, event name and UTC day, the
+  earliest MAX_TIMES times (ascending) and how many there were;
+- `analytics_funnel_bits`: per event name and day, the profiles that did
+  it, as a bitmap of ordinals (zlib-compressed, bit n = ordinal n).
+
+A funnel is answered in two moves, neither of which reads `events`:
+
+1. Bitmaps, a day at a time: step 1's profiles per day give the entry
+   count (exact: a union of days) and each profile's entry day; those with
+   a step-2 event on their entry day or within the window's days after it
+   are the candidates. The others cannot reach step 2.
+2. Exact times, for the candidates only: their rows of
+   `analytics_funnel_days`, step by step, give each profile's entry time
+   and each next step's time, exactly as the definition above.
+
+The one case the stored times cannot decide is a day with more than
+MAX_TIMES events of a step where the previous step's time falls after the
+stored ones: that profile's next time is then read from `events` by its
+own index (`events_profile_time_idx`), one bounded read per such case.
+
+Deleted events (an erased profile) stay counted, as in every rollup. A
+funnel counts events received up to the rollups' watermark.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+Conn = AsyncSession | AsyncConnection
+
+# Earliest times kept per profile, event name and day: enough for any
+# ordinary day; past it, a same-day next step may need one read of events.
+MAX_TIMES = 8
+_WINDOW = "e.received_at > :lo AND e.received_at <= :hi"
+
+
+# --- bitmaps -----------------------------------------------------------------
+
+
+def pack(bits: int) -> bytes:
+    """A bitmap (a Python int, bit n = ordinal n) as stored."""
+    return zlib.compress(bits.to_bytes((bits.bit_length() + 7) // 8, "little"), 1)
+
+
+def unpack(stored: bytes | None) -> int:
+    """The bitmap stored by `pack` (0 for none)."""
+    return int.from_bytes(zlib.decompress(stored), "little") if stored else 0
+
+
+def with_ordinals(bits: int, ordinals: Iterable[int]) -> int:
+    """`bits` with the given ordinals set."""
+    ordinals = list(ordinals)
+    if not ordinals:
+        return bits
+    size = max(bits.bit_length(), max(ordinals) + 1)
+    buf = bytearray(bits.to_bytes((size + 7) // 8, "little"))
+    for n in ordinals:
+        buf[n >> 3] |= 1 << (n & 7)
+    return int.from_bytes(buf, "little")
+
+
+def ordinals_of(bits: int) -> list[int]:
+    """The ordinals set in a bitmap, ascending."""
+    out = []
+    data = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+    stripped = data.lstrip(b"\0")
+    offset = len(data) - len(stripped)
+    for i, byte in enumerate(stripped, start=offset):
+        if byte:
+            base = i << 3
+            for j in range(8):
+                if byte >> j & 1:
+                    out.append(base + j)
+    return out
+
+
+def window_unions(days: Sequence[int], width: int) -> list[int]:
+    """For each i, the union of days[i : i + width] (fewer at the end), in
+    O(len(days)) unions: blocks of `width`, a suffix union within each
+    block and a prefix union within the next."""
+    n = len(days)
+    if width <= 1:
+        return list(days)
+    prefix, suffix = [0] * n, [0] * n
+    for i in range(n):
+        prefix[i] = days[i] | (prefix[i - 1] if i % width else 0)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = days[i] | (suffix[i + 1] if (i + 1) % width and i + 1 < n else 0)
+    out = []
+    for i in range(n):
+        j = min(n - 1, i + width - 1)
+        out.append(suffix[i] if i // width == j // width else suffix[i] | prefix[j])
+    return out
+
+
+# --- the rollup pass ---------------------------------------------------------
+
+
+async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+    """Add the events received in (lo, hi] to the funnel rollups (one
+    transaction of the rollup pass, which holds the `funnel` watermark's
+    lock, so ordinals are given by one pass at a time)."""
+    await conn.execute(
+        text(
+            f"""
+            INSERT INTO analytics_profile_ordinals (workspace_id, profile_id, ordinal)
+            SELECT n.workspace_id, n.profile_id,
+                   coalesce(m.top, -1) + row_number() OVER (PARTITION BY n.workspace_id ORDER BY n.profile_id)
+            FROM (
+                SELECT DISTINCT e.workspace_id, e.profile_id FROM events e
+                WHERE {_WINDOW} AND e.profile_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM analytics_profile_ordinals o
+                                  WHERE o.workspace_id = e.workspace_id AND o.profile_id = e.profile_id)
+            ) n
+            LEFT JOIN LATERAL (
+                SELECT max(ordinal) AS top FROM analytics_profile_ordinals o
+                WHERE o.workspace_id = n.workspace_id
+            ) m ON true
+            """
+        ),
+        {"lo": lo, "hi": hi},
+    )
+    # Rows this slice created (xmax = 0: inserted, not updated) are the
+    # (profile, name, day) pairs new to the bitmaps.
+    fresh = await conn.execute(
+        text(
+            f"""
+            WITH agg AS (
+                SELECT e.workspace_id, e.name, o.ordinal, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+                       (array_agg(e.occurred_at ORDER BY e.occurred_at))[1:{MAX_TIMES}] AS times,
+                       count(*) AS n
+                FROM events e
+                JOIN analytics_profile_ordinals o
+                  ON o.workspace_id = e.workspace_id AND o.profile_id = e.profile_id
+                WHERE {_WINDOW}
+                GROUP BY 1, 2, 3, 4
+            ), stored AS (
+                INSERT INTO analytics_funnel_days AS t (workspace_id, name, ordinal, day, times, count)
+                SELECT workspace_id, name, ordinal, day, times, n FROM agg
+                ON CONFLICT (workspace_id, name, ordinal, day) DO UPDATE SET
+                    times = ARRAY(
+                        SELECT x FROM unnest(t.times || EXCLUDED.times) x ORDER BY x LIMIT {MAX_TIMES}
+                    ),
+                    count = t.count + EXCLUDED.count
+                RETURNING workspace_id, name, day, ordinal, (xmax = 0) AS inserted
+            )
+            SELECT workspace_id, name, day, array_agg(ordinal) AS ordinals
+            FROM stored WHERE inserted GROUP BY 1, 2, 3
+            """
+        ),
+        {"lo": lo, "hi": hi},
+    )
+    groups = fresh.all()
+    if not groups:
+        return
+    current = await conn.execute(
+        text(
+            """
+            SELECT b.workspace_id, b.name, b.day, b.bits FROM analytics_funnel_bits b
+            JOIN unnest(CAST(:ws AS uuid[]), CAST(:names AS text[]), CAST(:days AS date[])) k(ws, name, day)
+              ON b.workspace_id = k.ws AND b.name = k.name AND b.day = k.day
+            FOR UPDATE OF b
+            """
+        ),
+        {
+            "ws": [g.workspace_id for g in groups],
+            "names": [g.name for g in groups],
+            "days": [g.day for g in groups],
+        },
+    )
+    stored = {(r.workspace_id, r.name, r.day): r.bits for r in current}
+    rows = [
+        {
+            "ws": g.workspace_id,
+            "name": g.name,
+            "day": g.day,
+            "bits": pack(with_ordinals(unpack(stored.get((g.workspace_id, g.name, g.day))), g.ordinals)),
+        }
+        for g in groups
+    ]
+    await conn.execute(
+        text(
+            """
+            INSERT INTO analytics_funnel_bits (workspace_id, name, day, bits)
+            VALUES (:ws, :name, :day, :bits)
+            ON CONFLICT (workspace_id, name, day) DO UPDATE SET bits = EXCLUDED.bits
+            """
+        ),
+        rows,
+    )
+
+
+# --- answering ---------------------------------------------------------------
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+async def _bitmaps(conn: Conn, ws: uuid.UUID, name: str, days: list[date]) -> list[int]:
+    rows = await conn.execute(
+        text(
+            "SELECT day, bits FROM analytics_funnel_bits "
+            "WHERE workspace_id = :ws AND name = :name AND day >= :start AND day <= :last"
+        ),
+        {"ws": ws, "name": name, "start": days[0], "last": days[-1]},
+    )
+    by_day = {r.day: r.bits for r in rows}
+    return [unpack(by_day.get(d)) for d in days]
+
+
+async def _rows(
+    conn: Conn, ws: uuid.UUID, name: str, ordinals: list[int], start: date, end: date
+) -> dict[int, list[tuple[date, list[datetime], int]]]:
+    """ordinal -> [(day, earliest times, count)] of an event name, days ascending."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT ordinal, day, times, count FROM analytics_funnel_days
+            WHERE workspace_id = :ws AND name = :name AND ordinal = ANY(CAST(:ordinals AS integer[]))
+              AND day >= :start AND day < :end
+            ORDER BY ordinal, day
+            """
+        ),
+        {"ws": ws, "name": name, "ordinals": ordinals, "start": start, "end": end},
+    )
+    out: dict[int, list] = {}
+    for r in result:
+        out.setdefault(r.ordinal, []).append((r.day, r.times, r.count))
+    return out
+
+
+async def _next_from_events(
+    conn: Conn, ws: uuid.UUID, ordinal: int, name: str, after: datetime, before: datetime
+) -> datetime | None:
+    """The earliest `name` event of a profile in (after, before): the rare
+    day with more events than the rollup keeps times of."""
+    return (
+        await conn.execute(
+            text(
+                """
+                SELECT min(e.occurred_at) FROM events e
+                JOIN analytics_profile_ordinals o
+                  ON o.workspace_id = e.workspace_id AND o.profile_id = e.profile_id
+                WHERE o.workspace_id = :ws AND o.ordinal = :ordinal AND e.workspace_id = :ws
+                  AND e.name = :name AND e.occurred_at > :after AND e.occurred_at < :before
+                """
+            ),
+            {"ws": ws, "ordinal": ordinal, "name": name, "after": after, "before": before},
+        )
+    ).scalar_one()
+
+
+def _next_time(
+    rows: list[tuple[date, list[datetime], int]], after: datetime
+) -> tuple[datetime | None, date | None]:
+    """From a profile's day rows of a step: (its earliest time after
+    `after`, None); or (None, day) when `after`'s own day kept too few
+    times to tell (more events that day than MAX_TIMES, all kept ones not
+    after `after`): the caller reads that day from events. Days after
+    `after`'s day keep their earliest time, so only that one day can be
+    undecided."""
+    after_day = _utc_date(after)
+    for day, times, count in rows:
+        if day < after_day:
+            continue
+        for t in times:
+            if t > after:
+                return t, None
+        if count > len(times):
+            return None, day
+    return None, None
+
+
+def _utc_date(at: datetime) -> date:
+    offset = at.utcoffset()
+    return (at - offset).date() if offset else at.date()
+
+
+async def funnel_counts(
+    conn: Conn, ws: uuid.UUID, steps: list[str], start: datetime, end: datetime, window_seconds: int
+) -> list[int]:
+    """Profiles reaching each step (see the module's docstring); `start`
+    and `end` are whole UTC days."""
+    days = _days(_utc_date(start), _utc_date(end))
+    extra = -(-window_seconds // 86400)  # days after the entry day a next step can fall on
+    later = _days(days[0], days[-1] + timedelta(days=extra + 1))
+    firsts = await _bitmaps(conn, ws, steps[0], days)
+    seconds = await _bitmaps(conn, ws, steps[1], later)
+    reach = window_unions(seconds, extra + 1)
+    seen = candidates = 0
+    for i, bits in enumerate(firsts):
+        entered = bits & ~seen
+        seen |= bits
+        candidates |= entered & reach[i]
+    counts = [seen.bit_count()] + [0] * (len(steps) - 1)
+    alive = ordinals_of(candidates)
+    if not alive:
+        return counts
+    window = timedelta(seconds=window_seconds)
+    entry_rows = await _rows(conn, ws, steps[0], alive, days[0], days[-1] + timedelta(days=1))
+    entry = {o: rows[0][1][0] for o, rows in entry_rows.items()}
+    previous = dict(entry)
+    end_of_later = later[-1] + timedelta(days=1)
+    for k, name in enumerate(steps[1:], start=1):
+        rows = await _rows(conn, ws, name, list(previous), days[0], end_of_later)
+        reached: dict[int, datetime] = {}
+        for ordinal, t_prev in previous.items():
+            until = entry[ordinal] + window
+            own = rows.get(ordinal, [])
+            found, unsure = _next_time(own, t_prev)
+            if unsure is not None:
+                day_end = datetime.combine(unsure + timedelta(days=1), time(), UTC)
+                found = await _next_from_events(conn, ws, ordinal, name, t_prev, day_end)
+                if found is None:  # none later that day: the next day's earliest, if any
+                    found, _ = _next_time([r for r in own if r[0] > unsure], t_prev)
+            if found is not None and found <= until:
+                reached[ordinal] = found
+        counts[k] = len(reached)
+        previous = reached
+        if not previous:
+            break
+    return counts
