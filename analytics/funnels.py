@@ -119,29 +119,51 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
     """Add the events received in (lo, hi] to the funnel rollups (one
     transaction of the rollup pass, which holds the `funnel` watermark's
     lock, so ordinals are given by one pass at a time)."""
+    # Each workspace's highest ordinal first, in a statement of its own: read
+    # within the INSERT below, max() would walk past that statement's own
+    # (invisible) new entries once per row.
+    tops = await conn.execute(
+        text(
+            f"""
+            SELECT w.workspace_id,
+                   coalesce((SELECT max(o.ordinal) FROM analytics_profile_ordinals o
+                             WHERE o.workspace_id = w.workspace_id), -1) AS top
+            FROM (SELECT DISTINCT e.workspace_id FROM events e WHERE {_WINDOW}) w
+            """
+        ),
+        {"lo": lo, "hi": hi},
+    )
+    tops = tops.all()
+    if not tops:
+        return
     await conn.execute(
         text(
             f"""
             INSERT INTO analytics_profile_ordinals (workspace_id, profile_id, ordinal)
             SELECT n.workspace_id, n.profile_id,
-                   coalesce(m.top, -1) + row_number() OVER (PARTITION BY n.workspace_id ORDER BY n.profile_id)
+                   t.top + row_number() OVER (PARTITION BY n.workspace_id ORDER BY n.profile_id)
             FROM (
                 SELECT DISTINCT e.workspace_id, e.profile_id FROM events e
                 WHERE {_WINDOW} AND e.profile_id IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM analytics_profile_ordinals o
                                   WHERE o.workspace_id = e.workspace_id AND o.profile_id = e.profile_id)
             ) n
-            LEFT JOIN LATERAL (
-                SELECT max(ordinal) AS top FROM analytics_profile_ordinals o
-                WHERE o.workspace_id = n.workspace_id
-            ) m ON true
+            JOIN unnest(CAST(:ws AS uuid[]), CAST(:tops AS integer[])) t(workspace_id, top)
+              ON t.workspace_id = n.workspace_id
             """
         ),
-        {"lo": lo, "hi": hi},
+        {"lo": lo, "hi": hi, "ws": [r.workspace_id for r in tops], "tops": [r.top for r in tops]},
     )
     # Rows this slice created (xmax = 0: inserted, not updated) are the
-    # (profile, name, day) pairs new to the bitmaps.
-    fresh = await conn.execute(
+    # (profile, name, day) pairs new to the bitmaps; kept aside for this
+    # transaction (a backfill's slice can hold millions).
+    await conn.execute(
+        text(
+            "CREATE TEMP TABLE IF NOT EXISTS funnel_fresh "
+            "(workspace_id uuid, name text, day date, ordinal integer) ON COMMIT DELETE ROWS"
+        )
+    )
+    await conn.execute(
         text(
             f"""
             WITH agg AS (
@@ -163,14 +185,14 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
                     count = t.count + EXCLUDED.count
                 RETURNING workspace_id, name, day, ordinal, (xmax = 0) AS inserted
             )
-            SELECT workspace_id, name, day, array_agg(ordinal) AS ordinals
-            FROM stored WHERE inserted GROUP BY 1, 2, 3
+            INSERT INTO funnel_fresh (workspace_id, name, day, ordinal)
+            SELECT workspace_id, name, day, ordinal FROM stored WHERE inserted
             """
         ),
         {"lo": lo, "hi": hi},
     )
-    groups = fresh.all()
-    if not groups:
+    keys = (await conn.execute(text("SELECT DISTINCT workspace_id, name, day FROM funnel_fresh"))).all()
+    if not keys:
         return
     current = await conn.execute(
         text(
@@ -182,21 +204,24 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
             """
         ),
         {
-            "ws": [g.workspace_id for g in groups],
-            "names": [g.name for g in groups],
-            "days": [g.day for g in groups],
+            "ws": [k.workspace_id for k in keys],
+            "names": [k.name for k in keys],
+            "days": [k.day for k in keys],
         },
     )
     stored = {(r.workspace_id, r.name, r.day): r.bits for r in current}
-    rows = [
-        {
-            "ws": g.workspace_id,
-            "name": g.name,
-            "day": g.day,
-            "bits": pack(with_ordinals(unpack(stored.get((g.workspace_id, g.name, g.day))), g.ordinals)),
-        }
-        for g in groups
-    ]
+    rows = []
+    # A group at a time (a day's ordinals of one name), packed as it comes.
+    groups = await conn.stream(
+        text(
+            "SELECT workspace_id, name, day, array_agg(ordinal) AS ordinals "
+            "FROM funnel_fresh GROUP BY 1, 2, 3"
+        )
+    )
+    async for g in groups:
+        key = (g.workspace_id, g.name, g.day)
+        bits = pack(with_ordinals(unpack(stored.pop(key, None)), g.ordinals))
+        rows.append({"ws": g.workspace_id, "name": g.name, "day": g.day, "bits": bits})
     await conn.execute(
         text(
             """
