@@ -115,10 +115,11 @@ def window_unions(days: Sequence[int], width: int) -> list[int]:
 # --- the rollup pass ---------------------------------------------------------
 
 
-async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) -> None:
+async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) -> int:
     """Add the events received in (lo, hi] to the funnel rollups (one
     transaction of the rollup pass, which holds the `funnel` watermark's
-    lock, so ordinals are given by one pass at a time)."""
+    lock, so ordinals are given by one pass at a time); returns how many
+    (profile, name, day) rows it created."""
     # Each workspace's highest ordinal first, in a statement of its own: read
     # within the INSERT below, max() would walk past that statement's own
     # (invisible) new entries once per row.
@@ -135,7 +136,7 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
     )
     tops = tops.all()
     if not tops:
-        return
+        return 0
     await conn.execute(
         text(
             f"""
@@ -193,7 +194,7 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
     )
     keys = (await conn.execute(text("SELECT DISTINCT workspace_id, name, day FROM funnel_fresh"))).all()
     if not keys:
-        return
+        return 0
     current = await conn.execute(
         text(
             """
@@ -210,7 +211,7 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
         },
     )
     stored = {(r.workspace_id, r.name, r.day): r.bits for r in current}
-    rows = []
+    rows, fresh = [], 0
     # A group at a time (a day's ordinals of one name), packed as it comes.
     groups = await conn.stream(
         text(
@@ -221,6 +222,7 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
     async for g in groups:
         key = (g.workspace_id, g.name, g.day)
         bits = pack(with_ordinals(unpack(stored.pop(key, None)), g.ordinals))
+        fresh += len(g.ordinals)
         rows.append({"ws": g.workspace_id, "name": g.name, "day": g.day, "bits": bits})
     await conn.execute(
         text(
@@ -232,6 +234,7 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
         ),
         rows,
     )
+    return fresh
 
 
 # --- answering ---------------------------------------------------------------
@@ -253,25 +256,89 @@ async def _bitmaps(conn: Conn, ws: uuid.UUID, name: str, days: list[date]) -> li
     return [unpack(by_day.get(d)) for d in days]
 
 
-async def _rows(
-    conn: Conn, ws: uuid.UUID, name: str, ordinals: list[int], start: date, end: date
-) -> dict[int, list[tuple[date, list[datetime], int]]]:
-    """ordinal -> [(day, earliest times, count)] of an event name, days ascending."""
+# The earliest kept `name` time of profile c after c.prev, up to the day of
+# c.until (maybe past c.until), and whether c.prev's own day kept too few
+# times to tell (more events that day than MAX_TIMES, none kept after
+# c.prev): one probe of the primary key per profile.
+_NEXT = """
+    SELECT min((SELECT min(x) FROM unnest(f.times) x WHERE x > {prev})) AS at,
+           coalesce(bool_or(f.day = (({prev}) AT TIME ZONE 'UTC')::date
+                            AND f.count > cardinality(f.times)
+                            AND f.times[cardinality(f.times)] <= {prev}), false) AS unsure
+    FROM analytics_funnel_days f
+    WHERE f.workspace_id = :ws AND f.name = {name} AND f.ordinal = c.ordinal
+      AND f.day >= (({prev}) AT TIME ZONE 'UTC')::date AND f.day <= (({until}) AT TIME ZONE 'UTC')::date
+"""
+
+
+async def _entries_and_seconds(
+    conn: Conn,
+    ws: uuid.UUID,
+    steps: list[str],
+    ordinals: list[int],
+    start: date,
+    end: date,
+    window: timedelta,
+) -> list:
+    """Per candidate: its entry time (its first step-1 time in [start,
+    end)) and the next-step answer of `_NEXT` for step 2, in one statement."""
+    next_sql = _NEXT.format(prev="e.at", until="e.at + CAST(:window AS interval)", name=":second")
     result = await conn.execute(
         text(
-            """
-            SELECT ordinal, day, times, count FROM analytics_funnel_days
-            WHERE workspace_id = :ws AND name = :name AND ordinal = ANY(CAST(:ordinals AS integer[]))
-              AND day >= :start AND day < :end
-            ORDER BY ordinal, day
+            f"""
+            SELECT c.ordinal, e.at AS entry, n.at, n.unsure
+            FROM unnest(CAST(:ordinals AS integer[])) c(ordinal)
+            CROSS JOIN LATERAL (
+                SELECT f.times[1] AS at FROM analytics_funnel_days f
+                WHERE f.workspace_id = :ws AND f.name = :first AND f.ordinal = c.ordinal
+                  AND f.day >= :start AND f.day < :end
+                ORDER BY f.day LIMIT 1
+            ) e
+            CROSS JOIN LATERAL ({next_sql}) n
             """
         ),
-        {"ws": ws, "name": name, "ordinals": ordinals, "start": start, "end": end},
+        {
+            "ws": ws,
+            "first": steps[0],
+            "second": steps[1],
+            "ordinals": ordinals,
+            "start": start,
+            "end": end,
+            "window": window,
+        },
     )
-    out: dict[int, list] = {}
-    for r in result:
-        out.setdefault(r.ordinal, []).append((r.day, r.times, r.count))
-    return out
+    return result.all()
+
+
+async def _nexts(
+    conn: Conn, ws: uuid.UUID, name: str, previous: dict[int, datetime], until: dict[int, datetime]
+) -> list:
+    """Per profile, its earliest kept `name` time after its previous step's
+    time, up to the day of its window's end (`at`, maybe past that end), and
+    whether the previous step's own day kept too few times to tell
+    (`unsure`: more events that day than MAX_TIMES, none kept after it).
+    One probe of the primary key per profile, computed in the database."""
+    ordinals = list(previous)
+    next_sql = _NEXT.format(prev="c.prev", until="c.until", name=":name")
+    result = await conn.execute(
+        text(
+            f"""
+            SELECT c.ordinal, n.at, n.unsure
+            FROM unnest(CAST(:ordinals AS integer[]), CAST(:prev AS timestamptz[]),
+                        CAST(:until AS timestamptz[])) c(ordinal, prev, until)
+            CROSS JOIN LATERAL ({next_sql}) n
+            WHERE n.at IS NOT NULL OR n.unsure
+            """
+        ),
+        {
+            "ws": ws,
+            "name": name,
+            "ordinals": ordinals,
+            "prev": [previous[o] for o in ordinals],
+            "until": [until[o] for o in ordinals],
+        },
+    )
+    return result.all()
 
 
 async def _next_from_events(
@@ -293,27 +360,6 @@ async def _next_from_events(
             {"ws": ws, "ordinal": ordinal, "name": name, "after": after, "before": before},
         )
     ).scalar_one()
-
-
-def _next_time(
-    rows: list[tuple[date, list[datetime], int]], after: datetime
-) -> tuple[datetime | None, date | None]:
-    """From a profile's day rows of a step: (its earliest time after
-    `after`, None); or (None, day) when `after`'s own day kept too few
-    times to tell (more events that day than MAX_TIMES, all kept ones not
-    after `after`): the caller reads that day from events. Days after
-    `after`'s day keep their earliest time, so only that one day can be
-    undecided."""
-    after_day = _utc_date(after)
-    for day, times, count in rows:
-        if day < after_day:
-            continue
-        for t in times:
-            if t > after:
-                return t, None
-        if count > len(times):
-            return None, day
-    return None, None
 
 
 def _utc_date(at: datetime) -> date:
@@ -342,24 +388,22 @@ async def funnel_counts(
     if not alive:
         return counts
     window = timedelta(seconds=window_seconds)
-    entry_rows = await _rows(conn, ws, steps[0], alive, days[0], days[-1] + timedelta(days=1))
-    entry = {o: rows[0][1][0] for o, rows in entry_rows.items()}
-    previous = dict(entry)
-    end_of_later = later[-1] + timedelta(days=1)
+    first = await _entries_and_seconds(conn, ws, steps, alive, days[0], days[-1] + timedelta(days=1), window)
+    until = {r.ordinal: r.entry + window for r in first}
+    previous = {r.ordinal: r.entry for r in first}
+    rows = [r for r in first if r.at is not None or r.unsure]
     for k, name in enumerate(steps[1:], start=1):
-        rows = await _rows(conn, ws, name, list(previous), days[0], end_of_later)
+        if k > 1:
+            rows = await _nexts(conn, ws, name, previous, until)
         reached: dict[int, datetime] = {}
-        for ordinal, t_prev in previous.items():
-            until = entry[ordinal] + window
-            own = rows.get(ordinal, [])
-            found, unsure = _next_time(own, t_prev)
-            if unsure is not None:
-                day_end = datetime.combine(unsure + timedelta(days=1), time(), UTC)
-                found = await _next_from_events(conn, ws, ordinal, name, t_prev, day_end)
-                if found is None:  # none later that day: the next day's earliest, if any
-                    found, _ = _next_time([r for r in own if r[0] > unsure], t_prev)
-            if found is not None and found <= until:
-                reached[ordinal] = found
+        for row in rows:
+            found = row.at
+            if row.unsure:  # the previous step's day, past the kept times: read that day
+                t_prev = previous[row.ordinal]
+                day_end = datetime.combine(_utc_date(t_prev) + timedelta(days=1), time(), UTC)
+                found = await _next_from_events(conn, ws, row.ordinal, name, t_prev, day_end) or found
+            if found is not None and found <= until[row.ordinal]:
+                reached[row.ordinal] = found
         counts[k] = len(reached)
         previous = reached
         if not previous:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from analytics import rollup_repository as repo
@@ -27,6 +28,8 @@ from definitions.analytics import RollupResult
 # A profile id more than this before the watermark is not looked at (ids are
 # UUIDv7 of the creating clock; this covers clock skew between processes).
 _ID_SLACK = timedelta(minutes=10)
+# A pass that adds this many funnel rows (a backfill) analyzes their tables.
+ANALYZE_AFTER_ROWS = 100_000
 
 
 async def rollup_pass(
@@ -87,6 +90,7 @@ async def _funnel_slices(
 ) -> None:
     """The funnel rollups up to `hi`, from the `funnel` watermark (the
     oldest event on a first pass), a slice per transaction."""
+    created = 0
     async with engine.begin() as conn:
         lo = await repo.watermark(conn, repo.FUNNEL_WATERMARK)
         if lo is None:
@@ -100,7 +104,12 @@ async def _funnel_slices(
             if current is not None and current != lo:
                 lo = current
                 continue
-            await add_funnel_slice(conn, lo, end)
+            created += await add_funnel_slice(conn, lo, end)
             await repo.set_watermark(conn, repo.FUNNEL_WATERMARK, end)
         lo = end
         await _beat(beat)
+    if created >= ANALYZE_AFTER_ROWS:
+        # A backfill: fresh statistics now rather than at autovacuum's pace.
+        async with engine.connect() as conn:
+            await conn.execute(text("ANALYZE analytics_funnel_days, analytics_profile_ordinals"))
+            await conn.commit()

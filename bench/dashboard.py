@@ -239,6 +239,11 @@ async def main() -> None:
                     "analytics overview 30d": "/api/v1/analytics/overview",
                     "analytics funnel 30d": f"/api/v1/analytics/funnel?{steps}&window_hours=24",
                     "analytics funnel 7d": f"/api/v1/analytics/funnel?{steps}&window_hours=24&from={_ago(7)}",
+                    "analytics funnel 90d 5 steps": f"/api/v1/analytics/funnel?{steps}"
+                    "&steps=Email+Opened&steps=Email+Clicked&window_hours=24"
+                    f"&from={_ago(90)}",
+                    "analytics funnel 90d 7d window": "/api/v1/analytics/funnel?steps=Product+Viewed"
+                    f"&steps=Added+to+Cart&window_hours=168&from={_ago(90)}",
                 }
                 results += [
                     await _measure(api, label, "GET", path, None, args.repeat)

@@ -35,7 +35,9 @@ def upgrade() -> None:
         "(workspace_id, ordinal)"
     )
     # The earliest times (up to 8, ascending) and the count of an event name
-    # per profile and UTC day of `occurred_at`.
+    # per profile and UTC day of `occurred_at`. Keyed profile first: a
+    # funnel reads a few days of one profile for each of its steps, all on
+    # the same index page.
     op.execute(
         """
         CREATE TABLE analytics_funnel_days (
@@ -45,7 +47,7 @@ def upgrade() -> None:
             day date NOT NULL,
             times timestamptz[] NOT NULL,
             count integer NOT NULL,
-            PRIMARY KEY (workspace_id, name, ordinal, day)
+            PRIMARY KEY (workspace_id, ordinal, day, name)
         )
         """
     )
