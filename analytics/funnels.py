@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import uuid
 import zlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -112,6 +114,54 @@ def window_unions(days: Sequence[int], width: int) -> list[int]:
     return out
 
 
+class Firsts:
+    """Per event name and day, beside its bitmap: each profile's first
+    second of the day (UTC, whole seconds) and whether it did the event
+    more than once that day, in ordinal order (stored zlib-compressed:
+    count, ordinals, seconds as uint32, flags as bytes)."""
+
+    __slots__ = ("multi", "ordinals", "seconds")
+
+    def __init__(self, ordinals: array, seconds: array, multi: bytes) -> None:
+        self.ordinals, self.seconds, self.multi = ordinals, seconds, multi
+
+    @classmethod
+    def unpack(cls, stored: bytes | None) -> Firsts:
+        if not stored:
+            return cls(array("I"), array("I"), b"")
+        raw = zlib.decompress(stored)
+        n = int.from_bytes(raw[:4], "little")
+        ordinals, seconds = array("I"), array("I")
+        ordinals.frombytes(raw[4 : 4 + 4 * n])
+        seconds.frombytes(raw[4 + 4 * n : 4 + 8 * n])
+        return cls(ordinals, seconds, raw[4 + 8 * n :])
+
+    def pack(self) -> bytes:
+        n = len(self.ordinals)
+        return zlib.compress(
+            n.to_bytes(4, "little") + self.ordinals.tobytes() + self.seconds.tobytes() + bytes(self.multi), 1
+        )
+
+    @classmethod
+    def merged(cls, old: Firsts, ordinals: list[int], seconds: list[int], multi: list[bool]) -> Firsts:
+        """`old` with these (sorted) profiles' values set."""
+        if not old.ordinals:
+            return cls(array("I", ordinals), array("I", seconds), bytes(multi))
+        values = dict(zip(old.ordinals, zip(old.seconds, old.multi, strict=True), strict=True))
+        values.update(zip(ordinals, zip(seconds, multi, strict=True), strict=True))
+        keys = sorted(values)
+        return cls(
+            array("I", keys), array("I", (values[k][0] for k in keys)), bytes(values[k][1] for k in keys)
+        )
+
+    def get(self, ordinal: int) -> tuple[int, bool] | None:
+        """(first second of the day, more than one) of a profile, or None."""
+        i = bisect_left(self.ordinals, ordinal)
+        if i < len(self.ordinals) and self.ordinals[i] == ordinal:
+            return self.seconds[i], bool(self.multi[i])
+        return None
+
+
 # --- the rollup pass ---------------------------------------------------------
 
 
@@ -155,13 +205,15 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
         ),
         {"lo": lo, "hi": hi, "ws": [r.workspace_id for r in tops], "tops": [r.top for r in tops]},
     )
-    # Rows this slice created (xmax = 0: inserted, not updated) are the
-    # (profile, name, day) pairs new to the bitmaps; kept aside for this
-    # transaction (a backfill's slice can hold millions).
+    # Rows this slice touched, kept aside for this transaction (a backfill's
+    # slice can hold millions): those it created (xmax = 0: inserted, not
+    # updated) are the (profile, name, day) pairs new to the bitmaps; all of
+    # them give their profile's first second of the day and whether it had
+    # more than one event to the day's `firsts`.
     await conn.execute(
         text(
-            "CREATE TEMP TABLE IF NOT EXISTS funnel_fresh "
-            "(workspace_id uuid, name text, day date, ordinal integer) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS funnel_touched (workspace_id uuid, name text, day date, "
+            "ordinal integer, inserted boolean, second integer, multi boolean) ON COMMIT DELETE ROWS"
         )
     )
     await conn.execute(
@@ -184,21 +236,23 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
                         SELECT x FROM unnest(t.times || EXCLUDED.times) x ORDER BY x LIMIT {MAX_TIMES}
                     ),
                     count = t.count + EXCLUDED.count
-                RETURNING workspace_id, name, day, ordinal, (xmax = 0) AS inserted
+                RETURNING workspace_id, name, day, ordinal, (xmax = 0) AS inserted,
+                          (floor(extract(epoch FROM t.times[1]))::bigint % 86400)::integer AS second,
+                          t.count > 1 AS multi
             )
-            INSERT INTO funnel_fresh (workspace_id, name, day, ordinal)
-            SELECT workspace_id, name, day, ordinal FROM stored WHERE inserted
+            INSERT INTO funnel_touched (workspace_id, name, day, ordinal, inserted, second, multi)
+            SELECT workspace_id, name, day, ordinal, inserted, second, multi FROM stored
             """
         ),
         {"lo": lo, "hi": hi},
     )
-    keys = (await conn.execute(text("SELECT DISTINCT workspace_id, name, day FROM funnel_fresh"))).all()
+    keys = (await conn.execute(text("SELECT DISTINCT workspace_id, name, day FROM funnel_touched"))).all()
     if not keys:
         return 0
     current = await conn.execute(
         text(
             """
-            SELECT b.workspace_id, b.name, b.day, b.bits FROM analytics_funnel_bits b
+            SELECT b.workspace_id, b.name, b.day, b.bits, b.firsts FROM analytics_funnel_bits b
             JOIN unnest(CAST(:ws AS uuid[]), CAST(:names AS text[]), CAST(:days AS date[])) k(ws, name, day)
               ON b.workspace_id = k.ws AND b.name = k.name AND b.day = k.day
             FOR UPDATE OF b
@@ -210,26 +264,30 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
             "days": [k.day for k in keys],
         },
     )
-    stored = {(r.workspace_id, r.name, r.day): r.bits for r in current}
+    stored = {(r.workspace_id, r.name, r.day): (r.bits, r.firsts) for r in current}
     rows, fresh = [], 0
-    # A group at a time (a day's ordinals of one name), packed as it comes.
+    # A group at a time (a day's rows of one name), packed as it comes.
     groups = await conn.stream(
         text(
-            "SELECT workspace_id, name, day, array_agg(ordinal) AS ordinals "
-            "FROM funnel_fresh GROUP BY 1, 2, 3"
+            "SELECT workspace_id, name, day, array_agg(ordinal ORDER BY ordinal) AS ordinals, "
+            "array_agg(second ORDER BY ordinal) AS seconds, array_agg(multi ORDER BY ordinal) AS multi, "
+            "array_agg(ordinal) FILTER (WHERE inserted) AS created "
+            "FROM funnel_touched GROUP BY 1, 2, 3"
         )
     )
     async for g in groups:
-        key = (g.workspace_id, g.name, g.day)
-        bits = pack(with_ordinals(unpack(stored.pop(key, None)), g.ordinals))
-        fresh += len(g.ordinals)
-        rows.append({"ws": g.workspace_id, "name": g.name, "day": g.day, "bits": bits})
+        old_bits, old_firsts = stored.pop((g.workspace_id, g.name, g.day), (None, None))
+        created = g.created or []
+        bits = pack(with_ordinals(unpack(old_bits), created))
+        firsts = Firsts.merged(Firsts.unpack(old_firsts), g.ordinals, g.seconds, g.multi).pack()
+        fresh += len(created)
+        rows.append({"ws": g.workspace_id, "name": g.name, "day": g.day, "bits": bits, "firsts": firsts})
     await conn.execute(
         text(
             """
-            INSERT INTO analytics_funnel_bits (workspace_id, name, day, bits)
-            VALUES (:ws, :name, :day, :bits)
-            ON CONFLICT (workspace_id, name, day) DO UPDATE SET bits = EXCLUDED.bits
+            INSERT INTO analytics_funnel_bits (workspace_id, name, day, bits, firsts)
+            VALUES (:ws, :name, :day, :bits, :firsts)
+            ON CONFLICT (workspace_id, name, day) DO UPDATE SET bits = EXCLUDED.bits, firsts = EXCLUDED.firsts
             """
         ),
         rows,
@@ -244,16 +302,46 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days)]
 
 
-async def _bitmaps(conn: Conn, ws: uuid.UUID, name: str, days: list[date]) -> list[int]:
+async def _bitmaps(
+    conn: Conn, ws: uuid.UUID, name: str, days: list[date], *, firsts: bool = False
+) -> tuple[list[int], list[Firsts]]:
+    """The day bitmaps of `name` (and their `Firsts` when asked), one per day."""
+    column = ", firsts" if firsts else ""
     rows = await conn.execute(
         text(
-            "SELECT day, bits FROM analytics_funnel_bits "
+            f"SELECT day, bits{column} FROM analytics_funnel_bits "
             "WHERE workspace_id = :ws AND name = :name AND day >= :start AND day <= :last"
         ),
         {"ws": ws, "name": name, "start": days[0], "last": days[-1]},
     )
-    by_day = {r.day: r.bits for r in rows}
-    return [unpack(by_day.get(d)) for d in days]
+    by_day = {r.day: r for r in rows}
+    bits = [unpack(by_day[d].bits) if d in by_day else 0 for d in days]
+    cols = [Firsts.unpack(by_day[d].firsts if d in by_day else None) for d in days] if firsts else []
+    return bits, cols
+
+
+def _second_step(
+    entry_second: int, day: int, ordinal: int, seconds: list[Firsts], extra: int, window: int
+) -> bool | None:
+    """Whether a profile that entered at `entry_second` of day index `day`
+    did the second step after that and within `window` seconds, from the
+    first seconds of its days; None when whole seconds cannot tell (the
+    same second, the window's last second, or an earlier first event on
+    the entry day followed by more that day)."""
+    for k in range(extra + 1):
+        hit = seconds[day + k].get(ordinal) if day + k < len(seconds) else None
+        if hit is None:
+            continue
+        second, more = hit
+        at = k * 86400 + second
+        if k == 0 and second <= entry_second:
+            if second == entry_second or more:
+                return None
+            continue
+        if at == entry_second + window:
+            return None
+        return at < entry_second + window
+    return False
 
 
 # The earliest kept `name` time of profile c after c.prev, up to the day of
@@ -375,18 +463,61 @@ async def funnel_counts(
     days = _days(_utc_date(start), _utc_date(end))
     extra = -(-window_seconds // 86400)  # days after the entry day a next step can fall on
     later = _days(days[0], days[-1] + timedelta(days=extra + 1))
-    firsts = await _bitmaps(conn, ws, steps[0], days)
-    seconds = await _bitmaps(conn, ws, steps[1], later)
+    firsts, entries = await _bitmaps(conn, ws, steps[0], days, firsts=True)
+    seconds, second_cols = await _bitmaps(conn, ws, steps[1], later, firsts=True)
     reach = window_unions(seconds, extra + 1)
-    seen = candidates = 0
+    onward = (
+        window_unions((await _bitmaps(conn, ws, steps[2], later))[0], extra + 1) if len(steps) > 2 else []
+    )
+    seen, decided, exact = 0, 0, []
     for i, bits in enumerate(firsts):
         entered = bits & ~seen
         seen |= bits
-        candidates |= entered & reach[i]
-    counts = [seen.bit_count()] + [0] * (len(steps) - 1)
-    alive = ordinals_of(candidates)
-    if not alive:
-        return counts
+        candidates = entered & reach[i]
+        if not candidates:
+            continue
+        further = set(ordinals_of(candidates & onward[i])) if onward else set()
+        for ordinal in ordinals_of(candidates):
+            entry_second = entries[i].get(ordinal)[0]  # type: ignore[index]
+            verdict = _second_step(entry_second, i, ordinal, second_cols, extra, window_seconds)
+            if verdict is None or (verdict and ordinal in further):
+                exact.append(ordinal)
+            elif verdict:
+                decided += 1
+    counts = [seen.bit_count(), decided] + [0] * (len(steps) - 2)
+    if exact:
+        for k, n in enumerate(await _exact(conn, ws, steps, exact, days, window_seconds), start=1):
+            counts[k] += n
+    return counts
+
+
+async def _exact(
+    conn: Conn, ws: uuid.UUID, steps: list[str], alive: list[int], days: list[date], window_seconds: int
+) -> list[int]:
+    """Counts of steps 2.. among `alive`, from their exact times."""
+    counts = [0] * (len(steps) - 1)
+    window = timedelta(seconds=window_seconds)
+    first = await _entries_and_seconds(conn, ws, steps, alive, days[0], days[-1] + timedelta(days=1), window)
+    until = {r.ordinal: r.entry + window for r in first}
+    previous = {r.ordinal: r.entry for r in first}
+    rows = [r for r in first if r.at is not None or r.unsure]
+    for k, name in enumerate(steps[1:], start=1):
+        if k > 1:
+            rows = await _nexts(conn, ws, name, previous, until)
+        reached: dict[int, datetime] = {}
+        for row in rows:
+            found = row.at
+            if row.unsure:  # the previous step's day, past the kept times: read that day
+                t_prev = previous[row.ordinal]
+                day_end = datetime.combine(_utc_date(t_prev) + timedelta(days=1), time(), UTC)
+                found = await _next_from_events(conn, ws, row.ordinal, name, t_prev, day_end) or found
+            if found is not None and found <= until[row.ordinal]:
+                reached[row.ordinal] = found
+        counts[k - 1] = len(reached)
+        previous = reached
+        if not previous:
+            break
+    return counts
     window = timedelta(seconds=window_seconds)
     first = await _entries_and_seconds(conn, ws, steps, alive, days[0], days[-1] + timedelta(days=1), window)
     until = {r.ordinal: r.entry + window for r in first}

@@ -52,7 +52,9 @@ def upgrade() -> None:
         """
     )
     # Who did an event name on a day: a zlib-compressed little-endian bitmap
-    # of ordinals (bit n of the bytes = ordinal n).
+    # of ordinals (bit n of the bytes = ordinal n); and beside it each such
+    # profile's first second of that day and whether it did it more than
+    # once (analytics/funnels.Firsts).
     op.execute(
         """
         CREATE TABLE analytics_funnel_bits (
@@ -60,12 +62,14 @@ def upgrade() -> None:
             name text NOT NULL,
             day date NOT NULL,
             bits bytea NOT NULL,
+            firsts bytea NOT NULL,
             PRIMARY KEY (workspace_id, name, day)
         )
         """
     )
     # Already compressed: stored out of line as is.
     op.execute("ALTER TABLE analytics_funnel_bits ALTER COLUMN bits SET STORAGE EXTERNAL")
+    op.execute("ALTER TABLE analytics_funnel_bits ALTER COLUMN firsts SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
