@@ -14,17 +14,25 @@ Kept by the rollup pass (analytics/rollups.py), per slice of arrival time:
 - `analytics_funnel_days`: per profile, event name and UTC day, the
   earliest MAX_TIMES times (ascending) and how many there were;
 - `analytics_funnel_bits`: per event name and day, the profiles that did
-  it, as a bitmap of ordinals (zlib-compressed, bit n = ordinal n).
+  it, as a bitmap of ordinals (zlib-compressed, bit n = ordinal n), and
+  beside it their first second of that day and whether they did it more
+  than once that day (`Firsts`).
 
-A funnel is answered in two moves, neither of which reads `events`:
+A funnel is answered in three moves, none of which reads `events`:
 
 1. Bitmaps, a day at a time: step 1's profiles per day give the entry
    count (exact: a union of days) and each profile's entry day; those with
    a step-2 event on their entry day or within the window's days after it
    are the candidates. The others cannot reach step 2.
-2. Exact times, for the candidates only: their rows of
-   `analytics_funnel_days`, step by step, give each profile's entry time
-   and each next step's time, exactly as the definition above.
+2. First seconds, for the candidates: their entry second and the first
+   second of step 2 on each day of their window decide step 2 for most of
+   them (`_second_step`). Whole seconds cannot tell the same second, the
+   window's last second, or an entry day whose first step-2 event came
+   before the entry with more after it; those, and the profiles that
+   reached step 2 and have a step-3 day within their window, go on to 3.
+3. Exact times, for those only: their rows of `analytics_funnel_days`,
+   step by step, give each profile's entry time and each next step's
+   time, exactly as the definition above.
 
 The one case the stored times cannot decide is a day with more than
 MAX_TIMES events of a step where the previous step's time falls after the

@@ -108,6 +108,49 @@ def test_bitmaps_round_trip():
     assert funnels.unpack(None) == 0 and funnels.ordinals_of(0) == []
 
 
+def test_firsts_merge_and_round_trip():
+    old = funnels.Firsts.merged(funnels.Firsts.unpack(None), [2, 5, 9], [100, 200, 300], [False, True, False])
+    again = funnels.Firsts.unpack(old.pack())
+    merged = funnels.Firsts.merged(again, [1, 5], [50, 150], [False, False])
+    assert [merged.get(o) for o in (1, 2, 5, 9, 3)] == [
+        (50, False),
+        (100, False),
+        (150, False),
+        (300, False),
+        None,
+    ]
+
+
+def _cols(*days: dict[int, tuple[int, bool]]) -> list[funnels.Firsts]:
+    out = []
+    for day in days:
+        keys = sorted(day)
+        out.append(
+            funnels.Firsts.merged(
+                funnels.Firsts.unpack(None), keys, [day[k][0] for k in keys], [day[k][1] for k in keys]
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("entry", "days", "expected"),
+    [
+        (1000, [{7: (2000, False)}], True),  # later the same day
+        (1000, [{7: (500, False)}], False),  # only earlier that day
+        (1000, [{7: (500, True)}], None),  # earlier, then more that day: not decidable here
+        (1000, [{7: (1000, False)}], None),  # the same second
+        (1000, [{7: (500, False)}, {7: (999, False)}], True),  # next day, inside 24 h
+        (1000, [{}, {7: (1000, False)}], None),  # next day, exactly 24 h to the second
+        (1000, [{}, {7: (1001, False)}], False),  # next day, past 24 h
+        (1000, [{}, {8: (10, False)}], False),  # someone else
+    ],
+)
+def test_second_step_from_first_seconds(entry, days, expected):
+    cols = _cols(*days) + _cols({})
+    assert funnels._second_step(entry, 0, 7, cols, 1, 86400) is expected
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_rollup_funnels_equal_the_events_definition(engine, sessionmaker, seed):
     ws = (await new_workspace(sessionmaker)).workspace_id
