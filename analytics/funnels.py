@@ -51,6 +51,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import compress
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -89,17 +90,18 @@ def with_ordinals(bits: int, ordinals: Iterable[int]) -> int:
 
 
 def ordinals_of(bits: int) -> list[int]:
-    """The ordinals set in a bitmap, ascending."""
+    """The ordinals set in a bitmap, ascending: its 64-bit words, the zero
+    ones skipped in C (a sparse day of a million profiles: ~0.5 ms)."""
+    n = (bits.bit_length() + 63) // 64
+    words = array("Q")
+    words.frombytes(bits.to_bytes(n * 8, "little"))
     out = []
-    data = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
-    stripped = data.lstrip(b"\0")
-    offset = len(data) - len(stripped)
-    for i, byte in enumerate(stripped, start=offset):
-        if byte:
-            base = i << 3
-            for j in range(8):
-                if byte >> j & 1:
-                    out.append(base + j)
+    for w in compress(range(n), words):
+        word, base = words[w], w << 6
+        while word:
+            low = word & -word
+            out.append(base + low.bit_length() - 1)
+            word ^= low
     return out
 
 
@@ -128,21 +130,40 @@ class Firsts:
     more than once that day, in ordinal order (stored zlib-compressed:
     count, ordinals, seconds as uint32, flags as bytes)."""
 
-    __slots__ = ("multi", "ordinals", "seconds")
+    __slots__ = ("_multi", "_ordinals", "_seconds", "_stored")
 
-    def __init__(self, ordinals: array, seconds: array, multi: bytes) -> None:
-        self.ordinals, self.seconds, self.multi = ordinals, seconds, multi
+    def __init__(self, ordinals: array, seconds: array, multi: bytes, stored: bytes | None = None) -> None:
+        self._ordinals, self._seconds, self._multi, self._stored = ordinals, seconds, multi, stored
 
     @classmethod
     def unpack(cls, stored: bytes | None) -> Firsts:
-        if not stored:
-            return cls(array("I"), array("I"), b"")
-        raw = zlib.decompress(stored)
+        """Decompressed on first use (a funnel reads many days, uses some)."""
+        return cls(array("I"), array("I"), b"", stored or None)
+
+    def _load(self) -> None:
+        raw, self._stored = zlib.decompress(self._stored), None  # type: ignore[arg-type]
         n = int.from_bytes(raw[:4], "little")
-        ordinals, seconds = array("I"), array("I")
-        ordinals.frombytes(raw[4 : 4 + 4 * n])
-        seconds.frombytes(raw[4 + 4 * n : 4 + 8 * n])
-        return cls(ordinals, seconds, raw[4 + 8 * n :])
+        self._ordinals.frombytes(raw[4 : 4 + 4 * n])
+        self._seconds.frombytes(raw[4 + 4 * n : 4 + 8 * n])
+        self._multi = raw[4 + 8 * n :]
+
+    @property
+    def ordinals(self) -> array:
+        if self._stored is not None:
+            self._load()
+        return self._ordinals
+
+    @property
+    def seconds(self) -> array:
+        if self._stored is not None:
+            self._load()
+        return self._seconds
+
+    @property
+    def multi(self) -> bytes:
+        if self._stored is not None:
+            self._load()
+        return self._multi
 
     def pack(self) -> bytes:
         n = len(self.ordinals)
@@ -164,9 +185,10 @@ class Firsts:
 
     def get(self, ordinal: int) -> tuple[int, bool] | None:
         """(first second of the day, more than one) of a profile, or None."""
-        i = bisect_left(self.ordinals, ordinal)
-        if i < len(self.ordinals) and self.ordinals[i] == ordinal:
-            return self.seconds[i], bool(self.multi[i])
+        ordinals = self.ordinals
+        i = bisect_left(ordinals, ordinal)
+        if i < len(ordinals) and ordinals[i] == ordinal:
+            return self._seconds[i], bool(self._multi[i])
         return None
 
 
@@ -328,6 +350,11 @@ async def _bitmaps(
     return bits, cols
 
 
+def _any_day(cols: list[Firsts], day: int, extra: int, ordinal: int) -> bool:
+    """Whether the profile appears on day index `day` or the `extra` after."""
+    return any(cols[d].get(ordinal) is not None for d in range(day, min(len(cols), day + extra + 1)))
+
+
 def _second_step(
     entry_second: int, day: int, ordinal: int, seconds: list[Firsts], extra: int, window: int
 ) -> bool | None:
@@ -474,9 +501,7 @@ async def funnel_counts(
     firsts, entries = await _bitmaps(conn, ws, steps[0], days, firsts=True)
     seconds, second_cols = await _bitmaps(conn, ws, steps[1], later, firsts=True)
     reach = window_unions(seconds, extra + 1)
-    onward = (
-        window_unions((await _bitmaps(conn, ws, steps[2], later))[0], extra + 1) if len(steps) > 2 else []
-    )
+    third_cols = (await _bitmaps(conn, ws, steps[2], later, firsts=True))[1] if len(steps) > 2 else []
     seen, decided, exact = 0, 0, []
     for i, bits in enumerate(firsts):
         entered = bits & ~seen
@@ -484,11 +509,10 @@ async def funnel_counts(
         candidates = entered & reach[i]
         if not candidates:
             continue
-        further = set(ordinals_of(candidates & onward[i])) if onward else set()
         for ordinal in ordinals_of(candidates):
             entry_second = entries[i].get(ordinal)[0]  # type: ignore[index]
             verdict = _second_step(entry_second, i, ordinal, second_cols, extra, window_seconds)
-            if verdict is None or (verdict and ordinal in further):
+            if verdict is None or (verdict and _any_day(third_cols, i, extra, ordinal)):
                 exact.append(ordinal)
             elif verdict:
                 decided += 1
