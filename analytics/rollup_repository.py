@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 EVENTS_WATERMARK = "events"
 PROFILES_WATERMARK = "profiles"
+# The funnel rollups (analytics/funnels.py) move on their own watermark.
+FUNNEL_WATERMARK = "funnel"
 # The day before which `analytics_active_days` was last pruned: pruning
 # scans the whole set (no index on the day alone), so it runs once a day.
 PRUNED_WATERMARK = "active_days_pruned"

@@ -88,13 +88,16 @@ class FunnelStep(BaseModel):
 
 
 class Funnel(BaseModel):
-    """Ordered steps within a window: a profile counts at step N when it did
-    step N after step N-1, within `window_hours` of its first step."""
+    """Ordered steps within a window: a profile enters at its first step-1
+    event in the range; it counts at step N when it did step N after its
+    step N-1, within `window_hours` of its entry (the earliest such event
+    being its step-N time). Read from rollups: exact, up to `as_of`."""
 
     start: datetime
     end: datetime
     window_hours: int
     steps: list[FunnelStep]
+    as_of: datetime | None = Field(None, description="Events received up to this time are counted.")
 
 
 class Overview(BaseModel):

@@ -1,6 +1,6 @@
 """Analytics answers: time series, breakdowns, email engagement, profiles,
-funnels and overview totals, read from the rollups (analytics/rollups.py).
-Only funnels read `events`, bounded by their range and window."""
+funnels and overview totals, read from the rollups (analytics/rollups.py,
+analytics/funnels.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics import repository as repo
+from analytics.funnels import funnel_counts
 from analytics.schemas import (
     EmailSeries,
     EventName,
@@ -30,8 +31,6 @@ from core.errors import ValidationFailed
 MAX_DAYS = 400
 MAX_HOUR_BUCKETS = 24 * 31
 MAX_FUNNEL_DAYS = 92
-# Funnels read `events` (no rollup): past this they are refused, not left running.
-FUNNEL_TIMEOUT_SECONDS = 10.0
 MAX_BREAKDOWN_VALUES = 8
 EMAIL_KINDS = ("Sent", "Delivered", "Opened", "Clicked", "Bounced", "Complained", "Unsubscribed")
 OTHER = "(other)"
@@ -213,7 +212,8 @@ async def funnel(
     start: datetime | None,
     end: datetime | None,
 ) -> Funnel:
-    """Conversion through ordered steps (2 to 6) within a window."""
+    """Conversion through ordered steps (2 to 6) within a window, from the
+    funnel rollups (semantics in analytics/funnels.py)."""
     steps = [s.strip() for s in steps if s and s.strip()]
     if not 2 <= len(steps) <= 6:
         raise ValidationFailed([{"loc": "query.steps", "msg": "give 2 to 6 event names, in order"}])
@@ -224,17 +224,7 @@ async def funnel(
         raise ValidationFailed(
             [{"loc": "query.from", "msg": f"a funnel spans at most {MAX_FUNNEL_DAYS} days"}]
         )
-    try:
-        counts = await repo.funnel(session, ws, steps, lo, hi, window_hours * 3600, FUNNEL_TIMEOUT_SECONDS)
-    except repo.FunnelTooSlow:
-        raise ValidationFailed(
-            [
-                {
-                    "loc": "query.from",
-                    "msg": "this funnel reads too many events; narrow the range or the window",
-                }
-            ]
-        ) from None
+    counts = await funnel_counts(session, ws, steps, lo, hi, window_hours * 3600)
     first = counts[0] or 0
     out = []
     for i, (name, count) in enumerate(zip(steps, counts, strict=True)):
@@ -247,7 +237,9 @@ async def funnel(
                 conversion_from_first=round(count / first, 4) if first else 0.0,
             )
         )
-    return Funnel(start=lo, end=hi, window_hours=window_hours, steps=out)
+    return Funnel(
+        start=lo, end=hi, window_hours=window_hours, steps=out, as_of=await repo.watermark(session, "funnel")
+    )
 
 
 async def overview(

@@ -116,9 +116,9 @@ async def funnel(
     start: From = None,
     end: To = None,
 ) -> Funnel:
-    """Profiles that did the first step in the range, then each next step
-    in order within the window. The one analytics answer that reads
-    `events` itself, bounded by the range (at most 92 days) plus the window."""
+    """Profiles that did the first step in the range (at most 92 days),
+    then each next step in order within the window of their first step.
+    Read from the funnel rollups; exact for the events they hold (`as_of`)."""
     return await service.funnel(
         session, workspace_id, steps=steps, window_hours=window_hours, start=start, end=end
     )

@@ -47,6 +47,7 @@ from campaigns.schemas import CampaignCreate
 from core.secret_box import SecretBox
 from core.settings import Settings, to_asyncpg_dsn
 from db.engine import create_engine, create_sessionmaker, session_scope
+from db.migrate import upgrade
 from delivery import service as delivery
 from delivery.schemas import ProviderCreate, TemplateCreate
 from flows import service as flows
@@ -172,10 +173,24 @@ async def main() -> None:
     parser.add_argument("--server", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER))
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--cache-dataset",
+        action="store_true",
+        help="keep the generated profiles and events as a template database and copy it on the next run "
+        "with the same scale and days (skips the twelve-minute generation; drop it with --drop-cache)",
+    )
+    parser.add_argument("--drop-cache", action="store_true", help="drop the cached dataset and exit")
     args = parser.parse_args()
     n_profiles, n_events = int(1_000_000 * args.scale), int(10_000_000 * args.scale)
 
-    url = await fresh_database(args.server, "mp_bench_dashboard")
+    cache = f"mp_bench_dashboard_cache_{n_profiles}_{n_events}_{args.days}"
+    if args.drop_cache:
+        await drop_database(args.server, args.server.rsplit("/", 1)[0] + f"/{cache}")
+        return
+    if args.cache_dataset:
+        url = await _from_cache(args.server, cache, n_profiles, n_events, args.days)
+    else:
+        url = await fresh_database(args.server, "mp_bench_dashboard")
     settings = Settings(
         database_url=url,
         redis_url=args.redis,
@@ -190,12 +205,8 @@ async def main() -> None:
         async with session_scope(sessionmaker) as session:
             keys = await create_workspace_keys(session, "bench")
         ws = keys.workspace_id
-        print(
-            f"generating {n_profiles:,} profiles and {n_events:,} events over {args.days} days...", flush=True
-        )
-        started = time.perf_counter()
-        await generate(conn, ws, n_profiles, n_events, args.days)
-        print(f"generated in {time.perf_counter() - started:.0f}s", flush=True)
+        if not args.cache_dataset:
+            await _generate(conn, ws, n_profiles, n_events, args.days)
         ids = await _fixtures(sessionmaker, ws, settings)
         started = time.perf_counter()
         await _sent_campaign(conn, ws, ids["campaign"], max(1, n_profiles // 10))
@@ -295,6 +306,11 @@ async def main() -> None:
                     "analytics overview 30d": "/api/v1/analytics/overview",
                     "analytics funnel 30d": f"/api/v1/analytics/funnel?{steps}&window_hours=24",
                     "analytics funnel 7d": f"/api/v1/analytics/funnel?{steps}&window_hours=24&from={_ago(7)}",
+                    "analytics funnel 90d 5 steps": f"/api/v1/analytics/funnel?{steps}"
+                    "&steps=Email+Opened&steps=Email+Clicked&window_hours=24"
+                    f"&from={_ago(90)}",
+                    "analytics funnel 90d 7d window": "/api/v1/analytics/funnel?steps=Product+Viewed"
+                    f"&steps=Added+to+Cart&window_hours=168&from={_ago(90)}",
                 }
                 results += [
                     await _measure(api, label, "GET", path, None, args.repeat)
@@ -317,6 +333,55 @@ async def main() -> None:
             print(f"kept {url}")
         else:
             await drop_database(args.server, url)
+
+
+async def _generate(conn: asyncpg.Connection, ws: uuid.UUID, profiles: int, events: int, days: int) -> None:
+    print(f"generating {profiles:,} profiles and {events:,} events over {days} days...", flush=True)
+    started = time.perf_counter()
+    await generate(conn, ws, profiles, events, days)
+    print(f"generated in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+async def _from_cache(server: str, cache: str, profiles: int, events: int, days: int) -> str:
+    """A copy of the cached dataset `cache` (generated first when missing),
+    migrated to the current head. The copy's workspace is the cache's
+    "bench" workspace; the run adds its own keys to it. Events keep the
+    times of the generation (a cache hours old has its newest hours empty)."""
+    base = server.rsplit("/", 1)[0]
+    admin = await asyncpg.connect(server)
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", cache)
+    finally:
+        await admin.close()
+    if not exists:
+        tmp = await fresh_database(server, cache + "_new")
+        engine = create_engine(tmp, pool_size=1)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                ws = (await create_workspace_keys(session, "bench")).workspace_id
+            conn = await asyncpg.connect(to_asyncpg_dsn(tmp))
+            try:
+                await _generate(conn, ws, profiles, events, days)
+            finally:
+                await conn.close()
+        finally:
+            await engine.dispose()
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'ALTER DATABASE "{tmp.rsplit("/", 1)[1]}" RENAME TO "{cache}"')
+        finally:
+            await admin.close()
+    name = f"mp_bench_dashboard_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server)
+    started = time.perf_counter()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{cache}"')
+    finally:
+        await admin.close()
+    url = f"{base}/{name}"
+    await asyncio.to_thread(upgrade, url)
+    print(f"copied the cached dataset {cache} in {time.perf_counter() - started:.0f}s", flush=True)
+    return url
 
 
 def _ago(days: int) -> str:

@@ -98,16 +98,25 @@ async def members_page(
     after: uuid.UUID | None,
     limit: int,
 ) -> Sequence[RowMapping]:
-    """Stored members (as of the last refresh), by profile id."""
+    """Stored members (as of the last refresh), by profile id.
+
+    The page of memberships is taken first (the primary key's order, a
+    LIMIT inside the subquery), then joined to its profiles: written as one
+    join, a planner whose statistics lag a large refresh (before autoanalyze
+    has run) may hash-join every member to `profiles` for a page of 25."""
     m = segment_memberships
-    stmt = (
-        select(m.c.profile_id, profiles.c.email, profiles.c.external_id, m.c.entered_at)
-        .join(profiles, profiles.c.id == m.c.profile_id)
-        .where(m.c.segment_id == segment_id, m.c.workspace_id == workspace_id)
+    page = select(m.c.profile_id, m.c.entered_at).where(
+        m.c.segment_id == segment_id, m.c.workspace_id == workspace_id
     )
     if after is not None:
-        stmt = stmt.where(m.c.profile_id > after)
-    return (await session.execute(stmt.order_by(m.c.profile_id).limit(limit))).mappings().all()
+        page = page.where(m.c.profile_id > after)
+    page = page.order_by(m.c.profile_id).limit(limit).subquery()
+    stmt = (
+        select(page.c.profile_id, profiles.c.email, profiles.c.external_id, page.c.entered_at)
+        .join(profiles, (profiles.c.id == page.c.profile_id) & (profiles.c.workspace_id == workspace_id))
+        .order_by(page.c.profile_id)
+    )
+    return (await session.execute(stmt)).mappings().all()
 
 
 async def count_matching(conn: AsyncSession | AsyncConnection, members: Select[Any]) -> int:

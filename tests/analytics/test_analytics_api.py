@@ -101,7 +101,11 @@ async def test_funnel_orders_steps_within_the_window(api, tracking, engine):
     )
     params = [("steps", "View"), ("steps", "Cart"), ("steps", "Order"), ("window_hours", "24")]
     body = (await api.get("/api/v1/analytics/funnel", params=params)).json()
+    assert [s["count"] for s in body["steps"]] == [0, 0, 0]  # not rolled up yet
+    await roll(engine)
+    body = (await api.get("/api/v1/analytics/funnel", params=params)).json()
     assert [(s["name"], s["count"]) for s in body["steps"]] == [("View", 4), ("Cart", 2), ("Order", 1)]
+    assert body["as_of"] is not None
     assert body["steps"][1]["conversion_from_previous"] == 0.5
     assert body["steps"][2]["conversion_from_first"] == 0.25
 

@@ -195,3 +195,76 @@ async def test_sign_out_ends_the_session(page, workspace):
     await expect(page.locator("h1")).to_have_text("Sign in")
     await page.goto("/segments")
     await expect(page.locator("h1")).to_have_text("Sign in")
+
+
+async def test_condition_builder_edits_the_tree_it_posts(page, api, tracking, workspace):
+    people = [("DE", "pro"), ("FR", "pro"), ("US", "pro"), ("DE", "free")]
+    for n, (country, plan) in enumerate(people):
+        r = await tracking.post(
+            "/identify", json={"userId": f"b{n}", "traits": {"country": country, "plan": plan}}
+        )
+        assert r.status_code == 200
+    await sign_in(page, workspace.secret_key)
+    await page.goto("/segments/new")
+    builder = page.locator("#condition-builder")
+    root = builder.locator("> .cb-group")
+    # The example: all of (a trait, an event); drop the event.
+    await expect(root.locator("> .cb-items > .cb-cond")).to_have_count(2)
+    await root.locator("> .cb-items > [data-cond=event] [data-remove]").click()
+    await expect(root.locator("> .cb-items > .cb-cond")).to_have_count(1)
+    # A nested group: any of two countries.
+    await root.locator("> .cb-add [data-add=group]").click()
+    group = root.locator("> .cb-items > .cb-group")
+    await expect(group.locator("select[aria-label=Group]")).to_have_value("any")
+    await group.locator("> .cb-add [data-add=trait]").click()
+    conds = group.locator("> .cb-items > [data-cond=trait]")
+    await expect(conds).to_have_count(2)
+    for i, country in enumerate(("DE", "FR")):
+        await conds.nth(i).locator("input[aria-label=Trait]").fill("country")
+        await conds.nth(i).locator("input[aria-label=Value]").fill(country)
+    expected = {
+        "type": "all",
+        "conditions": [
+            {"type": "trait", "path": "plan", "op": "eq", "value": "pro"},
+            {
+                "type": "any",
+                "conditions": [
+                    {"type": "trait", "path": "country", "op": "eq", "value": "DE"},
+                    {"type": "trait", "path": "country", "op": "eq", "value": "FR"},
+                ],
+            },
+        ],
+    }
+    # The live estimate follows the builder: DE-pro and FR-pro.
+    await expect(page.locator("[data-estimate] .n")).to_have_text("2")
+    await shot(page, "06b-segment-builder")
+    # Any of the top level instead: every pro or DE/FR profile.
+    await root.locator("> .cb-head select[aria-label=Group]").select_option("any")
+    await expect(page.locator("[data-estimate] .n")).to_have_text("4")
+    await root.locator("> .cb-head select[aria-label=Group]").select_option("all")
+    # Hand-edited JSON redraws the builder; broken JSON says so.
+    await page.fill("#f-definition", '{"type": "all", "conditions": [')
+    await expect(builder.locator("[data-builder-error]")).to_be_visible()
+    await page.fill("#f-definition", '{"type": "trait", "path": "plan", "op": "exists"}')
+    await expect(builder.locator("[data-cond=trait] select[aria-label=Operator]")).to_have_value("exists")
+    await expect(builder.locator("[data-cond=trait] input[aria-label=Value]")).to_have_count(0)
+    await builder.locator("[data-add=wrap]").click()
+    await expect(builder.locator("> .cb-group > .cb-items > .cb-cond")).to_have_count(2)
+    # Back to the tree built above, through the builder, and saved.
+    await builder.locator("> .cb-group > .cb-items > .cb-cond").nth(1).locator("[data-remove]").click()
+    only = builder.locator("> .cb-group > .cb-items > .cb-cond").first
+    await only.locator("select[aria-label=Operator]").select_option("eq")
+    await only.locator("input[aria-label=Value]").fill("pro")
+    await builder.locator("> .cb-group > .cb-add [data-add=group]").click()
+    sub = builder.locator("> .cb-group > .cb-items > .cb-group")
+    await sub.locator("> .cb-add [data-add=trait]").click()
+    for i, country in enumerate(("DE", "FR")):
+        cond = sub.locator("> .cb-items > [data-cond=trait]").nth(i)
+        await cond.locator("input[aria-label=Trait]").fill("country")
+        await cond.locator("input[aria-label=Value]").fill(country)
+    await page.fill("#f-name", "Pros in DE or FR")
+    await page.click("button:has-text('Create segment')")
+    await expect(page.locator("h1")).to_have_text("Pros in DE or FR")
+    segment_id = page.url.rsplit("/", 1)[1]
+    saved = (await api.get(f"/api/v1/segments/{segment_id}")).json()
+    assert saved["definition"] == expected
