@@ -115,53 +115,60 @@ class FlowActivities:
 
     @activity.defn(name="begin_flow_enrollment")
     async def begin_flow_enrollment(self, params: BeginInput) -> BeginResult:
-        """Record the enrollment, unless re-entry refuses it."""
+        """Record the enrollment, unless re-entry refuses it (runs begun
+        before `enter_flow_enrollment`; their first step is recorded next)."""
         run = params.run
         settings = run.graph.settings
+        entry = EnterInput(
+            enrollment_key=run.enrollment_key,
+            version=run.version,
+            workflow_id=params.workflow_id,
+            trigger_id=run.trigger.id if run.trigger else None,
+            payload=run.payload,
+            reentry=settings.reentry.value,
+            reentry_after_seconds=float(settings.reentry_after_seconds or 0),
+            step=StepInput(
+                workspace_id=run.workspace_id,
+                flow_id=run.flow_id,
+                enrollment_id=run.enrollment_id,
+                profile_id=run.profile_id,
+                seq=1,
+                node_id=run.graph.start,
+            ),
+        )
         async with self._engine.begin() as conn:
-            status = await repo.begin(
-                conn,
-                {
-                    "id": run.enrollment_id,
-                    "ws": run.workspace_id,
-                    "flow": run.flow_id,
-                    "version": run.version,
-                    "profile": run.profile_id,
-                    "key": run.enrollment_key,
-                    "workflow_id": params.workflow_id,
-                    "trigger": run.trigger.id if run.trigger else None,
-                    "payload": orjson.dumps(run.payload).decode(),
-                    "reentry": settings.reentry.value,
-                    "after": float(settings.reentry_after_seconds or 0),
-                },
-            )
-        return BeginResult(status=status)
+            return BeginResult(status=await self._begin(conn, entry))
 
     @activity.defn(name="enter_flow_enrollment")
     async def enter_flow_enrollment(self, params: EnterInput) -> EnterResult:
         """Record the enrollment, unless re-entry refuses it, and enter its
         first step, in one transaction: a new run's first local activity."""
-        step = params.step
         async with self._engine.begin() as conn:
-            status = await repo.begin(
-                conn,
-                {
-                    "id": step.enrollment_id,
-                    "ws": step.workspace_id,
-                    "flow": step.flow_id,
-                    "version": params.version,
-                    "profile": step.profile_id,
-                    "key": params.enrollment_key,
-                    "workflow_id": params.workflow_id,
-                    "trigger": params.trigger_id,
-                    "payload": orjson.dumps(params.payload).decode(),
-                    "reentry": params.reentry,
-                    "after": params.reentry_after_seconds,
-                },
-            )
+            status = await self._begin(conn, params)
             if status != "started":
                 return EnterResult(status=status)
-            return EnterResult(status=status, step=await self._enter_step(conn, step))
+            return EnterResult(status=status, step=await self._enter_step(conn, params.step))
+
+    @staticmethod
+    async def _begin(conn: AsyncConnection, params: EnterInput) -> str:
+        """Insert the enrollment unless re-entry refuses it (repo.begin)."""
+        step = params.step
+        return await repo.begin(
+            conn,
+            {
+                "id": step.enrollment_id,
+                "ws": step.workspace_id,
+                "flow": step.flow_id,
+                "version": params.version,
+                "profile": step.profile_id,
+                "key": params.enrollment_key,
+                "workflow_id": params.workflow_id,
+                "trigger": params.trigger_id,
+                "payload": orjson.dumps(params.payload).decode(),
+                "reentry": params.reentry,
+                "after": params.reentry_after_seconds,
+            },
+        )
 
     @activity.defn(name="record_flow_step")
     async def record_flow_step(self, params: StepInput) -> StepResult:

@@ -550,25 +550,3 @@ async def _exact(
         if not previous:
             break
     return counts
-    window = timedelta(seconds=window_seconds)
-    first = await _entries_and_seconds(conn, ws, steps, alive, days[0], days[-1] + timedelta(days=1), window)
-    until = {r.ordinal: r.entry + window for r in first}
-    previous = {r.ordinal: r.entry for r in first}
-    rows = [r for r in first if r.at is not None or r.unsure]
-    for k, name in enumerate(steps[1:], start=1):
-        if k > 1:
-            rows = await _nexts(conn, ws, name, previous, until)
-        reached: dict[int, datetime] = {}
-        for row in rows:
-            found = row.at
-            if row.unsure:  # the previous step's day, past the kept times: read that day
-                t_prev = previous[row.ordinal]
-                day_end = datetime.combine(_utc_date(t_prev) + timedelta(days=1), time(), UTC)
-                found = await _next_from_events(conn, ws, row.ordinal, name, t_prev, day_end) or found
-            if found is not None and found <= until[row.ordinal]:
-                reached[row.ordinal] = found
-        counts[k] = len(reached)
-        previous = reached
-        if not previous:
-            break
-    return counts
