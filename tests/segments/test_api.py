@@ -222,6 +222,7 @@ async def test_workspace_refresh_interval(api):
         "segment_refresh_minutes": 5,
         "timezone": "UTC",
         "allowed_origins": None,
+        "frequency_cap": None,
     }
     r = await api.put("/api/v1/workspace/settings", json={"segment_refresh_minutes": 15})
     assert r.status_code == 200 and r.json()["segment_refresh_minutes"] == 15
