@@ -50,7 +50,7 @@ import uuid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import FAST_UVICORN, drop_database, fresh_database
+from bench.common import FAST_UVICORN, add_sendgrid, drop_database, fresh_database
 from bench.email import FAKE_APP
 from bench.flows import Cpu, _logged, _spawn, _until
 
@@ -181,13 +181,10 @@ async def main() -> None:
 
     from campaigns import service as campaigns
     from campaigns.schemas import CampaignCreate
-    from core.secret_box import SecretBox
     from core.settings import Settings
     from db.engine import create_engine, create_sessionmaker, session_scope
     from definitions.campaigns import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW
-    from delivery import service as delivery
     from delivery.adapters.sendgrid import SendGridAdapter
-    from delivery.schemas import ProviderCreate
     from segments.schemas import SegmentCreate
     from segments.service import create_segment
     from tests.support.processes import temporal_dev_server, wait_for_temporal
@@ -237,20 +234,7 @@ async def main() -> None:
         sessions = create_sessionmaker(engine)
         async with session_scope(sessions) as session:
             ws = (await create_workspace_keys(session, "bench")).workspace_id
-            await delivery.create_provider(
-                session,
-                ws,
-                ProviderCreate(
-                    name="fake",
-                    kind="sendgrid",
-                    priority=10,
-                    settings={"base_url": fake_url},
-                    credentials={"api_key": "k"},
-                ),
-                settings.tracking_url,
-                box=SecretBox.from_settings(settings),
-                allow_private_hosts=True,
-            )
+            await add_sendgrid(session, ws, settings, fake_url)
             segment = await create_segment(
                 session,
                 ws,

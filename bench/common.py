@@ -13,6 +13,31 @@ from tests.support.services import create_database, drop_database
 FAST_UVICORN = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
 
+async def add_sendgrid(
+    session, workspace_id, settings, base_url: str, name: str = "fake", priority: int = 10
+):
+    """A SendGrid provider at `base_url` (a local fake, or a port nobody
+    listens on), created through the platform's own service."""
+    from core.secret_box import SecretBox
+    from delivery import service
+    from delivery.schemas import ProviderCreate
+
+    return await service.create_provider(
+        session,
+        workspace_id,
+        ProviderCreate(
+            name=name,
+            kind="sendgrid",
+            priority=priority,
+            settings={"base_url": base_url},
+            credentials={"api_key": "k"},
+        ),
+        settings.tracking_url,
+        box=SecretBox.from_settings(settings),
+        allow_private_hosts=True,
+    )
+
+
 async def fresh_database(server: str, prefix: str) -> str:
     """Create and migrate a database on `server`; returns its URL."""
     url = await create_database(server, prefix)
@@ -20,4 +45,4 @@ async def fresh_database(server: str, prefix: str) -> str:
     return url
 
 
-__all__ = ["drop_database", "fresh_database"]
+__all__ = ["add_sendgrid", "drop_database", "fresh_database"]

@@ -37,9 +37,8 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import FAST_UVICORN, drop_database, fresh_database
+from bench.common import FAST_UVICORN, add_sendgrid, drop_database, fresh_database
 from core.runtime import tune_gc
-from core.secret_box import SecretBox
 from core.settings import Settings
 from db.engine import create_engine, create_sessionmaker, session_scope
 from delivery import service
@@ -47,7 +46,7 @@ from delivery.adapters import OutgoingEmail
 from delivery.adapters.sendgrid import SendGridAdapter
 from delivery.limits import BreakerPolicy, ProviderLimits
 from delivery.router import ProviderRouter
-from delivery.schemas import MessageCreate, ProviderCreate, TemplateCreate
+from delivery.schemas import MessageCreate, TemplateCreate
 from delivery.sender import EmailSender
 from tests.support.servers import free_port
 from workspaces.service import create_workspace_keys
@@ -144,20 +143,7 @@ async def main() -> None:
                     name="bench", subject="Hi {{ profile.first_name }}", html=HTML, from_email="s@example.com"
                 ),
             )
-            await service.create_provider(
-                session,
-                ws,
-                ProviderCreate(
-                    name="fake",
-                    kind="sendgrid",
-                    priority=10,
-                    settings={"base_url": fake_url},
-                    credentials={"api_key": "k"},
-                ),
-                settings.tracking_url,
-                box=SecretBox.from_settings(settings),
-                allow_private_hosts=True,
-            )
+            await add_sendgrid(session, ws, settings, fake_url)
 
         async def make_messages(count: int, tag: str) -> list[uuid.UUID]:
             ids = []
@@ -206,20 +192,7 @@ async def main() -> None:
         direct, full = max(direct_passes), max(full_passes)
 
         async with session_scope(sessions) as session:
-            await service.create_provider(
-                session,
-                ws,
-                ProviderCreate(
-                    name="down",
-                    kind="sendgrid",
-                    priority=1,
-                    settings={"base_url": f"http://127.0.0.1:{free_port()}"},
-                    credentials={"api_key": "k"},
-                ),
-                settings.tracking_url,
-                box=SecretBox.from_settings(settings),
-                allow_private_hosts=True,
-            )
+            await add_sendgrid(session, ws, settings, f"http://127.0.0.1:{free_port()}", "down", 1)
         failover_ids = await make_messages(args.messages, "failover")
         failover = await _run(args.concurrency, failover_ids, full_send)
         await router.close()

@@ -32,11 +32,11 @@ from tests.support.processes import (
     cli_env,
     cli_process,
     kill,
-    logged,
     own_stack,
     tail,
     temporal_dev_server,
     wait_for_temporal,
+    worker_ready,
 )
 from tests.support.servers import free_port, serve
 
@@ -56,15 +56,6 @@ async def stack(pg_server, settings) -> AsyncIterator[OwnStack]:
         email_reconcile_settle_seconds=1.0,
     ) as own:
         yield own
-
-
-async def _worker_ready(log: Path, proc, timeout: float = 60) -> None:
-    async def polling():
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited:\n{tail(log)}")
-        return logged(log, "worker polling")
-
-    await wait_for(polling, timeout=timeout, interval=0.1)
 
 
 async def _message_statuses(engine, campaign_id: str) -> dict[str, int]:
@@ -158,7 +149,7 @@ async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path)
     async with _api(stack.settings, keys) as api:
         cid = await _prepare(api, stack, keys, sendgrid, n)
         with cli_process(["worker"], env, log) as first:
-            await _worker_ready(log, first)
+            await worker_ready(log, first)
             assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
             # Killed while a request is inside the provider (the fake holds
             # each for a second), so that request's claims are left behind.
@@ -166,7 +157,7 @@ async def test_worker_killed_mid_send(stack: OwnStack, sendgrid, tmp_path: Path)
             kill(first)
         at_kill = sendgrid.accepted
         with cli_process(["worker"], env, log) as second:
-            await _worker_ready(log, second)
+            await worker_ready(log, second)
             done = await finished(api, cid, timeout=240)
             await asyncio.sleep(1.0)  # a duplicate send would land now
             assert second.poll() is None, tail(log)
@@ -200,7 +191,7 @@ async def test_temporal_restarted_mid_send(stack: OwnStack, sendgrid, tmp_path: 
         async with _api(settings, keys) as api:
             cid = await _prepare(api, stack, keys, sendgrid, n)
             with cli_process(["worker"], cli_env(settings), log) as worker:
-                await _worker_ready(log, worker)
+                await worker_ready(log, worker)
                 assert (await api.post(f"/api/v1/campaigns/{cid}/send")).status_code == 202
                 await wait_for(lambda: _received_at_least(sendgrid, n // 4), timeout=120, interval=0.05)
                 assert server.proc is not None

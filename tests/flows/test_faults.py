@@ -32,11 +32,11 @@ from tests.support.processes import (
     cli_env,
     cli_process,
     kill,
-    logged,
     own_stack,
     tail,
     temporal_dev_server,
     wait_for_temporal,
+    worker_ready,
 )
 from tests.support.servers import free_port, serve
 
@@ -64,15 +64,6 @@ class HeldWebhook:
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
-
-
-async def _worker_ready(log: Path, proc, timeout: float = 60) -> None:
-    async def polling():
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited:\n{tail(log)}")
-        return logged(log, "worker polling")
-
-    await wait_for(polling, timeout=timeout, interval=0.1)
 
 
 async def _scalar(engine, sql: str, **params):
@@ -173,7 +164,7 @@ async def test_worker_killed_mid_step_and_mid_wait(stack: OwnStack, apps, sendgr
 
         # 1. Killed while every enrollment is inside the webhook step.
         with cli_process(["worker"], env, log) as first:
-            await _worker_ready(log, first)
+            await worker_ready(log, first)
             for user in users:
                 r = await tracking.post("/track", json={"userId": user, "event": "Signed Up"})
                 assert r.status_code == 200
@@ -184,14 +175,14 @@ async def test_worker_killed_mid_step_and_mid_wait(stack: OwnStack, apps, sendgr
 
         # 2. Killed while every enrollment waits on its timer.
         with cli_process(["worker"], env, log) as second:
-            await _worker_ready(log, second)
+            await worker_ready(log, second)
             await wait_for(lambda: _all_at(engine, flow_id, "nap", people), timeout=60)
             kill(second)
         sent_before = len(sendgrid.received)
 
         # 3. A third worker finishes them all.
         with cli_process(["worker"], env, log) as third:
-            await _worker_ready(log, third)
+            await worker_ready(log, third)
             rows = await wait_for(lambda: _all_done(engine, flow_id, people), timeout=60)
             await asyncio.sleep(1)  # a duplicate send would land now
             assert third.poll() is None, tail(log)
@@ -239,7 +230,7 @@ async def test_worker_killed_mid_send_sends_no_email_twice(stack: OwnStack, apps
     env = cli_env(stack.settings)
     log = tmp_path / "worker.log"
     with cli_process(["worker"], env, log) as first:
-        await _worker_ready(log, first)
+        await worker_ready(log, first)
         for user in users:
             assert (
                 await tracking.post("/track", json={"userId": user, "event": "Ordered"})
@@ -252,7 +243,7 @@ async def test_worker_killed_mid_send_sends_no_email_twice(stack: OwnStack, apps
         kill(first)  # every send is inside the provider call
     sendgrid.mode = "ok"
     with cli_process(["worker"], env, log) as second:
-        await _worker_ready(log, second)
+        await worker_ready(log, second)
         rows = await wait_for(lambda: _all_done(engine, flow_id, people), timeout=60)
         await asyncio.sleep(1)
     assert [r["status"] for r in rows] == ["completed"] * people
@@ -299,7 +290,7 @@ async def test_temporal_restarted_mid_wait(stack: OwnStack, apps, sendgrid, tmp_
     try:
         await wait_for_temporal(address)
         with cli_process(["worker"], cli_env(settings), log) as worker:
-            await _worker_ready(log, worker)
+            await worker_ready(log, worker)
             for user in users:
                 r = await tracking.post("/track", json={"userId": user, "event": "Trial Started"})
                 assert r.status_code == 200
@@ -342,7 +333,7 @@ async def test_tracking_killed_after_acknowledging_triggers(stack: OwnStack, tmp
         cli_process(["worker"], cli_env(stack.settings), worker_log) as worker,
         cli_process(["tracking"], tracking_env, tracking_log) as proc,
     ):
-        await _worker_ready(worker_log, worker)
+        await worker_ready(worker_log, worker)
         headers = {"Authorization": f"Bearer {keys.public_key}"}
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10

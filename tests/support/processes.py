@@ -80,6 +80,18 @@ def tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+async def worker_ready(log: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the `mp worker` process logs that it polls its task queue;
+    fails at once, with the log's end, if it exits first."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not logged(log, "worker polling"):
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited:\n{tail(log)}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"worker not polling after {timeout:.0f}s:\n{tail(log)}")
+        await asyncio.sleep(0.1)
+
+
 def temporal_dev_server(data_dir: Path, port: int, *, persist: bool = True) -> embedded.Child:
     """A Temporal dev server (not started) on `port`, persisting to
     `data_dir/temporal.db` (in memory with `persist=False`). Start a
