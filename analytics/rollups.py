@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from analytics import rollup_repository as repo
 from analytics.funnels import add_funnel_slice
@@ -40,33 +40,16 @@ async def rollup_pass(
     beat: Callable[[], Awaitable[None] | None] = lambda: None,
 ) -> RollupResult:
     """Bring every rollup up to `now() - lag`; returns what it counted."""
-    events = slices = 0
     async with engine.begin() as conn:
         await repo.summarize_received_index(conn)
-    async with engine.begin() as conn:
         hi = await repo.db_now(conn) - timedelta(seconds=lag_seconds)
-        lo = await repo.watermark(conn, repo.EVENTS_WATERMARK)
-        if lo is None:
-            oldest = await repo.oldest_received(conn)
-            lo = (oldest - timedelta(microseconds=1)) if oldest is not None else hi
-            await repo.set_watermark(conn, repo.EVENTS_WATERMARK, min(lo, hi))
-    while lo < hi:
-        end = min(hi, lo + timedelta(hours=slice_hours))
-        async with engine.begin() as conn:
-            # Locked: a second pass running at once waits here, then re-reads.
-            current = await repo.watermark(conn, repo.EVENTS_WATERMARK)
-            if current is not None and current != lo:
-                lo = current
-                continue
-            events += await repo.add_event_hours(conn, lo, end)
-            await repo.add_property_counts(conn, lo, end)
-            await repo.add_email_counts(conn, lo, end)
-            await repo.add_active_days(conn, lo, end)
-            await repo.set_watermark(conn, repo.EVENTS_WATERMARK, end)
-        slices += 1
-        lo = end
-        await _beat(beat)
-    await _funnel_slices(engine, hi, slice_hours, beat)
+    events, slices = await _slices(engine, repo.EVENTS_WATERMARK, hi, slice_hours, beat, _event_slice)
+    created, _ = await _slices(engine, repo.FUNNEL_WATERMARK, hi, slice_hours, beat, add_funnel_slice)
+    if created >= ANALYZE_AFTER_ROWS:
+        # A backfill: fresh statistics now rather than at autovacuum's pace.
+        async with engine.connect() as conn:
+            await conn.execute(text("ANALYZE analytics_funnel_days, analytics_profile_ordinals"))
+            await conn.commit()
 
     async with engine.begin() as conn:
         since = await repo.watermark(conn, repo.PROFILES_WATERMARK)
@@ -85,31 +68,44 @@ async def _beat(beat: Callable[[], Awaitable[None] | None]) -> None:
         await result
 
 
-async def _funnel_slices(
-    engine: AsyncEngine, hi: datetime, slice_hours: float, beat: Callable[[], Awaitable[None] | None]
-) -> None:
-    """The funnel rollups up to `hi`, from the `funnel` watermark (the
-    oldest event on a first pass), a slice per transaction."""
-    created = 0
+async def _event_slice(conn: AsyncConnection, lo: datetime, end: datetime) -> int:
+    """The event rollups of one slice; returns its events."""
+    events = await repo.add_event_hours(conn, lo, end)
+    await repo.add_property_counts(conn, lo, end)
+    await repo.add_email_counts(conn, lo, end)
+    await repo.add_active_days(conn, lo, end)
+    return events
+
+
+async def _slices(
+    engine: AsyncEngine,
+    mark: str,
+    hi: datetime,
+    slice_hours: float,
+    beat: Callable[[], Awaitable[None] | None],
+    step: Callable[[AsyncConnection, datetime, datetime], Awaitable[int]],
+) -> tuple[int, int]:
+    """Bring the rollups behind watermark `mark` up to `hi` (from the oldest
+    event on a first pass), a slice of at most `slice_hours` per
+    transaction: (what `step` counted, slices)."""
     async with engine.begin() as conn:
-        lo = await repo.watermark(conn, repo.FUNNEL_WATERMARK)
+        lo = await repo.watermark(conn, mark)
         if lo is None:
             oldest = await repo.oldest_received(conn)
             lo = (oldest - timedelta(microseconds=1)) if oldest is not None else hi
-            await repo.set_watermark(conn, repo.FUNNEL_WATERMARK, min(lo, hi))
+            await repo.set_watermark(conn, mark, min(lo, hi))
+    counted = slices = 0
     while lo < hi:
         end = min(hi, lo + timedelta(hours=slice_hours))
         async with engine.begin() as conn:
-            current = await repo.watermark(conn, repo.FUNNEL_WATERMARK)
+            # Locked: a second pass running at once waits here, then re-reads.
+            current = await repo.watermark(conn, mark)
             if current is not None and current != lo:
                 lo = current
                 continue
-            created += await add_funnel_slice(conn, lo, end)
-            await repo.set_watermark(conn, repo.FUNNEL_WATERMARK, end)
+            counted += await step(conn, lo, end)
+            await repo.set_watermark(conn, mark, end)
+        slices += 1
         lo = end
         await _beat(beat)
-    if created >= ANALYZE_AFTER_ROWS:
-        # A backfill: fresh statistics now rather than at autovacuum's pace.
-        async with engine.connect() as conn:
-            await conn.execute(text("ANALYZE analytics_funnel_days, analytics_profile_ordinals"))
-            await conn.commit()
+    return counted, slices
