@@ -408,7 +408,8 @@ class EmailSender:
 
     @staticmethod
     def _outcome(row: Any, answer: Delivery | Exception, claimed: bool) -> Outcome:
-        """Where a message ends after the router's answer (see `_route`)."""
+        """Where a message ends after the router's answer: its delivery, or
+        the error it raised for this message."""
         if isinstance(answer, Delivery):
             return Outcome(row, "sent", only_from="sending", delivery=answer, attempts=answer.attempts)
         if isinstance(answer, ClaimLost):
@@ -416,6 +417,8 @@ class EmailSender:
         if isinstance(answer, PermanentFailure):
             return Outcome(row, "failed", answer.reason[:1000], only_from="sending", attempts=answer.attempts)
         if isinstance(answer, NoProviderAvailable | LimitsUnavailable):
+            # Nothing was accepted: (back) to the queue for a retry, with why;
+            # a row another attempt claimed is left alone.
             return Outcome(
                 row,
                 "queued",
@@ -438,22 +441,10 @@ class EmailSender:
             return claimed
 
         try:
-            delivery = await self._router.send(providers, outgoing, claiming)
-        except ClaimLost:
-            return Outcome(row, LOST, record=False)
-        except PermanentFailure as exc:
-            return Outcome(row, "failed", exc.reason[:1000], only_from="sending", attempts=exc.attempts)
-        except (NoProviderAvailable, LimitsUnavailable) as exc:
-            # Nothing was accepted: (back) to the queue for a retry, with why;
-            # a row another attempt claimed is left alone.
-            return Outcome(
-                row,
-                "queued",
-                str(exc)[:1000],
-                only_from="sending" if claimed else "queued",
-                attempts=exc.attempts,
-            )
-        return Outcome(row, "sent", only_from="sending", delivery=delivery, attempts=delivery.attempts)
+            answer: Delivery | Exception = await self._router.send(providers, outgoing, claiming)
+        except (ClaimLost, PermanentFailure, NoProviderAvailable, LimitsUnavailable) as exc:
+            answer = exc
+        return self._outcome(row, answer, claimed)
 
     async def _record_one(self, conn: asyncpg.Connection, workspace_id: uuid.UUID, outcome: Outcome) -> None:
         if not outcome.record:
