@@ -99,3 +99,17 @@ def test_mp_wrapper_obeys_mp_python(tmp_path):
     assert run.returncode != 0
     assert "MP_PYTHON=no-such-python3 is not a Python >= 3.11" in run.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_every_package_is_installed():
+    # `pip install .` (the Docker image) and the editable install ship only
+    # the packages pyproject.toml lists; one left out imports only from a
+    # working directory at the repository's root.
+    import tomllib
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    patterns = [p.rstrip("*") for p in listed["include"]]
+    packages = sorted(
+        p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name not in ("tests", "bench")
+    )
+    assert [p for p in packages if p not in patterns] == []
