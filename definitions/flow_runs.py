@@ -73,6 +73,12 @@ class FlowRunInput(BaseModel):
     trigger: FlowEvent | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     resume: FlowResume | None = None
+    # True when the outbox consumer recorded the enrollment and its first
+    # step before starting the run (flows.runs_repository.enter_many): the
+    # run goes straight to its first node. Runs started otherwise (the API,
+    # a flow with an exit condition, histories from before) record them in
+    # their first activity.
+    entered: bool = False
 
 
 class FlowResume(BaseModel):

@@ -6,8 +6,9 @@ exit events) — a plain `event` signal to each; and (2) the active flows the
 event triggers (event name and property filters; `Segment Entered/Exited`
 of a segment trigger's segment) — a signal-with-start of
 `FlowRunWorkflow` with the deterministic id of (flow, person, enrollment
-key), after a re-entry pre-check (the run's first activity decides for
-sure, in PostgreSQL). `$exit` announcements (an API exit, an archive) become
+key). Before starting runs it records their enrollments and first steps in
+one transaction, where re-entry is decided (`_enter`); a run Temporal
+refused is started again when its event is redelivered. `$exit` announcements (an API exit, an archive) become
 `exit` signals. Events nobody listens for never reach a workflow.
 """
 
@@ -152,7 +153,6 @@ class FlowConsumer:
         deliveries = await self._notices(notices) + await self._dates(dates)
         if not rows:
             return deliveries
-        now = datetime.now(UTC)
         async with self._engine.connect() as conn:
             stored = await repo.events_by_key(conn, rows)
             live = await repo.live_flows(conn, sorted({r.workspace_id for r in rows}))
@@ -189,26 +189,57 @@ class FlowConsumer:
                     key = trigger_key(graph, event)
                     if key is not None:
                         candidates.append((flow, graph, found["profile_id"], key, event, row))
+        starts = [
+            start_delivery(
+                flow["workspace_id"],
+                flow["id"],
+                flow["version"],
+                graph,
+                profile_id,
+                key,
+                event,
+                [row.id],
+                cause=event.id,
+            )
+            for flow, graph, profile_id, key, event, row in candidates
+        ]
+        return deliveries + await self._enter(starts)
+
+    async def _enter(self, starts: list[Delivery]) -> list[Delivery]:
+        """The starts to make, their enrollments recorded first.
+
+        Most runs' enrollments and first steps are recorded here, in one
+        transaction before the runs start, where re-entry is decided
+        (`repo.enter_many`); those runs are marked `entered`, so their first
+        workflow task holds no activity. Starts that re-entry refuses, or
+        whose person is enrolled already, are dropped (their outbox rows are
+        done); a start Temporal refused finds its own enrollment running when
+        the row comes again, and goes again. A flow with an exit condition
+        keeps the run's own first activity, which checks it; those get only
+        the cheap re-entry pre-check here."""
+        ready: list[tuple[FlowRunInput, Delivery]] = []
+        checked: list[tuple[FlowRunInput, Delivery]] = []
+        for delivery in starts:
+            run = delivery.arg
+            assert isinstance(run, FlowRunInput)
+            (checked if run.graph.settings.exit_condition else ready).append((run, delivery))
+        if not starts:
+            return []
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            started = await repo.enter_many(conn, [(run, d.workflow_id) for run, d in ready])
             latest = await repo.earlier_enrollments(
-                conn, [(f["id"], pid, key) for f, _, pid, key, _, _ in candidates]
+                conn, [(run.flow_id, run.profile_id, run.enrollment_key) for run, _ in checked]
             )
-        for flow, graph, profile_id, key, event, row in candidates:
-            if not reentry_allows(graph, latest.get((flow["id"], profile_id, key)), now):
-                continue
-            deliveries.append(
-                start_delivery(
-                    flow["workspace_id"],
-                    flow["id"],
-                    flow["version"],
-                    graph,
-                    profile_id,
-                    key,
-                    event,
-                    [row.id],
-                    cause=event.id,
-                )
-            )
-        return deliveries
+        kept: list[Delivery] = []
+        for run, delivery in ready:
+            if run.enrollment_id in started:
+                run.entered = True
+                kept.append(delivery)
+        for run, delivery in checked:
+            if reentry_allows(run.graph, latest.get((run.flow_id, run.profile_id, run.enrollment_key)), now):
+                kept.append(delivery)
+        return kept
 
     async def _dates(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
         """Due date triggers: start each enrollment (its id was fixed by the
@@ -218,7 +249,7 @@ class FlowConsumer:
         async with self._engine.connect() as conn:
             live = await repo.live_flows(conn, sorted({r.workspace_id for r in rows}))
         flows = {str(f["id"]): f for f in live}
-        deliveries = []
+        starts = []
         for row in rows:
             flow = flows.get(row.message_id or "")
             if flow is None or row.occurred_at is None:
@@ -228,7 +259,7 @@ class FlowConsumer:
             event = FlowEvent(
                 id=row.event_id, name=DATE_ANNOUNCEMENT, properties={"date": day}, occurred_at=row.occurred_at
             )
-            deliveries.append(
+            starts.append(
                 start_delivery(
                     flow["workspace_id"],
                     flow["id"],
@@ -241,7 +272,7 @@ class FlowConsumer:
                     cause=f"date:{day}",
                 )
             )
-        return deliveries
+        return await self._enter(starts)
 
     async def _notices(self, rows: Sequence[OutboxRow]) -> list[Delivery]:
         """`$exit` and `$resume` rows: signal the enrollment's run."""

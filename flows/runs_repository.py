@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from definitions.events import Consumer
-from definitions.flow_runs import DATE_ANNOUNCEMENT, EXIT_ANNOUNCEMENT
+from definitions.flow_runs import DATE_ANNOUNCEMENT, EXIT_ANNOUNCEMENT, FlowRunInput
 from events.writer import OUTBOX_COLUMNS
 
 BEGIN_SQL = text(
@@ -67,6 +68,88 @@ async def begin(conn: AsyncConnection, values: dict[str, Any]) -> str:
         values,
     )
     return "already_enrolled" if running else "refused"
+
+
+# Many enrollments at once (the outbox consumer, before it starts their
+# runs): each is inserted with its first step under the same re-entry rules
+# as BEGIN_SQL. The ids returned are those to start: the ones inserted now
+# and the ones already running (a redelivered event whose start Temporal
+# refused). The final SELECT reads the statement's snapshot, so it sees
+# only rows that existed before.
+ENTER_MANY_SQL = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:ws AS uuid[]), CAST(:flows AS uuid[]), CAST(:versions AS int[]),
+            CAST(:profiles AS uuid[]), CAST(:keys AS text[]), CAST(:workflow_ids AS text[]),
+            CAST(:triggers AS uuid[]), CAST(:payloads AS text[]), CAST(:reentry AS text[]),
+            CAST(:after AS float8[]), CAST(:nodes AS text[])
+        ) AS i(id, ws, flow, version, profile, key, workflow_id, trigger, payload, reentry, after, node)
+    ),
+    inserted AS (
+        INSERT INTO flow_enrollments (id, workspace_id, flow_id, version, profile_id, enrollment_key,
+                                      workflow_id, trigger_event_id, payload, current_node)
+        SELECT i.id, i.ws, i.flow, i.version, i.profile, i.key, i.workflow_id, i.trigger,
+               CAST(i.payload AS jsonb), i.node
+        FROM input i
+        WHERE NOT EXISTS (
+            SELECT 1 FROM flow_enrollments e
+            WHERE e.flow_id = i.flow AND e.profile_id = i.profile AND e.enrollment_key = i.key
+              AND e.id <> i.id
+              AND (i.reentry = 'once'
+                   OR (i.reentry = 'after' AND e.entered_at > now() - make_interval(secs => i.after)))
+        )
+        ON CONFLICT DO NOTHING
+        RETURNING id, flow_id
+    ),
+    steps AS (
+        INSERT INTO flow_steps (enrollment_id, seq, flow_id, node_id)
+        SELECT n.id, 1, n.flow_id, i.node FROM inserted n JOIN input i ON i.id = n.id
+        ON CONFLICT DO NOTHING
+    )
+    SELECT id FROM inserted
+    UNION ALL
+    SELECT e.id FROM flow_enrollments e JOIN input i ON i.id = e.id WHERE e.status = 'running'
+    """
+)
+_ENROLL_LOCKS_SQL = text(
+    "SELECT count(pg_advisory_xact_lock(h)) FROM ("
+    "  SELECT DISTINCT hashtext('enroll:' || f || ':' || p) AS h"
+    "  FROM unnest(CAST(:flows AS text[]), CAST(:profiles AS text[])) AS k(f, p) ORDER BY 1"
+    ") locks"
+)
+
+
+async def enter_many(conn: AsyncConnection, runs: Sequence[tuple[FlowRunInput, str]]) -> set[uuid.UUID]:
+    """Record enrollments, each with its first step, for (run input,
+    workflow id) pairs; returns the enrollment ids whose runs should start
+    (see ENTER_MANY_SQL). Takes `begin`'s advisory locks first, in one
+    order, so it and `begin` never decide on the same person at once."""
+    if not runs:
+        return set()
+    await conn.execute(
+        _ENROLL_LOCKS_SQL,
+        {"flows": [str(r.flow_id) for r, _ in runs], "profiles": [str(r.profile_id) for r, _ in runs]},
+    )
+    settings = [r.graph.settings for r, _ in runs]
+    result = await conn.execute(
+        ENTER_MANY_SQL,
+        {
+            "ids": [r.enrollment_id for r, _ in runs],
+            "ws": [r.workspace_id for r, _ in runs],
+            "flows": [r.flow_id for r, _ in runs],
+            "versions": [r.version for r, _ in runs],
+            "profiles": [r.profile_id for r, _ in runs],
+            "keys": [r.enrollment_key for r, _ in runs],
+            "workflow_ids": [workflow_id for _, workflow_id in runs],
+            "triggers": [r.trigger.id if r.trigger else None for r, _ in runs],
+            "payloads": [orjson.dumps(r.payload).decode() for r, _ in runs],
+            "reentry": [s.reentry.value for s in settings],
+            "after": [float(s.reentry_after_seconds or 0) for s in settings],
+            "nodes": [r.graph.start for r, _ in runs],
+        },
+    )
+    return {row[0] for row in result}
 
 
 async def enrollment_status(

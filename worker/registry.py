@@ -32,12 +32,13 @@ from segments.outbox import recheck_deliveries
 
 # Imported here, before any worker starts, so sandbox validation never
 # races a first import (Python 3.11 import-lock issue).
-from workflows import analytics, campaigns, flows, maintenance, messages
+from workflows import analytics, campaigns, flow_dates, flows, maintenance, messages
 from workflows import segments as segment_workflows
 
 WORKFLOWS: list[type] = [
     *maintenance.WORKFLOWS,
     *flows.WORKFLOWS,
+    *flow_dates.WORKFLOWS,
     *segment_workflows.WORKFLOWS,
     *messages.WORKFLOWS,
     *analytics.WORKFLOWS,

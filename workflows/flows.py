@@ -1,8 +1,10 @@
 """`FlowRunWorkflow`: one enrollment of one person in one flow version, a
 small interpreter over the version's graph (definitions/flows.py).
 
-The run records its enrollment (`begin_flow_enrollment`, where re-entry
-rules hold in PostgreSQL), then walks the graph node by node: each step is
+The enrollment and its first step are recorded in PostgreSQL, where
+re-entry rules hold: by the outbox consumer before it starts the run (most
+runs: `FlowRunInput.entered`), else by the run's first local activity
+(`enter_flow_enrollment`). The run then walks the graph node by node: each step is
 recorded (`record_flow_step`, which also stops the run when the enrollment
 was exited meanwhile or the flow's exit condition holds) and shown in the
 Temporal UI through the `FlowStep` search attribute. Waits are timers;
@@ -32,8 +34,6 @@ with workflow.unsafe.imports_passed_through():
         BeginResult,
         ConditionInput,
         ConditionResult,
-        DateTriggersInput,
-        DateTriggersResult,
         EnterInput,
         EnterResult,
         ExitRequest,
@@ -165,9 +165,12 @@ class FlowRunWorkflow:
         p = params
         first: StepResult | None = None  # the first step, entered with the enrollment
         if p.resume is None:
-            begun, first = await self._begin(p)
-            if begun != "started":
-                return FlowRunResult(enrollment_id=p.enrollment_id, status=begun)
+            if p.entered:  # the outbox consumer recorded the enrollment and entered the first step
+                first = StepResult(proceed=True)
+            else:
+                begun, first = await self._begin(p)
+                if begun != "started":
+                    return FlowRunResult(enrollment_id=p.enrollment_id, status=begun)
             node_id: str | None = p.graph.start
             seq, edge = 0, None
         else:  # continued as new: the step before was left already
@@ -509,21 +512,6 @@ class FlowRunWorkflow:
         return "next", node.next
 
 
-@workflow.defn(name="FlowDateTriggersWorkflow")
-class FlowDateTriggersWorkflow:
-    """Run by a schedule every few minutes: announces the people whose
-    date trait makes a date-triggered flow due today (see
-    `announce_date_triggers`); the outbox dispatcher enrolls them."""
-
-    @workflow.run
-    async def run(self, params: DateTriggersInput) -> DateTriggersResult:
-        return await workflow.execute_activity(
-            "announce_date_triggers",
-            result_type=DateTriggersResult,
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=1),
-            retry_policy=_RETRY,
-        )
-
-
-WORKFLOWS = [FlowRunWorkflow, FlowDateTriggersWorkflow]
+# FlowRunWorkflow alone: the sandbox executes this module again for every
+# new run, so other workflows live elsewhere (workflows/flow_dates.py).
+WORKFLOWS = [FlowRunWorkflow]

@@ -1,18 +1,23 @@
-"""The two ways a run records its enrollment: `enter_flow_enrollment`
-(new runs: the enrollment and its first step in one transaction) and
-`begin_flow_enrollment` (runs begun before that change, replaying their
-history). Both go through the same re-entry rules in PostgreSQL."""
+"""The ways an enrollment is recorded: by the outbox consumer before it
+starts the run (`FlowConsumer._enter` / `enter_many`: most runs), by the
+run's first activity `enter_flow_enrollment` (the API's enrollments, flows
+with an exit condition: the enrollment and its first step in one
+transaction), and `begin_flow_enrollment` (runs begun before that change,
+replaying their history). All go through the same re-entry rules in
+PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import text
 
 from activities.flows import FlowActivities
-from definitions.flow_runs import BeginInput, EnterInput, FlowRunInput, StepInput, enrollment_id
+from definitions.flow_runs import BeginInput, EnterInput, FlowEvent, FlowRunInput, StepInput, enrollment_id
 from definitions.flows import FlowGraph
+from flows.consumer import FlowConsumer, start_delivery
 from tests.campaigns.support import add_people
 from tests.flows.support import active_flow, enrollments
 
@@ -126,3 +131,70 @@ async def test_begin_of_an_older_run_keeps_the_same_rules(engine, sessionmaker, 
         assert (
             await flows.enter_flow_enrollment(_entry(flow_id, ws, second_person, "a"))
         ).status == "started"
+
+
+def _start(ws: uuid.UUID, flow_id: uuid.UUID, definition: dict, person: uuid.UUID, cause: str, key: str = ""):
+    event = FlowEvent(id=uuid.uuid4(), name="Signed Up", occurred_at=datetime.now(UTC))
+    graph = FlowGraph.model_validate(definition)
+    return start_delivery(ws, flow_id, 1, graph, person, key, event, [1], cause=cause)
+
+
+async def test_the_consumer_records_enrollments_before_starting_their_runs(
+    engine, sessionmaker, settings, workspace
+):
+    ws = workspace.workspace_id
+    flow_id = await active_flow(sessionmaker, ws, DEFINITION)
+    first, second, third = await _people(engine, ws, "consumer", 3)
+    consumer = FlowConsumer(engine)
+    # One call: two people, and a second cause for the first person in the same batch.
+    starts = [
+        _start(ws, flow_id, DEFINITION, first, "a"),
+        _start(ws, flow_id, DEFINITION, second, "a"),
+        _start(ws, flow_id, DEFINITION, first, "b"),
+    ]
+    kept = await consumer._enter(starts)
+    assert [d.arg.profile_id for d in kept] == [first, second]
+    assert all(d.arg.entered for d in kept) and not starts[2].arg.entered
+    rows = await enrollments(engine, flow_id)
+    assert sorted(r["profile_id"] for r in rows) == sorted([first, second])
+    for row in rows:
+        assert row["status"] == "running" and row["current_node"] == "hold"
+        assert row["workflow_id"] == f"flow:{flow_id}:{row['profile_id']}"
+        assert await _steps(engine, row["id"]) == [(1, "hold")]
+    # The same event again (Temporal refused the start): its own running
+    # enrollment is found and the run goes again, nothing new is written.
+    (again,) = await consumer._enter([_start(ws, flow_id, DEFINITION, first, "a")])
+    assert again.arg.entered and again.arg.enrollment_id == starts[0].arg.enrollment_id
+    assert len(await enrollments(engine, flow_id)) == 2
+    # `once`: after the enrollment ended, a new cause is refused, and the
+    # run's own path (`enter_flow_enrollment`) agrees.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE flow_enrollments SET status = 'completed' WHERE flow_id = :f"), {"f": flow_id}
+        )
+    assert await consumer._enter([_start(ws, flow_id, DEFINITION, first, "c")]) == []
+    async with httpx.AsyncClient() as http:
+        flows = FlowActivities(engine, settings, http)
+        assert (await flows.enter_flow_enrollment(_entry(flow_id, ws, second, "d"))).status == "refused"
+        # ...and the consumer sees what that path recorded.
+        assert (await flows.enter_flow_enrollment(_entry(flow_id, ws, third, "e"))).status == "started"
+    assert await consumer._enter([_start(ws, flow_id, DEFINITION, third, "f")]) == []
+    assert len(await enrollments(engine, flow_id)) == 3
+
+
+async def test_a_flow_with_an_exit_condition_keeps_the_runs_own_first_activity(
+    engine, sessionmaker, workspace
+):
+    ws = workspace.workspace_id
+    definition = {
+        **DEFINITION,
+        "settings": {
+            "reentry": "always",
+            "exit_condition": {"type": "trait", "path": "plan", "op": "eq", "value": "churned"},
+        },
+    }
+    flow_id = await active_flow(sessionmaker, ws, definition)
+    (person,) = await _people(engine, ws, "exit-condition", 1)
+    (kept,) = await FlowConsumer(engine)._enter([_start(ws, flow_id, definition, person, "a")])
+    # Its run checks the condition in `enter_flow_enrollment`: nothing is recorded here.
+    assert not kept.arg.entered and await enrollments(engine, flow_id) == []
