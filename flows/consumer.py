@@ -47,6 +47,7 @@ from events.outbox import OutboxRow
 from flows import runs_repository as repo
 
 WORKFLOW = "FlowRunWorkflow"
+_ENTER_SLICE = 500  # enrollments recorded per transaction
 # Outbox notices to running enrollments → the signal each becomes.
 _NOTICES = {EXIT_ANNOUNCEMENT: EXIT_SIGNAL, RESUME_ANNOUNCEMENT: RESUME_SIGNAL}
 
@@ -226,11 +227,20 @@ class FlowConsumer:
         if not starts:
             return []
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            started = await repo.enter_many(conn, [(run, d.workflow_id) for run, d in ready])
-            latest = await repo.earlier_enrollments(
-                conn, [(run.flow_id, run.profile_id, run.enrollment_key) for run, _ in checked]
-            )
+        started: set[uuid.UUID] = set()
+        # In slices: each holds an advisory lock per person until its commit,
+        # and one outbox row of a batch request can announce thousands.
+        for at in range(0, len(ready), _ENTER_SLICE):
+            async with self._engine.begin() as conn:
+                started |= await repo.enter_many(
+                    conn, [(run, d.workflow_id) for run, d in ready[at : at + _ENTER_SLICE]]
+                )
+        latest: dict[tuple[uuid.UUID, uuid.UUID, str], datetime] = {}
+        if checked:
+            async with self._engine.connect() as conn:
+                latest = await repo.earlier_enrollments(
+                    conn, [(run.flow_id, run.profile_id, run.enrollment_key) for run, _ in checked]
+                )
         kept: list[Delivery] = []
         for run, delivery in ready:
             if run.enrollment_id in started:

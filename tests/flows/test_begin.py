@@ -17,6 +17,7 @@ from sqlalchemy import text
 from activities.flows import FlowActivities
 from definitions.flow_runs import BeginInput, EnterInput, FlowEvent, FlowRunInput, StepInput, enrollment_id
 from definitions.flows import FlowGraph
+from flows import consumer as consumer_module
 from flows.consumer import FlowConsumer, start_delivery
 from tests.campaigns.support import add_people
 from tests.flows.support import active_flow, enrollments
@@ -140,8 +141,9 @@ def _start(ws: uuid.UUID, flow_id: uuid.UUID, definition: dict, person: uuid.UUI
 
 
 async def test_the_consumer_records_enrollments_before_starting_their_runs(
-    engine, sessionmaker, settings, workspace
+    engine, sessionmaker, settings, workspace, monkeypatch
 ):
+    monkeypatch.setattr(consumer_module, "_ENTER_SLICE", 2)  # the batch below spans two transactions
     ws = workspace.workspace_id
     flow_id = await active_flow(sessionmaker, ws, DEFINITION)
     first, second, third = await _people(engine, ws, "consumer", 3)
