@@ -9,9 +9,12 @@ worker`) on a fresh database, and for the baseline a bare worker that
 runs one trivial workflow. This process then measures:
 
 1. Enrollment rate: N `/track` events that each trigger an enrollment,
-   from the first request to the N-th `flow_enrollments` row (the run's
-   first activity committed), beside N raw `signal_with_start` calls of a
-   trivial workflow on the same server, to the N-th completed run.
+   beside N raw `signal_with_start` calls of a trivial workflow on the
+   same server, each timed to two ends reached alike on both sides: (1)
+   every signal-with-start returned (for the flows, each enrollment's row
+   written too: the outbox is empty), (2) every run's first workflow task
+   done (the trivial run completed; the flow run at its first node, its
+   `FlowStep` search attribute set).
 2. Event → workflow latency: with N enrollments waiting for an event,
    `/track` of that event for a sample of them; from the 2xx to the run's
    next step (its `flow_steps.entered_at`, written by the step the run
