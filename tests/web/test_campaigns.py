@@ -203,9 +203,10 @@ async def test_another_workspace_sees_and_changes_nothing(web_app, api, sessionm
         assert "group fans" not in (await client.get("/campaigns/new")).text
         assert (await client.get(f"/campaigns/{campaign['id']}")).status_code == 404
         csrf = csrf_of(listed.text)
-        for action in ("send", "cancel", "pause", "resume"):
+        for action in ("send", "cancel", "pause", "resume", "edit", "delete"):
             r = await client.post(f"/campaigns/{campaign['id']}/{action}", data={"csrf": csrf})
             assert r.status_code == 404, action
+        assert (await client.get(f"/campaigns/{campaign['id']}/edit")).status_code == 404
         r = await client.post(
             f"/campaigns/{campaign['id']}/test", data={"csrf": csrf, "test_emails": "a@example.com"}
         )
