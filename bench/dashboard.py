@@ -146,11 +146,12 @@ async def _sent_campaign(conn: asyncpg.Connection, ws: uuid.UUID, campaign_id: s
     await conn.execute(
         """
         INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, campaign_id, status,
-                              provider_kind, sent_at, delivered_at, opened_at, clicked_at, marketing)
+                              provider_kind, sent_at, delivered_at, opened_at, clicked_at, marketing,
+                              recipient_campaign_id)
         SELECT message_id, workspace_id, 'campaign:' || campaign_id || ':' || profile_id, profile_id, email,
                campaign_id::text, 'delivered', 'smtp', now() - interval '2 hours', now() - interval '2 hours',
                CASE WHEN seq % 3 = 0 THEN now() - interval '1 hour' END,
-               CASE WHEN seq % 10 = 0 THEN now() - interval '1 hour' END, true
+               CASE WHEN seq % 10 = 0 THEN now() - interval '1 hour' END, true, campaign_id
         FROM campaign_recipients WHERE campaign_id = $1::uuid
         """,
         campaign_id,

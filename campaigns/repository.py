@@ -224,22 +224,23 @@ async def recipient_count(conn: Conn, campaign_id: uuid.UUID) -> int | None:
 # A batch's message rows in one statement (the ones an earlier attempt made
 # are left as they are), returning the batch's message ids in order with
 # the variant each gets (A/B tests: the test group's own, the winner for
-# the rest; its template when the variant has one). The idempotency key is
-# definitions.campaigns.message_key.
+# the rest; its template when the variant has one). Each names the campaign
+# and test variant its counters count it under (campaign_counters). The
+# idempotency key is definitions.campaigns.message_key.
 BATCH_MESSAGES_SQL = text(
     """
 WITH batch AS (
-    SELECT r.message_id, r.workspace_id, r.profile_id, r.email, r.seq,
+    SELECT r.message_id, r.workspace_id, r.profile_id, r.email, r.seq, r.variant AS test_variant,
            coalesce(r.variant, CAST(:winner AS integer)) AS variant
     FROM campaign_recipients r
     WHERE r.campaign_id = :campaign AND r.seq BETWEEN :first AND :last AND r.status = 'pending'
 ),
 created AS (
     INSERT INTO messages (id, workspace_id, idempotency_key, profile_id, email, template_id, campaign_id,
-                          marketing, topic)
+                          marketing, topic, recipient_campaign_id, recipient_variant)
     SELECT b.message_id, b.workspace_id, 'campaign:' || :campaign_text || ':' || b.profile_id, b.profile_id,
            b.email, coalesce((CAST(:templates AS uuid[]))[b.variant + 1], CAST(:template AS uuid)),
-           :campaign_text, true, :topic
+           :campaign_text, true, :topic, :campaign, b.test_variant
     FROM batch b
     ON CONFLICT DO NOTHING
 )
@@ -353,37 +354,42 @@ async def cancel_remaining(conn: Conn, campaign_id: uuid.UUID) -> int:
 
 # -- reads of the API -----------------------------------------------------------
 
+# The stats read the campaign's counters (db/tables.campaign_counters: a
+# few rows per variant and provider, whatever the campaign's size; counting
+# the snapshot joined to its messages took 51 ms at 10,000 recipients). A
+# recipient is pending while `waiting` (its row is) and its message is not
+# `settled` (past sending).
+_COUNTS = """
+coalesce(sum(c.recipients), 0) AS recipients,
+coalesce(sum(c.sent), 0) AS sent,
+coalesce(sum(c.unique_opens), 0) AS unique_opens,
+coalesce(sum(c.unique_clicks), 0) AS unique_clicks,
+coalesce(sum(c.waiting) - sum(c.settled), 0) AS pending
+"""
+
 STATS_SQL = text(
-    """
-SELECT count(*) AS recipients,
-       count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
-       count(*) FILTER (WHERE r.status = 'capped') AS capped,
-       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
-           AS pending,
-       count(m.sent_at) AS sent,
-       count(m.delivered_at) AS delivered,
-       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
-       count(*) FILTER (WHERE m.status = 'complained') AS complained,
-       count(*) FILTER (WHERE m.status = 'failed') AS failed,
-       count(*) FILTER (WHERE m.status = 'suppressed') AS suppressed,
-       count(*) FILTER (WHERE m.status = 'unknown') AS unknown,
-       count(m.opened_at) AS unique_opens,
-       count(m.clicked_at) AS unique_clicks
-FROM campaign_recipients r
-LEFT JOIN messages m ON m.id = r.message_id
-WHERE r.campaign_id = :campaign
+    f"""
+SELECT {_COUNTS},
+       coalesce(sum(c.cancelled), 0) AS cancelled,
+       coalesce(sum(c.capped), 0) AS capped,
+       coalesce(sum(c.delivered), 0) AS delivered,
+       coalesce(sum(c.bounced), 0) AS bounced,
+       coalesce(sum(c.complained), 0) AS complained,
+       coalesce(sum(c.failed), 0) AS failed,
+       coalesce(sum(c.suppressed), 0) AS suppressed,
+       coalesce(sum(c.unknown), 0) AS unknown
+FROM campaign_counters c
+WHERE c.campaign_id = :campaign
 """
 )
 
 PROVIDER_STATS_SQL = text(
     """
-SELECT m.provider_kind AS provider, count(m.sent_at) AS sent, count(m.delivered_at) AS delivered,
-       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
-       count(m.opened_at) AS opened, count(m.clicked_at) AS clicked
-FROM campaign_recipients r
-JOIN messages m ON m.id = r.message_id
-WHERE r.campaign_id = :campaign AND m.provider_kind IS NOT NULL
-GROUP BY m.provider_kind ORDER BY m.provider_kind
+SELECT c.provider, sum(c.sent) AS sent, sum(c.delivered) AS delivered, sum(c.bounced) AS bounced,
+       sum(c.unique_opens) AS opened, sum(c.unique_clicks) AS clicked
+FROM campaign_counters c
+WHERE c.campaign_id = :campaign AND c.provider <> ''
+GROUP BY c.provider HAVING sum(c.messages) > 0 ORDER BY c.provider
 """
 )
 
@@ -404,15 +410,11 @@ GROUP BY 1, 2 ORDER BY 1
 # Each A/B variant's test group: its people, sends and unique engagement
 # (a message's first open and click), and those not handled yet.
 VARIANT_STATS_SQL = text(
-    """
-SELECT r.variant, count(*) AS recipients, count(m.sent_at) AS sent,
-       count(m.opened_at) AS unique_opens, count(m.clicked_at) AS unique_clicks,
-       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
-           AS pending
-FROM campaign_recipients r
-LEFT JOIN messages m ON m.id = r.message_id
-WHERE r.campaign_id = :campaign AND r.variant IS NOT NULL
-GROUP BY r.variant ORDER BY r.variant
+    f"""
+SELECT c.variant, {_COUNTS}
+FROM campaign_counters c
+WHERE c.campaign_id = :campaign AND c.variant >= 0
+GROUP BY c.variant HAVING sum(c.recipients) > 0 ORDER BY c.variant
 """
 )
 
@@ -443,12 +445,12 @@ async def record_winner(
 
 
 async def stats(conn: Conn, campaign_id: uuid.UUID) -> RowMapping:
-    """Counts over the snapshot and its messages."""
+    """Counts of the campaign (its counters)."""
     return (await conn.execute(STATS_SQL, {"campaign": campaign_id})).mappings().one()
 
 
 async def provider_stats(conn: Conn, campaign_id: uuid.UUID) -> Sequence[RowMapping]:
-    """Counts per provider."""
+    """Counts per provider of the messages sent."""
     return (await conn.execute(PROVIDER_STATS_SQL, {"campaign": campaign_id})).mappings().all()
 
 
@@ -484,21 +486,18 @@ async def recipients_page(conn: Conn, campaign_id: uuid.UUID, after: int, limit:
 
 
 LIST_ENGAGEMENT_SQL = text(
-    """
-SELECT r.campaign_id, count(m.sent_at) AS sent, count(m.opened_at) AS unique_opens,
-       count(m.clicked_at) AS unique_clicks
-FROM campaign_recipients r
-JOIN messages m ON m.id = r.message_id
-WHERE r.campaign_id = ANY(:campaigns)
-GROUP BY r.campaign_id
+    f"""
+SELECT c.campaign_id, {_COUNTS}
+FROM campaign_counters c
+WHERE c.campaign_id = ANY(:campaigns)
+GROUP BY c.campaign_id
 """
 )
 
 
 async def list_engagement(conn: Conn, campaign_ids: list[uuid.UUID]) -> Sequence[RowMapping]:
-    """(campaign_id, sent, unique_opens, unique_clicks) of campaigns whose
-    send started; read through the snapshot's key, so its cost follows the
-    campaigns' sizes (the dashboard's list asks for one page at a time)."""
+    """(campaign_id, sent, unique_opens, unique_clicks, ...) of campaigns
+    whose snapshot was taken, from their counters."""
     if not campaign_ids:
         return []
     return (await conn.execute(LIST_ENGAGEMENT_SQL, {"campaigns": campaign_ids})).mappings().all()

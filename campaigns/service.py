@@ -14,6 +14,7 @@ rolled back."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,11 +158,17 @@ async def _check_references(
         raise ValidationFailed(errors)
     if content.template_id is None or content.subject is not None:
         await check_template(subject=content.subject, html=content.html, text=content.text)
-    for variant in ab_test.variants if ab_test else []:
+    for index, variant in enumerate(ab_test.variants if ab_test else []):
         overrides = variant.template_overrides
         subject = variant.subject or (overrides.subject if overrides else None)
         if subject or variant.html or variant.text:
-            await check_template(subject=subject, html=variant.html, text=variant.text)
+            try:
+                await check_template(subject=subject, html=variant.html, text=variant.text)
+            except ValidationFailed as exc:  # named under its variant (the form shows it there)
+                where = f"body.ab_test.variants.{index}."
+                raise ValidationFailed(
+                    [{**d, "loc": str(d.get("loc", "")).replace("body.", where, 1)} for d in exc.detail]
+                ) from None
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -169,11 +176,24 @@ def _dump(model: Any) -> dict[str, Any]:
 
 
 async def list_campaigns(
-    session: AsyncSession, workspace_id: uuid.UUID, cursor: str | None, limit: int, settings: Settings
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+    settings: Settings,
+    statuses: Sequence[str] | None = None,
 ) -> CampaignPage:
-    """Newest first."""
+    """Newest first (those in one of `statuses`, when given)."""
+    where = [campaigns.c.status.in_(list(statuses))] if statuses is not None else []
     data, next_cursor = await queries.newest_page(
-        session, campaigns, repo.CAMPAIGN_COLUMNS, workspace_id, cursor, limit, lambda r: _out(r, settings)
+        session,
+        campaigns,
+        repo.CAMPAIGN_COLUMNS,
+        workspace_id,
+        cursor,
+        limit,
+        lambda r: _out(r, settings),
+        where,
     )
     return CampaignPage(data=data, next_cursor=next_cursor)
 
@@ -475,7 +495,7 @@ def _ratio(part: int, whole: int) -> float:
 
 
 async def stats(session: AsyncSession, workspace_id: uuid.UUID, campaign_id: uuid.UUID) -> CampaignStats:
-    """Counts from the snapshot and its messages; totals, unsubscribes and
+    """Counts from the campaign's counters; totals, unsubscribes and
     the hourly series from the campaign's `Email …` events."""
     row = await _row(session, workspace_id, campaign_id)
     counts = dict(await repo.stats(session, campaign_id))

@@ -39,9 +39,10 @@ async def page(
     workspace_id: uuid.UUID,
     after: uuid.UUID | None,
     limit: int,
+    where: Sequence[Any] = (),
 ) -> Sequence[RowMapping]:
-    """Newest first by id."""
-    stmt = select(*columns).where(table.c.workspace_id == workspace_id)
+    """Newest first by id (of the rows meeting the `where` conditions)."""
+    stmt = select(*columns).where(table.c.workspace_id == workspace_id, *where)
     if after is not None:
         stmt = stmt.where(table.c.id < after)
     return (await conn.execute(stmt.order_by(table.c.id.desc()).limit(limit))).mappings().all()
@@ -55,10 +56,11 @@ async def newest_page(
     cursor: str | None,
     limit: int,
     to_item: Callable[[Any], T],
+    where: Sequence[Any] = (),
 ) -> tuple[list[T], str | None]:
     """One page of a list endpoint, newest first: the items and the cursor
     of the next page (None on the last)."""
-    rows = await page(conn, table, columns, workspace_id, decode_cursor(cursor), limit + 1)
+    rows = await page(conn, table, columns, workspace_id, decode_cursor(cursor), limit + 1, where)
     return cut_page(rows, limit, to_item)
 
 

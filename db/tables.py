@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -222,6 +223,10 @@ messages = Table(
     # The subscription topic (topics.key) of a flow or campaign send; people
     # who left it are not sent to.
     Column("topic", Text, nullable=True),
+    # A campaign send: the campaign whose snapshot it belongs to, and the
+    # A/B test group's variant (what campaign_counters count it under).
+    Column("recipient_campaign_id", UUID(as_uuid=True), nullable=True),
+    Column("recipient_variant", SmallInteger, nullable=True),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency_key"),
 )
 
@@ -503,4 +508,38 @@ campaign_recipients = Table(
     _ts("send_at", nullable=True),  # local-time campaigns: when this recipient is due
     # pending|cancelled|capped (over the frequency cap: no message)
     Column("status", Text, nullable=False, server_default=text("'pending'")),
+)
+
+# A campaign's stats as running sums per (A/B variant or -1, provider or
+# ''), in shards added to concurrently; kept by triggers on
+# campaign_recipients and messages (db/migrations/versions/0013).
+campaign_counters = Table(
+    "campaign_counters",
+    metadata,
+    Column(
+        "campaign_id", UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("variant", SmallInteger, primary_key=True),
+    Column("provider", Text, primary_key=True),
+    Column("shard", SmallInteger, primary_key=True),
+    *(
+        Column(name, Integer, nullable=False, server_default=text("0"))
+        for name in (
+            "recipients",
+            "waiting",
+            "cancelled",
+            "capped",
+            "messages",
+            "settled",
+            "sent",
+            "delivered",
+            "bounced",
+            "complained",
+            "failed",
+            "suppressed",
+            "unknown",
+            "unique_opens",
+            "unique_clicks",
+        )
+    ),
 )

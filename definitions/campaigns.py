@@ -33,6 +33,8 @@ PROGRESS_QUERY = "progress"
 CampaignStatus = Literal["draft", "scheduled", "sending", "paused", "sent", "cancelled", "failed"]
 # Statuses in which the content and audience may still change.
 EDITABLE = ("draft", "scheduled")
+# Not finished: scheduled, under way or paused (the overview's running campaigns).
+RUNNING = ("scheduled", "sending", "paused")
 # Statuses a send workflow may be running in.
 LIVE = ("scheduled", "sending", "paused")
 FINAL = ("sent", "cancelled", "failed")

@@ -1,6 +1,6 @@
 """Helpers for campaign tests: people in bulk, a segment over them, a
 campaign created through the API, waiting for its end, counting what the
-fake providers received."""
+fake providers received, and the campaign's counters against a recount."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from campaigns import repository as campaigns_repo
 from tests.delivery.conftest import SENDER
 from tests.flows.support import wait_for
 
@@ -73,3 +74,68 @@ def per_address(*fakes, arrived: bool = False) -> Counter:
     """Messages each address received (answered 2xx), over the fake HTTP
     providers; with `arrived`, every request that reached a provider in full."""
     return Counter(message["to"] for fake in fakes for message in fake.delivered(arrived=arrived))
+
+
+# The stats recounted from the rows (the snapshot joined to its messages):
+# what the campaign's counters (db/tables.campaign_counters) must equal.
+RECOUNT_SQL = """
+SELECT count(*) AS recipients,
+       count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE r.status = 'capped') AS capped,
+       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
+           AS pending,
+       count(m.sent_at) AS sent,
+       count(m.delivered_at) AS delivered,
+       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
+       count(*) FILTER (WHERE m.status = 'complained') AS complained,
+       count(*) FILTER (WHERE m.status = 'failed') AS failed,
+       count(*) FILTER (WHERE m.status = 'suppressed') AS suppressed,
+       count(*) FILTER (WHERE m.status = 'unknown') AS unknown,
+       count(m.opened_at) AS unique_opens,
+       count(m.clicked_at) AS unique_clicks
+FROM campaign_recipients r
+LEFT JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign
+"""
+RECOUNT_PROVIDERS_SQL = """
+SELECT m.provider_kind AS provider, count(m.sent_at) AS sent, count(m.delivered_at) AS delivered,
+       count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
+       count(m.opened_at) AS opened, count(m.clicked_at) AS clicked
+FROM campaign_recipients r
+JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign AND m.provider_kind IS NOT NULL
+GROUP BY m.provider_kind ORDER BY m.provider_kind
+"""
+RECOUNT_VARIANTS_SQL = """
+SELECT r.variant, count(*) AS recipients, count(m.sent_at) AS sent,
+       count(m.opened_at) AS unique_opens, count(m.clicked_at) AS unique_clicks,
+       count(*) FILTER (WHERE r.status = 'pending' AND (m.id IS NULL OR m.status IN ('queued', 'sending')))
+           AS pending
+FROM campaign_recipients r
+LEFT JOIN messages m ON m.id = r.message_id
+WHERE r.campaign_id = :campaign AND r.variant IS NOT NULL
+GROUP BY r.variant ORDER BY r.variant
+"""
+
+
+async def assert_counted(engine, campaign_id: str) -> dict:
+    """The campaign's counters equal a recount from its rows (totals, per
+    provider, per A/B variant, and the list's engagement); the totals."""
+    cid = uuid.UUID(campaign_id)
+    params = {"campaign": cid}
+    async with engine.connect() as conn:
+
+        async def recount(sql: str) -> list[dict]:
+            return [dict(r) for r in (await conn.execute(text(sql), params)).mappings()]
+
+        [totals] = await recount(RECOUNT_SQL)
+        assert dict(await campaigns_repo.stats(conn, cid)) == totals
+        providers = [dict(r) for r in await campaigns_repo.provider_stats(conn, cid)]
+        assert providers == await recount(RECOUNT_PROVIDERS_SQL)
+        variants = [dict(r) for r in await campaigns_repo.variant_stats(conn, cid)]
+        assert variants == await recount(RECOUNT_VARIANTS_SQL)
+        listed = [dict(r) for r in await campaigns_repo.list_engagement(conn, [cid])]
+        wanted = {"campaign_id": cid} | {k: totals[k] for k in ("recipients", "sent", "unique_opens")}
+        wanted |= {k: totals[k] for k in ("unique_clicks", "pending")}
+        assert listed == ([wanted] if totals["recipients"] else [])
+    return totals

@@ -18,7 +18,15 @@ from temporalio.testing import TimeSkipper
 
 from definitions import workflow_ids
 from definitions.campaigns import CampaignSendInput
-from tests.campaigns.support import HTML, add_people, finished, group_segment, inline_campaign, per_address
+from tests.campaigns.support import (
+    HTML,
+    add_people,
+    assert_counted,
+    finished,
+    group_segment,
+    inline_campaign,
+    per_address,
+)
 from tests.delivery.conftest import SENDER, add_sendgrid, make_template
 from tests.flows.support import wait_for
 
@@ -295,6 +303,7 @@ async def test_cancel_during_the_wait_sends_nothing_more(
     stats = await _stats(api, cid)
     assert stats["ab_test"]["status"] == "waiting" and stats["ab_test"]["winner"] is None
     assert stats["cancelled"] == n - 2
+    assert (await assert_counted(engine, cid))["cancelled"] == n - 2
 
 
 async def test_a_test_send_of_one_variant(api, worker, sendgrid, workspace):

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.campaigns.support import add_people, finished, group_segment, inline_campaign, per_address
+from tests.campaigns.support import (
+    add_people,
+    assert_counted,
+    finished,
+    group_segment,
+    inline_campaign,
+    per_address,
+)
 from tests.delivery.conftest import add_sendgrid, make_template
 from tests.flows.support import active_flow, enrollments, wait_for
 
@@ -52,6 +59,7 @@ async def test_campaign_sends_count_and_capped_people_are_left_out(api, worker, 
     assert second["sent"] == 3 and second["capped"] == 3
     stats = (await api.get(f"/api/v1/campaigns/{second['id']}/stats")).json()
     assert stats["capped"] == 3 and stats["sent"] == 3 and stats["pending"] == 0
+    assert (await assert_counted(engine, second["id"]))["capped"] == 3
     people = (await api.get(f"/api/v1/campaigns/{second['id']}/recipients")).json()["data"]
     assert {p["email"]: p["status"] for p in people} == {
         **{f"cx-{i}@example.com": "capped" for i in range(3)},

@@ -1,8 +1,9 @@
 """Campaigns in headless Chromium: sign in, see the list, create a
 campaign (a refused form first), send a test, send it to the fake
 SendGrid, then see its stats move after deliveries (the provider's signed
-webhook), an open and a click through the tracking endpoints. Screenshots
-of each campaign page go where the walkthrough's go."""
+webhook), an open and a click through the tracking endpoints; an A/B test
+of subject lines made in the form, its draft edited, then deleted.
+Screenshots of each campaign page go where the walkthrough's go."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import pytest
 from playwright.async_api import expect
 
+from tests.campaigns.support import group_segment
 from tests.web.campaign_demo import deliver, engage, recipients, seed_campaigns
 from tests.web.conftest import shot
 from tests.web.test_browser import sign_in
@@ -111,3 +113,44 @@ async def test_empty_campaign_list_says_what_to_do(page, workspace):
     await expect(page.locator("ol.steps")).to_contain_text("Create a segment")
     await page.click("text=Create your first campaign")
     await expect(page.locator(".empty .big")).to_contain_text("No segments yet")
+
+
+async def test_an_ab_campaign_then_edit_and_delete_a_draft(page, api, workspace):
+    await group_segment(api, "fans", name="Newsletter readers")
+    await sign_in(page, workspace.secret_key)
+    await page.goto("/campaigns/new")
+    await page.fill("#f-name", "Subject line test")
+    await page.locator("#f-segment_ids label.check", has_text="Newsletter readers").locator("input").check()
+    await page.fill("#f-from_email", "news@example.com")
+    await expect(page.locator("#f-ab_test_percent")).to_be_hidden()
+    await page.check("#f-ab")
+    await page.fill("#f-ab_test_percent", "150")
+    await page.fill("#f-ab_subject_1", "Only 3 days left: the spring sale")
+    await page.click("button:has-text('Create campaign')")
+    await expect(page.locator(".field-error[data-field=ab_test_percent]")).to_be_visible()
+    await expect(page.locator("#f-ab")).to_be_checked()
+    await shot(page, "18-campaign-ab-form")
+    await page.fill("#f-ab_test_percent", "20")
+    await page.fill("#f-ab_wait_minutes", "180")
+    await page.select_option("#f-ab_metric", "click_rate")
+    await page.click("button:has-text('Create campaign')")
+    await expect(page.locator("h1")).to_contain_text("Subject line test")
+    await expect(page.locator("[data-ab]")).to_contain_text("20% of the audience")
+    await expect(page.locator("[data-ab]")).to_contain_text("best click rate")
+    await expect(page.locator("[data-variants]")).to_contain_text("Only 3 days left: the spring sale")
+
+    await page.click("#edit-draft")
+    await expect(page.locator("h1")).to_have_text("Edit draft")
+    await expect(page.locator("#f-ab_subject_1")).to_have_value("Only 3 days left: the spring sale")
+    await page.fill("#f-name", "Subject line test, v2")
+    await page.fill("#f-ab_subject_2", "Spring sale: your picks inside")
+    await page.click("button:has-text('Save changes')")
+    await expect(page.locator("[data-done]")).to_contain_text("Changes saved")
+    await expect(page.locator("h1")).to_contain_text("Subject line test, v2")
+    await expect(page.locator("[data-variants] tbody tr")).to_have_count(3)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.click("#delete-draft")
+    await expect(page.locator("[data-done]")).to_have_text("Draft deleted.")
+    await expect(page.locator("h1")).to_have_text("Campaigns")
+    assert (await api.get("/api/v1/campaigns")).json()["data"] == []

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.campaigns.support import add_people, group_segment, inline_campaign
 from tests.conftest import new_workspace
@@ -183,7 +184,8 @@ async def test_actions_on_a_throttled_send(web, api, worker, sendgrid, engine, w
     assert r.status_code == 409 and "data-notice" in r.text
     assert (await api.get(f"/api/v1/campaigns/{campaign['id']}")).json()["status"] == "cancelled"
     assert (await web.post(f"{url}/cancel", data={})).status_code == 403
-    assert (await web.post(f"{url}/delete", data={"csrf": csrf})).status_code in (400, 404, 405)
+    r = await web.post(f"{url}/delete", data={"csrf": csrf})  # only a draft is deleted here
+    assert r.status_code == 409 and "only a draft" in r.text
 
 
 async def _received(fake, address: str) -> bool:
@@ -201,9 +203,10 @@ async def test_another_workspace_sees_and_changes_nothing(web_app, api, sessionm
         assert "group fans" not in (await client.get("/campaigns/new")).text
         assert (await client.get(f"/campaigns/{campaign['id']}")).status_code == 404
         csrf = csrf_of(listed.text)
-        for action in ("send", "cancel", "pause", "resume"):
+        for action in ("send", "cancel", "pause", "resume", "edit", "delete"):
             r = await client.post(f"/campaigns/{campaign['id']}/{action}", data={"csrf": csrf})
             assert r.status_code == 404, action
+        assert (await client.get(f"/campaigns/{campaign['id']}/edit")).status_code == 404
         r = await client.post(
             f"/campaigns/{campaign['id']}/test", data={"csrf": csrf, "test_emails": "a@example.com"}
         )
@@ -293,3 +296,108 @@ async def test_ab_test_and_variants_are_shown_when_the_stats_have_them(web, api,
     assert "20% of the audience" in page and "best open rate" in page and "winner <b>B</b>" in page
     assert "35.4%" in page and "9.1%" in page and "Our spring &lt;sale&gt;" in page
     assert '<tr class="winner"><td><b>B</b>' in page
+
+
+async def test_an_ab_test_from_the_form_with_messages_next_to_its_fields(web, api):
+    segment = await group_segment(api, "fans")
+    csrf = csrf_of((await web.get("/campaigns/new")).text)
+    ab = {"ab": "on", "ab_test_percent": "30", "ab_wait_minutes": "120", "ab_metric": "click_rate"}
+    ab |= {"ab_subject_1": "Last days of the sale"}
+    refused = [
+        ({"ab_subject_1": ""}, "ab_subject_1"),
+        ({"ab_test_percent": "0"}, "ab_test_percent"),
+        ({"ab_test_percent": "x"}, "ab_test_percent"),
+        ({"ab_wait_minutes": "99999999"}, "ab_wait_minutes"),
+        ({"ab_metric": "revenue"}, "ab_metric"),
+        ({"ab_subject_3": "D without C"}, "ab_subject_3"),
+        ({"ab_subject_2": "{% if %}"}, "ab_subject_2"),
+        ({"when": "local", "scheduled_at": "2030-01-01T09:00"}, "when"),
+    ]
+    for change, field in refused:
+        r = await web.post("/campaigns/new", data=inline_form(csrf, segment, **(ab | change)))
+        assert r.status_code == 422 and f'data-field="{field}"' in r.text, (change, r.text[-2000:])
+    assert await campaign_names(api) == []
+
+    r = await web.post("/campaigns/new", data=inline_form(csrf, segment, **ab, ab_subject_2="Or this one"))
+    assert r.status_code == 303, r.text[-2000:]
+    [created] = (await api.get("/api/v1/campaigns")).json()["data"]
+    assert created["ab_test"] == {
+        "variants": [
+            {"name": "A"},
+            {"name": "B", "subject": "Last days of the sale"},
+            {"name": "C", "subject": "Or this one"},
+        ],
+        "test_percent": 30,
+        "wait_seconds": 7200,
+        "metric": "click_rate",
+    }
+    page = (await web.get(r.headers["location"])).text
+    assert "data-variants" in page and "Last days of the sale" in page
+
+
+async def test_edit_and_delete_a_draft(web, api, worker):
+    segment = await group_segment(api, "fans")
+    other = await group_segment(api, "others")
+    draft = await inline_campaign(api, [segment])
+    taken = await inline_campaign(api, [segment], name="Taken")
+    edit = await web.get(f"/campaigns/{draft['id']}/edit")
+    assert edit.status_code == 200 and "Edit draft" in edit.text and 'value="Spring sale"' in edit.text
+    csrf = csrf_of(edit.text)
+    form = inline_form(csrf, other, name="Spring sale, take two", subject="New subject")
+
+    r = await web.post(f"/campaigns/{draft['id']}/edit", data=form | {"name": "Taken"})
+    assert r.status_code == 409 and 'data-field="name"' in r.text
+    r = await web.post(f"/campaigns/{draft['id']}/edit", data=form | {"from_email": "nobody"})
+    assert r.status_code == 422 and 'data-field="from_email"' in r.text
+    r = await web.post(f"/campaigns/{draft['id']}/edit", data=form | {"csrf": "forged"})
+    assert r.status_code == 403
+    r = await web.post(f"/campaigns/{draft['id']}/edit", data=form | {"ab": "on", "ab_subject_1": "B"})
+    assert r.status_code == 422 and 'data-field="ab_test_percent"' in r.text
+
+    r = await web.post(
+        f"/campaigns/{draft['id']}/edit",
+        data=form | {"ab": "on", "ab_subject_1": "B", "ab_test_percent": "10", "ab_wait_minutes": "60"},
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith("?done=saved")
+    saved = (await api.get(f"/api/v1/campaigns/{draft['id']}")).json()
+    assert saved["name"] == "Spring sale, take two" and saved["content"]["subject"] == "New subject"
+    assert saved["audience"]["segment_ids"] == [other] and saved["ab_test"]["test_percent"] == 10
+    assert "Changes saved." in (await web.get(r.headers["location"])).text
+    # Unticked, the A/B test goes.
+    r = await web.post(f"/campaigns/{draft['id']}/edit", data=form)
+    assert r.status_code == 303
+    assert (await api.get(f"/api/v1/campaigns/{draft['id']}")).json()["ab_test"] is None
+
+    # A campaign past its draft can be neither edited nor deleted here.
+    r = await web.post(f"/campaigns/{taken['id']}/send", data={"csrf": csrf})
+    assert r.status_code == 303
+    for method, path in (("GET", "edit"), ("POST", "edit"), ("POST", "delete")):
+        r = await web.request(method, f"/campaigns/{taken['id']}/{path}", data={"csrf": csrf} | form)
+        assert r.status_code == 409 and "only a draft" in r.text, (method, path)
+
+    r = await web.post(f"/campaigns/{draft['id']}/delete", data={"csrf": "forged"})
+    assert r.status_code == 403
+    r = await web.post(f"/campaigns/{draft['id']}/delete", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/campaigns?done=deleted"
+    assert "Draft deleted." in (await web.get(r.headers["location"])).text
+    assert (await api.get(f"/api/v1/campaigns/{draft['id']}")).status_code == 404
+    assert (await web.get(f"/campaigns/{draft['id']}/edit")).status_code == 404
+
+
+async def test_every_running_campaign_is_reachable_from_the_overview(web, api, engine, workspace):
+    segment = await group_segment(api, "fans")
+    for i in range(12):
+        await inline_campaign(api, [segment], name=f"Campaign {i:02}")
+    async with engine.begin() as conn:  # scheduled far ahead, as the send action would leave them
+        await conn.execute(
+            text(
+                "UPDATE campaigns SET status = 'scheduled', scheduled_at = now() + interval '30 days' "
+                "WHERE workspace_id = :w AND name <> 'Campaign 00'"
+            ),
+            {"w": workspace.workspace_id},
+        )
+    overview = (await web.get("/")).text
+    assert overview.count('<tr><td><a href="/campaigns/') == 8 and "data-more-running" in overview
+    first = (await web.get("/campaigns?status=running")).text
+    assert "Campaign 00" not in first and first.count("Campaign ") == 11  # one page: 25 a page
+    assert (await web.get("/campaigns?status=finished")).status_code == 400

@@ -1,8 +1,9 @@
 """Campaigns: the list with each one's audience, progress and unique
 open/click rates; the create form (template or inline content, audience,
-schedule, throttle); a campaign's page with its actions (test-send,
-schedule, send, pause, resume, cancel: the API's own service calls) and its
-stats (funnel, hourly series, per provider, per A/B variant)."""
+schedule, throttle, an A/B test of subject lines), also editing and
+deleting a draft; a campaign's page with its actions (test-send, schedule,
+send, pause, resume, cancel: the API's own service calls) and its stats
+(funnel, hourly series, per provider, per A/B variant)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,25 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from campaigns import service as campaigns
-from campaigns.schemas import CampaignOut, TestSendRequest
+from campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate, TestSendRequest
 from core.errors import AppError, NotFound, ValidationFailed
+from definitions.campaigns import RUNNING
 from delivery import service as delivery
 from segments import service as segments
 from topics import service as topics
 from web.app import render
 from web.deps import FormDep, SessionDep, ViewerDep
-from web.forms import FieldErrors, build, parse_json_field
+from web.forms import FieldErrors, build
 from web.pages import campaign_form as form_parts
 from web.pages import campaign_stats
 
 router = APIRouter()
 
 CursorQ = Annotated[str | None, Query(max_length=200)]
-Done = Literal["created", "test", "scheduled", "sending", "paused", "resumed", "cancelled"]
+Done = Literal["created", "saved", "test", "scheduled", "sending", "paused", "resumed", "cancelled"]
 DONE = {
     "created": "Campaign saved as a draft. Send a test, then schedule or send it.",
+    "saved": "Changes saved.",
     "test": "Test email sent. It is not counted in this campaign's stats.",
     "scheduled": "Campaign scheduled.",
     "sending": "Sending started. The numbers below update as it goes.",
@@ -45,6 +48,7 @@ RECIPIENTS_PAGE = 10
 # `?done=sending` after the send finished says nothing stale).
 DONE_WHILE = {
     "created": ("draft",),
+    "saved": ("draft",),
     "scheduled": ("scheduled",),
     "sending": ("scheduled", "sending"),
     "paused": ("paused",),
@@ -69,11 +73,18 @@ async def _audience_names(session, ws: uuid.UUID, rows: list[CampaignOut]) -> di
 
 @router.get("/campaigns", include_in_schema=False)
 async def list_campaigns(
-    request: Request, session: SessionDep, viewer: ViewerDep, cursor: CursorQ = None
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    cursor: CursorQ = None,
+    status: Annotated[Literal["running"] | None, Query()] = None,
+    done: Annotated[Literal["deleted"] | None, Query()] = None,
 ) -> Response:
-    """Newest first: status, audience, progress, unique open and click rates."""
+    """Newest first (or only those not finished): status, audience,
+    progress, unique open and click rates."""
     ws = viewer.workspace_id
-    page = await campaigns.list_campaigns(session, ws, cursor, LIST_PAGE, _settings(request))
+    statuses = RUNNING if status == "running" else None
+    page = await campaigns.list_campaigns(session, ws, cursor, LIST_PAGE, _settings(request), statuses)
     engagement = await campaigns.engagement(session, ws, [c.id for c in page.data])
     names = await _audience_names(session, ws, page.data)
     ready = None
@@ -94,6 +105,8 @@ async def list_campaigns(
         names=names,
         ready=ready,
         cursor=cursor,
+        status=status,
+        done="Draft deleted." if done else None,
     )
 
 
@@ -116,6 +129,7 @@ async def _form_page(
     values: dict[str, Any],
     errors: dict[str, str] | None = None,
     status: int = 200,
+    editing: CampaignOut | None = None,
 ) -> Response:
     return render(
         request,
@@ -125,6 +139,7 @@ async def _form_page(
         nav="campaigns",
         values=values,
         errors=errors or {},
+        editing=editing,
         **await _choices(session, viewer.workspace_id),
     )
 
@@ -157,19 +172,7 @@ async def create_campaign(
         problems = form.problems()
         if problems:
             raise FieldErrors(problems)
-        body = form_parts.create_body(
-            {
-                "name": values["name"],
-                "content": form_parts.content(values),
-                "audience": {
-                    "segment_ids": values["segment_ids"],
-                    "exclude_segment_ids": values["exclude_segment_ids"],
-                },
-                "data": parse_json_field("data", values["data"], required=False) or {},
-                "topic": values["topic"] or None,
-                "throttle_per_hour": values["throttle_per_hour"] or None,
-            }
-        )
+        body = form_parts.request_body(CampaignCreate, form_parts.body_values(values))
         when = form_parts.schedule(values)
         async with session.begin_nested():
             created = await campaigns.create_campaign(session, ws, body, settings)
@@ -184,21 +187,96 @@ async def create_campaign(
                     settings,
                     local_time=bool(when and when.local_time),
                 )
-    except FieldErrors as exc:
-        return await _form_page(request, session, viewer, values=values, errors=exc.errors, status=422)
-    except ValidationFailed as exc:
+    except (FieldErrors, AppError) as exc:
+        return await _refused_form(request, session, viewer, values, exc)
+    done = {"draft": "created", "now": "sending"}.get(values["when"], "scheduled")
+    return RedirectResponse(f"/campaigns/{created.id}?done={done}", status_code=303)
+
+
+async def _refused_form(
+    request: Request,
+    session,
+    viewer,
+    values: dict[str, Any],
+    exc: Exception,
+    editing: CampaignOut | None = None,
+) -> Response:
+    """The form again with the refusal next to its fields: the form's own
+    checks and the service's validation (422), a taken name (409)."""
+    if isinstance(exc, FieldErrors):
+        errors, status = exc.errors, 422
+    elif isinstance(exc, ValidationFailed):
         errors = form_parts.field_errors(
             exc.detail if isinstance(exc.detail, list) else [{"msg": exc.detail}]
         )
-        return await _form_page(request, session, viewer, values=values, errors=errors, status=422)
-    except AppError as exc:
-        if exc.status_code != 409:
-            raise
-        return await _form_page(
-            request, session, viewer, values=values, errors={"name": str(exc.detail)}, status=409
-        )
-    done = {"draft": "created", "now": "sending"}.get(values["when"], "scheduled")
-    return RedirectResponse(f"/campaigns/{created.id}?done={done}", status_code=303)
+        status = 422
+    elif isinstance(exc, AppError) and exc.status_code == 409:
+        errors, status = {"name": str(exc.detail)}, 409
+    else:
+        raise exc
+    return await _form_page(
+        request, session, viewer, values=values, errors=errors, status=status, editing=editing
+    )
+
+
+# -- edit and delete a draft -------------------------------------------------------
+
+
+async def _draft(request: Request, session, viewer, campaign_id: uuid.UUID) -> CampaignOut | Response:
+    """The campaign if it is a draft; else its page saying why it cannot be changed (409)."""
+    found = await campaigns.get_campaign(session, viewer.workspace_id, campaign_id, _settings(request))
+    if found.status == "draft":
+        return found
+    notice = f"This campaign is {found.status}: only a draft can be edited or deleted."
+    return await _campaign_page(request, session, viewer, campaign_id, notice=notice, status=409)
+
+
+@router.get("/campaigns/{campaign_id}/edit", include_in_schema=False)
+async def edit_campaign(
+    request: Request, campaign_id: uuid.UUID, session: SessionDep, viewer: ViewerDep
+) -> Response:
+    """The draft's form, filled in."""
+    draft = await _draft(request, session, viewer, campaign_id)
+    if isinstance(draft, Response):
+        return draft
+    return await _form_page(request, session, viewer, values=form_parts.values_of(draft), editing=draft)
+
+
+@router.post("/campaigns/{campaign_id}/edit", include_in_schema=False)
+async def update_campaign(
+    request: Request, campaign_id: uuid.UUID, session: SessionDep, viewer: ViewerDep, form: FormDep
+) -> Response:
+    """Save the draft's changes (the API's update); the form again with
+    messages next to the fields on bad input."""
+    draft = await _draft(request, session, viewer, campaign_id)
+    if isinstance(draft, Response):
+        return draft
+    values = await form_parts.form_values(request, form)
+    values["ab_locked"] = form_parts.values_of(draft).get("ab_locked", False)
+    try:
+        problems = form.problems()
+        if problems:
+            raise FieldErrors(problems)
+        body = form_parts.request_body(CampaignUpdate, form_parts.body_values(values))
+        async with session.begin_nested():
+            await campaigns.update_campaign(
+                session, viewer.workspace_id, campaign_id, body, _settings(request)
+            )
+    except (FieldErrors, AppError) as exc:
+        return await _refused_form(request, session, viewer, values, exc, editing=draft)
+    return RedirectResponse(f"/campaigns/{campaign_id}?done=saved", status_code=303)
+
+
+@router.post("/campaigns/{campaign_id}/delete", include_in_schema=False)
+async def delete_campaign(
+    request: Request, campaign_id: uuid.UUID, session: SessionDep, viewer: ViewerDep, form: FormDep
+) -> Response:
+    """Delete the draft (the API's delete), back to the list."""
+    draft = await _draft(request, session, viewer, campaign_id)
+    if isinstance(draft, Response):
+        return draft
+    await campaigns.delete_campaign(session, viewer.workspace_id, campaign_id, None, _settings(request))
+    return RedirectResponse("/campaigns?done=deleted", status_code=303)
 
 
 # -- one campaign -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from analytics import service as analytics
 from analytics.schemas import Overview
 from campaigns import service as campaigns
+from definitions.campaigns import RUNNING
 from delivery.health import provider_health
 from flows import service as flows
 from web.app import render
@@ -16,6 +17,8 @@ from web.deps import SessionDep, ViewerDep
 from web.pages.common import RangeQ, lines, range_bounds
 
 router = APIRouter()
+
+RUNNING_SHOWN = 8
 
 
 @router.get("/", include_in_schema=False)
@@ -43,8 +46,9 @@ async def overview(
     page = await flows.list_flows(session, ws, None, 100)
     active = [f for f in page.data if f.status == "active"][:8]
     running = [(f, await flows.stats(session, ws, f.id)) for f in active]
-    recent = await campaigns.list_campaigns(session, ws, None, 50, request.app.state.services.settings)
-    in_progress = [c for c in recent.data if c.status in ("scheduled", "sending", "paused")][:8]
+    in_progress = await campaigns.list_campaigns(
+        session, ws, None, RUNNING_SHOWN, request.app.state.services.settings, statuses=RUNNING
+    )
     return render(
         request,
         "overview.html",
@@ -59,5 +63,6 @@ async def overview(
         email=lines(email.series[:5]),
         providers=providers,
         running=running,
-        campaigns=in_progress,
+        campaigns=in_progress.data,
+        more_campaigns=in_progress.next_cursor is not None,
     )
