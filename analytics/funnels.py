@@ -16,7 +16,9 @@ Kept by the rollup pass (analytics/rollups.py), per slice of arrival time:
 - `analytics_funnel_bits`: per event name and day, the profiles that did
   it, as a bitmap of ordinals (zlib-compressed, bit n = ordinal n), and
   beside it their first second of that day and whether they did it more
-  than once that day (`Firsts`).
+  than once that day (`Firsts`), and the row's version (the id of the
+  transaction that last wrote it: the process keeps decoded rows by it,
+  analytics/funnel_cache.py).
 
 A funnel is answered in three moves, none of which reads `events`:
 
@@ -24,12 +26,15 @@ A funnel is answered in three moves, none of which reads `events`:
    count (exact: a union of days) and each profile's entry day; those with
    a step-2 event on their entry day or within the window's days after it
    are the candidates. The others cannot reach step 2.
-2. First seconds, for the candidates: their entry second and the first
-   second of step 2 on each day of their window decide step 2 for most of
-   them (`_second_step`). Whole seconds cannot tell the same second, the
-   window's last second, or an entry day whose first step-2 event came
-   before the entry with more after it; those, and the profiles that
-   reached step 2 and have a step-3 day within their window, go on to 3.
+2. Candidates with no step 2 on their entry day but some on a day wholly
+   inside their window (a window of two days or more) reached it: bitmaps
+   decide them. For the others, first seconds: their entry second and the
+   first second of step 2 on each day of their window decide step 2 for
+   most of them (`_second_step`). Whole seconds cannot tell the same
+   second, the window's last second, or an entry day whose first step-2
+   event came before the entry with more after it; those, and the
+   profiles that reached step 2 and have a step-3 day within their window
+   (bitmaps again), go on to 3.
 3. Exact times, for those only: their rows of `analytics_funnel_days`,
    step by step, give each profile's entry time and each next step's
    time, exactly as the definition above.
