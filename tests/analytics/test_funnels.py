@@ -304,3 +304,15 @@ async def test_cached_days_follow_late_events_and_workspaces(engine, sessionmake
     for ws in (a, b):
         await check(ws, 48 * 3600)
     assert 0 < small.bytes <= 4000 and 0 < len(small) < len(cache)  # cache: every day of both
+
+
+def test_second_step_skips_the_days_the_bitmaps_ruled_out():
+    window = 3 * 86400  # day 1 wholly inside: the caller passes skip=1
+    only_day_one = _cols({}, {7: (10, False)}, {}, {}, {})
+    assert funnels._second_step(1000, 0, 7, only_day_one, 3, window) is True
+    assert funnels._second_step(1000, 0, 7, only_day_one, 3, window, skip=1) is False  # not looked at
+    last_day = _cols({}, {}, {}, {7: (999, False)}, {})
+    assert funnels._second_step(1000, 0, 7, last_day, 3, window, skip=1) is True
+    # On the entry day but before the entry: the skipped days are looked at.
+    earlier = _cols({7: (500, False)}, {7: (10, False)}, {}, {}, {})
+    assert funnels._second_step(1000, 0, 7, earlier, 3, window, skip=1) is True
