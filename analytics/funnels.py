@@ -16,7 +16,9 @@ Kept by the rollup pass (analytics/rollups.py), per slice of arrival time:
 - `analytics_funnel_bits`: per event name and day, the profiles that did
   it, as a bitmap of ordinals (zlib-compressed, bit n = ordinal n), and
   beside it their first second of that day and whether they did it more
-  than once that day (`Firsts`).
+  than once that day (`Firsts`), and the row's version (the id of the
+  transaction that last wrote it: the process keeps decoded rows by it,
+  analytics/funnel_cache.py).
 
 A funnel is answered in three moves, none of which reads `events`:
 
@@ -24,12 +26,15 @@ A funnel is answered in three moves, none of which reads `events`:
    count (exact: a union of days) and each profile's entry day; those with
    a step-2 event on their entry day or within the window's days after it
    are the candidates. The others cannot reach step 2.
-2. First seconds, for the candidates: their entry second and the first
-   second of step 2 on each day of their window decide step 2 for most of
-   them (`_second_step`). Whole seconds cannot tell the same second, the
-   window's last second, or an entry day whose first step-2 event came
-   before the entry with more after it; those, and the profiles that
-   reached step 2 and have a step-3 day within their window, go on to 3.
+2. Candidates with no step 2 on their entry day but some on a day wholly
+   inside their window (a window of two days or more) reached it: bitmaps
+   decide them. For the others, first seconds: their entry second and the
+   first second of step 2 on each day of their window decide step 2 for
+   most of them (`_second_step`). Whole seconds cannot tell the same
+   second, the window's last second, or an entry day whose first step-2
+   event came before the entry with more after it; those, and the
+   profiles that reached step 2 and have a step-3 day within their window
+   (bitmaps again), go on to 3.
 3. Exact times, for those only: their rows of `analytics_funnel_days`,
    step by step, give each profile's entry time and each next step's
    time, exactly as the definition above.
@@ -56,12 +61,16 @@ from itertools import compress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from analytics.funnel_cache import DayCache
+
 Conn = AsyncSession | AsyncConnection
 
 # Earliest times kept per profile, event name and day: enough for any
 # ordinary day; past it, a same-day next step may need one read of events.
 MAX_TIMES = 8
 _WINDOW = "e.received_at > :lo AND e.received_at <= :hi"
+# Decoded day rows, kept between funnels (analytics/funnel_cache.py).
+CACHE = DayCache()
 
 
 # --- bitmaps -----------------------------------------------------------------
@@ -315,9 +324,10 @@ async def add_funnel_slice(conn: AsyncConnection, lo: datetime, hi: datetime) ->
     await conn.execute(
         text(
             """
-            INSERT INTO analytics_funnel_bits (workspace_id, name, day, bits, firsts)
-            VALUES (:ws, :name, :day, :bits, :firsts)
-            ON CONFLICT (workspace_id, name, day) DO UPDATE SET bits = EXCLUDED.bits, firsts = EXCLUDED.firsts
+            INSERT INTO analytics_funnel_bits (workspace_id, name, day, bits, firsts, version)
+            VALUES (:ws, :name, :day, :bits, :firsts, CAST(CAST(pg_current_xact_id() AS text) AS bigint))
+            ON CONFLICT (workspace_id, name, day) DO UPDATE SET
+                bits = EXCLUDED.bits, firsts = EXCLUDED.firsts, version = EXCLUDED.version
             """
         ),
         rows,
@@ -335,38 +345,82 @@ def _days(start: date, end: date) -> list[date]:
 async def _bitmaps(
     conn: Conn, ws: uuid.UUID, name: str, days: list[date], *, firsts: bool = False
 ) -> tuple[list[int], list[Firsts]]:
-    """The day bitmaps of `name` (and their `Firsts` when asked), one per day."""
-    column = ", firsts" if firsts else ""
-    rows = await conn.execute(
-        text(
-            f"SELECT day, bits{column} FROM analytics_funnel_bits "
-            "WHERE workspace_id = :ws AND name = :name AND day >= :start AND day <= :last"
-        ),
-        {"ws": ws, "name": name, "start": days[0], "last": days[-1]},
-    )
-    by_day = {r.day: r for r in rows}
-    bits = [unpack(by_day[d].bits) if d in by_day else 0 for d in days]
-    cols = [Firsts.unpack(by_day[d].firsts if d in by_day else None) for d in days] if firsts else []
-    return bits, cols
+    """The day bitmaps of `name` (and their `Firsts` when asked), one per
+    day: from the process's cache for rows whose version it holds, the
+    others read and decoded (and kept)."""
+    bounds = {"ws": ws, "name": name, "start": days[0], "last": days[-1]}
+    where = "WHERE workspace_id = :ws AND name = :name AND day >= :start AND day <= :last"
+    versions = await conn.execute(text(f"SELECT day, version FROM analytics_funnel_bits {where}"), bounds)
+    kinds = ("bits", "firsts") if firsts else ("bits",)
+    base = (_database(conn), ws, name)
+    found: dict[tuple[date, str], object] = {}
+    stale = []
+    for day, version in versions:
+        for kind in kinds:
+            value = CACHE.get((*base, day, kind), version)
+            if value is None:
+                stale.append(day)
+                break
+            found[day, kind] = value
+    if stale:
+        columns = ", ".join(kinds)
+        rows = await conn.execute(
+            text(f"SELECT day, version, {columns} FROM analytics_funnel_bits {where} AND day = ANY(:days)"),
+            {**bounds, "days": stale},
+        )
+        for row in rows:
+            for kind, value, size in _decoded(row, kinds):
+                CACHE.put((*base, row.day, kind), row.version, value, size)
+                found[row.day, kind] = value
+    bits = [found.get((d, "bits"), 0) for d in days]
+    cols = [found.get((d, "firsts"), _NO_FIRSTS) for d in days] if firsts else []
+    return bits, cols  # type: ignore[return-value]
 
 
-def _any_day(cols: list[Firsts], day: int, extra: int, ordinal: int) -> bool:
-    """Whether the profile appears on day index `day` or the `extra` after."""
-    return any(cols[d].get(ordinal) is not None for d in range(day, min(len(cols), day + extra + 1)))
+_NO_FIRSTS = Firsts.unpack(None)
+
+
+def _decoded(row, kinds: tuple[str, ...]) -> Iterable[tuple[str, object, int]]:
+    """(kind, decoded value, its size in bytes) of a row's columns."""
+    bits = unpack(row.bits)
+    yield "bits", bits, bits.bit_length() // 8 + 64
+    if "firsts" in kinds:
+        cols = Firsts.unpack(row.firsts)
+        yield "firsts", cols, 9 * len(cols.ordinals) + 256
+
+
+def _database(conn: Conn) -> str:
+    """Which database `conn` reads (a key of the cache: workspaces can be
+    copied between databases)."""
+    url = (conn.bind if isinstance(conn, AsyncSession) else conn).engine.url
+    return f"{url.host}:{url.port}/{url.database}"
 
 
 def _second_step(
-    entry_second: int, day: int, ordinal: int, seconds: list[Firsts], extra: int, window: int
+    entry_second: int,
+    day: int,
+    ordinal: int,
+    seconds: list[Firsts],
+    extra: int,
+    window: int,
+    skip: int = 0,
 ) -> bool | None:
     """Whether a profile that entered at `entry_second` of day index `day`
     did the second step after that and within `window` seconds, from the
     first seconds of its days; None when whole seconds cannot tell (the
     same second, the window's last second, or an earlier first event on
-    the entry day followed by more that day)."""
+    the entry day followed by more that day). `skip`: the caller knows
+    that a profile with no step 2 on its entry day has none on the `skip`
+    days after it either (the bitmaps decided those who do), so they are
+    not looked up (a 168 h window: one lookup instead of eight)."""
+    on_entry_day = False
     for k in range(extra + 1):
+        if 0 < k <= skip and not on_entry_day:
+            continue
         hit = seconds[day + k].get(ordinal) if day + k < len(seconds) else None
         if hit is None:
             continue
+        on_entry_day = k == 0
         second, more = hit
         at = k * 86400 + second
         if k == 0 and second <= entry_second:
@@ -501,7 +555,11 @@ async def funnel_counts(
     firsts, entries = await _bitmaps(conn, ws, steps[0], days, firsts=True)
     seconds, second_cols = await _bitmaps(conn, ws, steps[1], later, firsts=True)
     reach = window_unions(seconds, extra + 1)
-    third_cols = (await _bitmaps(conn, ws, steps[2], later, firsts=True))[1] if len(steps) > 2 else []
+    full = window_seconds // 86400 - 1  # days after the entry day wholly inside any window from it
+    inside = _inside(seconds, full)
+    thirds = []
+    if len(steps) > 2:  # only whether a step-3 day falls in the window: bitmaps, no seconds
+        thirds = window_unions((await _bitmaps(conn, ws, steps[2], later))[0], extra + 1)
     seen, decided, exact = 0, 0, []
     for i, bits in enumerate(firsts):
         entered = bits & ~seen
@@ -509,18 +567,44 @@ async def funnel_counts(
         candidates = entered & reach[i]
         if not candidates:
             continue
-        for ordinal in ordinals_of(candidates):
+        # No step 2 on the entry day but some on a day wholly inside the
+        # window: reached, without a look at seconds.
+        sure = candidates & ~seconds[i] & inside[i + 1]
+        reached = []
+        for ordinal in ordinals_of(candidates & ~sure):
             entry_second = entries[i].get(ordinal)[0]  # type: ignore[index]
-            verdict = _second_step(entry_second, i, ordinal, second_cols, extra, window_seconds)
-            if verdict is None or (verdict and _any_day(third_cols, i, extra, ordinal)):
+            verdict = _second_step(entry_second, i, ordinal, second_cols, extra, window_seconds, full)
+            if verdict is None:
                 exact.append(ordinal)
             elif verdict:
+                reached.append(ordinal)
+        # Those reaching step 2 with a step-3 day in their window go on to
+        # exact times; the others are decided.
+        third = thirds[i] if thirds else 0
+        exact += ordinals_of(sure & third)
+        decided += (sure & ~third).bit_count()
+        onward = set(ordinals_of(candidates & ~sure & third))
+        for ordinal in reached:
+            if ordinal in onward:
+                exact.append(ordinal)
+            else:
                 decided += 1
     counts = [seen.bit_count(), decided] + [0] * (len(steps) - 2)
     if exact:
         for k, n in enumerate(await _exact(conn, ws, steps, exact, days, window_seconds), start=1):
             counts[k] += n
     return counts
+
+
+def _inside(seconds: list[int], full: int) -> list[int]:
+    """For each day index d, the profiles with step 2 on one of the days
+    d .. d + full - 1, where `full` counts the days after an entry day that
+    lie wholly inside any window starting on it (day k ends before k + 1
+    days, which is no later than the window's end when (k + 1) days fit in
+    it); nothing when no day does."""
+    if full < 1:
+        return [0] * (len(seconds) + 1)
+    return [*window_unions(seconds, full), 0]
 
 
 async def _exact(

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from analytics import funnels
 from analytics import repository as repo
+from analytics.funnel_cache import DayCache
 from analytics.rollups import rollup_pass
 from tests.conftest import new_workspace
 
@@ -171,6 +172,10 @@ async def test_rollup_funnels_equal_the_events_definition(engine, sessionmaker, 
         (["View", "Cart", "Order", "Pay"], 25 * 3600, 7),
         (["Cart", "View", "Cart"], 24 * 3600, 14),
         (["View", "View"], 48 * 3600, 20),
+        # Days wholly inside the window decide step 2 from bitmaps alone.
+        (["View", "Cart"], 168 * 3600, 20),
+        (["View", "Cart", "Order"], 96 * 3600, 20),
+        (["Cart", "View", "Cart", "Order"], 72 * 3600, 14),
         (["Order", "Pay"], 2 * 3600, 3),
         (["View", "Nothing"], 24 * 3600, 20),
     ]
@@ -230,3 +235,84 @@ async def test_known_answers(engine, sessionmaker):
         )
     assert counts == [5, 2, 1]  # p0, p2 reach Cart; p4's Cart is 26 h after its entry
     assert wider == [5, 4, 1]  # p3 (25 h) and p4 (26 h) now in
+
+
+def test_day_cache_is_bounded_and_versioned():
+    cache = DayCache(max_bytes=100)
+    cache.put("a", 1, "A", 40)
+    cache.put("b", 1, "B", 40)
+    assert cache.get("a", 1) == "A" and cache.get("a", 2) is None  # another version: not served
+    cache.put("c", 1, "C", 40)  # over 100 bytes: "b", the least recently used, goes
+    assert cache.get("b", 1) is None and cache.get("a", 1) == "A" and cache.get("c", 1) == "C"
+    cache.put("a", 2, "A2", 50)  # replaced, not added to
+    assert cache.bytes == 90 and len(cache) == 2 and cache.get("a", 2) == "A2"
+    cache.put("huge", 1, "H", 101)  # larger than the cache: not kept, nothing else lost
+    assert cache.get("huge", 1) is None and cache.bytes == 90
+
+
+async def test_cached_days_follow_late_events_and_workspaces(engine, sessionmaker, monkeypatch):
+    """Funnels served from the process's cache stay exact when late events
+    rewrite past days, across workspaces and under a small bound; days
+    nobody rewrote are not read again."""
+    cache = DayCache()
+    monkeypatch.setattr(funnels, "CACHE", cache)
+    decoded = 0
+    original = funnels._decoded
+
+    def counted(*args):
+        nonlocal decoded
+        decoded += 1
+        return original(*args)
+
+    monkeypatch.setattr(funnels, "_decoded", counted)
+    today = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    day0 = today.replace(hour=0, minute=0, second=0)
+    start, end = day0 - timedelta(days=19), day0 + timedelta(days=1)
+    steps = ["View", "Cart", "Order"]
+    a, b = [(await new_workspace(sessionmaker)).workspace_id for _ in range(2)]
+    events = {a: generate(3, 200, today), b: generate(4, 200, today)}
+    for ws in (a, b):
+        await insert(engine, ws, events[ws])
+    await rollup_pass(engine, lag_seconds=0, slice_hours=24)
+
+    async def check(ws: uuid.UUID, window: int = 86400) -> list[int]:
+        async with sessionmaker() as session:
+            counts = await funnels.funnel_counts(session, ws, steps, start, end, window)
+        assert counts == reference(events[ws], steps, start, end, window) and counts[2] > 0
+        return counts
+
+    for ws in (a, b):
+        await check(ws)
+    assert decoded > 0 and len(cache) > 0
+    decoded = 0
+    before = await check(a)
+    assert decoded == 0  # nothing changed: every day from the cache
+    # Late events on past days of workspace a: new entrants and new carts.
+    late = [(p, "Cart", at + timedelta(minutes=1)) for p, n, at in events[a][:300:3] if n == "View"]
+    late += generate(5, 30, today - timedelta(days=8))
+    events[a] += late
+    await insert(engine, a, late)
+    await rollup_pass(engine, lag_seconds=0, slice_hours=24)
+    assert await check(a) != before  # a stale day would have kept the old answer
+    assert decoded > 0  # the rewritten days were read anew
+    decoded = 0
+    await check(b)
+    assert decoded == 0  # b's days were not rewritten
+    # A bound that holds a few days' rows: the rest read each time, answers still exact.
+    small = DayCache(max_bytes=4000)
+    monkeypatch.setattr(funnels, "CACHE", small)
+    for ws in (a, b):
+        await check(ws, 48 * 3600)
+    assert 0 < small.bytes <= 4000 and 0 < len(small) < len(cache)  # cache: every day of both
+
+
+def test_second_step_skips_the_days_the_bitmaps_ruled_out():
+    window = 3 * 86400  # day 1 wholly inside: the caller passes skip=1
+    only_day_one = _cols({}, {7: (10, False)}, {}, {}, {})
+    assert funnels._second_step(1000, 0, 7, only_day_one, 3, window) is True
+    assert funnels._second_step(1000, 0, 7, only_day_one, 3, window, skip=1) is False  # not looked at
+    last_day = _cols({}, {}, {}, {7: (999, False)}, {})
+    assert funnels._second_step(1000, 0, 7, last_day, 3, window, skip=1) is True
+    # On the entry day but before the entry: the skipped days are looked at.
+    earlier = _cols({7: (500, False)}, {7: (10, False)}, {}, {}, {})
+    assert funnels._second_step(1000, 0, 7, earlier, 3, window, skip=1) is True
