@@ -13,6 +13,7 @@ from api import analytics, campaigns, email, flows, profiles, segments, topics, 
 from core.clients import create_redis
 from core.http import JSONResponse, install_error_handlers
 from core.request_limits import RequestLimits
+from core.runtime import tune_gc
 from core.settings import Settings, get_settings
 from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             KeyAuthenticator(engine, ttl=settings.key_cache_seconds, limiter=limiter),
             TemporalConnection(settings),
         )
+        tune_gc(settings.gc_thresholds)  # analytics pages allocate many short-lived objects
         try:
             yield
         finally:

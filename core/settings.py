@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     )
     gc_thresholds: str = Field(
         "100000,50,100",
-        description="gc.set_threshold for the tracking and worker processes ('' keeps Python's defaults).",
+        description=(
+            "gc.set_threshold for the tracking, worker, API and dashboard processes "
+            "('' keeps Python's defaults)."
+        ),
     )
     tracking_db_pool_size: int = Field(6, description="PostgreSQL connections per tracking process.")
     db_pool_min_size: int = Field(

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.clients import create_redis
 from core.errors import OUTAGE_TYPES, AppError, as_outage
 from core.request_limits import RequestLimits
+from core.runtime import tune_gc
 from core.settings import Settings, get_settings
 from core.temporal import TemporalConnection
 from db.engine import create_engine, create_sessionmaker
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ProviderLimits(redis, settings.redis_prefix, policy),
             TemporalConnection(settings),
         )
+        tune_gc(settings.gc_thresholds)  # analytics pages allocate many short-lived objects
         try:
             yield
         finally:
