@@ -6,7 +6,7 @@ profiles, first-second columns of tens of thousands) and fetching and
 decompressing them is most of its time. Past days rarely change (only when
 late events arrive), so each decoded row is kept here with its row's
 `version` (the id of the rollup transaction that last wrote it, never
-reused: migration 0013). Every funnel reads the versions of the rows it
+reused: migration 0014). Every funnel reads the versions of the rows it
 needs first, in one small statement, and takes from here only the entries
 whose version still matches: a row rewritten since (late events, a new
 rollup pass) is read anew. Keys carry the database and the workspace.
