@@ -209,8 +209,8 @@ class FlowConsumer:
     async def _enter(self, starts: list[Delivery]) -> list[Delivery]:
         """The starts to make, their enrollments recorded first.
 
-        Most runs' enrollments and first steps are recorded here, in one
-        transaction before the runs start, where re-entry is decided
+        Most runs' enrollments and first steps are recorded here, a few
+        hundred per transaction, before the runs start, where re-entry is decided
         (`repo.enter_many`); those runs are marked `entered`, so their first
         workflow task holds no activity. Starts that re-entry refuses, or
         whose person is enrolled already, are dropped (their outbox rows are
@@ -218,14 +218,14 @@ class FlowConsumer:
         the row comes again, and goes again. A flow with an exit condition
         keeps the run's own first activity, which checks it; those get only
         the cheap re-entry pre-check here."""
+        if not starts:
+            return []
         ready: list[tuple[FlowRunInput, Delivery]] = []
         checked: list[tuple[FlowRunInput, Delivery]] = []
         for delivery in starts:
             run = delivery.arg
             assert isinstance(run, FlowRunInput)
             (checked if run.graph.settings.exit_condition else ready).append((run, delivery))
-        if not starts:
-            return []
         now = datetime.now(UTC)
         started: set[uuid.UUID] = set()
         # In slices: each holds an advisory lock per person until its commit,
