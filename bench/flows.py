@@ -202,10 +202,39 @@ async def _count(conn, sql: str, *params) -> int:
     return await conn.fetchval(sql, *params)
 
 
+class WorkflowTasks:
+    """Workflow tasks completed at the dev server (its Prometheus metrics),
+    whoever ran them: the same count ends both halves of a rate round.
+    The platform's scheduled workflows add a few tasks a minute."""
+
+    METRIC = (
+        'service_requests{namespace="default",operation="RespondWorkflowTaskCompleted",'
+        'service_name="frontend"}'
+    )
+
+    def __init__(self, metrics_url: str) -> None:
+        import httpx
+
+        self.http = httpx.AsyncClient(timeout=10)
+        self.url = metrics_url
+
+    async def completed(self) -> int:
+        for line in (await self.http.get(self.url)).text.splitlines():
+            if line.startswith(self.METRIC + " "):
+                return int(float(line.rsplit(" ", 1)[1]))
+        return 0
+
+    async def until(self, count: int, what: str) -> None:
+        async def reached():
+            return await self.completed() >= count
+
+        await _until(reached, 1800, what, interval=0.1)
+
+
 async def enrollment_round(
     tracker: Tracker,
     conn,
-    client,
+    tasks: WorkflowTasks,
     workspace_id: uuid.UUID,
     flow_id: uuid.UUID,
     users: list[str],
@@ -214,7 +243,8 @@ async def enrollment_round(
     """Enrollments/s from the first `/track` to (1) every enrollment
     recorded and its run started (its row written and the dispatcher's
     signal-with-start returned: the outbox is empty) and (2) every run at
-    its first node (its first workflow task done: `FlowStep` shows it)."""
+    its first node (as many more workflow tasks completed at the server)."""
+    done_before = await tasks.completed()
     started = time.perf_counter()
     await asyncio.gather(*(tracker.track(u, TRIGGER) for u in users))
     target = already + len(users)
@@ -227,16 +257,13 @@ async def enrollment_round(
 
     await _until(recorded_and_started, 1800, "the enrollments", interval=0.02)
     runs_started = time.perf_counter() - started
-    query = f"FlowId = '{flow_id}' AND FlowStep = 'await'"
-
-    async def at_first_node():
-        return (await client.count_workflows(query)).count >= target
-
-    await _until(at_first_node, 1800, "runs at their first node", interval=0.1)
+    await tasks.until(done_before + len(users), "runs at their first node")
     return len(users) / runs_started, len(users) / (time.perf_counter() - started)
 
 
-async def baseline_round(client, queue: str, n: int, concurrency: int) -> tuple[float, float]:
+async def baseline_round(
+    client, tasks: WorkflowTasks, queue: str, n: int, concurrency: int
+) -> tuple[float, float]:
     """Raw signal-with-starts/s of `n` trivial runs, as many in flight as
     the dispatcher allows: (1) until every call returned, (2) until every
     run completed (its first and only workflow task done)."""
@@ -254,18 +281,11 @@ async def baseline_round(client, queue: str, n: int, concurrency: int) -> tuple[
                 start_signal_args=["x"],
             )
 
+    done_before = await tasks.completed()
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     returned = time.perf_counter() - started
-    query = (
-        "WorkflowType = 'BenchTrivialWorkflow' AND ExecutionStatus = 'Completed' "
-        f"AND WorkflowId STARTS_WITH 'bench-trivial-{run}-'"
-    )
-
-    async def all_done():
-        return (await client.count_workflows(query)).count >= n
-
-    await _until(all_done, 1800, "trivial runs", interval=0.1)
+    await tasks.until(done_before + n, "trivial runs")
     return n / returned, n / (time.perf_counter() - started)
 
 
@@ -396,10 +416,10 @@ async def main() -> None:
         await active_flow(sessions, hot_keys.workspace_id, _hot_flow(name), name=name)
     await engine.dispose()
 
-    t_port, tracking_port = free_port(), free_port()
+    t_port, tracking_port, metrics_port = free_port(), free_port(), free_port()
     address = f"127.0.0.1:{t_port}"
     queue, trivial_queue = f"bench-flows-{uuid.uuid4().hex[:6]}", f"bench-trivial-{uuid.uuid4().hex[:6]}"
-    temporal = temporal_dev_server(tmp, t_port, persist=args.temporal_file)
+    temporal = temporal_dev_server(tmp, t_port, persist=args.temporal_file, metrics_port=metrics_port)
     temporal.start()
     env = {
         "DATABASE_URL": database_url,
@@ -434,6 +454,7 @@ async def main() -> None:
         client = await Client.connect(address)
         conn = await asyncpg.connect(to_asyncpg_dsn(database_url))
         tracker = Tracker(url, main_keys.public_key)
+        tasks = WorkflowTasks(f"http://127.0.0.1:{metrics_port}/metrics")
 
         async def up():
             try:
@@ -465,11 +486,11 @@ async def main() -> None:
                 flush=True,
             )
             before = cpu.read()
-            raw, raw_done = await baseline_round(client, trivial_queue, n, 32)
+            raw, raw_done = await baseline_round(client, tasks, trivial_queue, n, 32)
             middle = cpu.read()
             users = [f"u{enrolled + i}" for i in range(n)]
             flows, first = await enrollment_round(
-                tracker, conn, client, main_keys.workspace_id, flow_id, users, enrolled
+                tracker, conn, tasks, main_keys.workspace_id, flow_id, users, enrolled
             )
             after = cpu.read()
             cpu_lines = [

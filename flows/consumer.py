@@ -40,7 +40,7 @@ from definitions.flow_runs import (
     key_value,
 )
 from definitions.flows import EventTrigger, FlowGraph, Reentry, SegmentTrigger, listened_events
-from definitions.search_attributes import FLOW_ID, PROFILE_ID, WORKSPACE_ID
+from definitions.search_attributes import FLOW_ID, FLOW_STEP, PROFILE_ID, WORKSPACE_ID
 from definitions.segments import MISSING, compare, get_path
 from events.dispatcher import Delivery
 from events.outbox import OutboxRow
@@ -244,7 +244,8 @@ class FlowConsumer:
         kept: list[Delivery] = []
         for run, delivery in ready:
             if run.enrollment_id in started:
-                run.entered = True
+                run.entered = True  # the run skips its first `FlowStep` upsert: the start sets it
+                delivery.search = {**delivery.search, FLOW_STEP: run.graph.start}
                 kept.append(delivery)
         for run, delivery in checked:
             if reentry_allows(run.graph, latest.get((run.flow_id, run.profile_id, run.enrollment_key)), now):

@@ -182,7 +182,8 @@ class FlowRunWorkflow:
                 if self._stop:
                     break
                 seq += 1
-                workflow.upsert_search_attributes([FLOW_STEP.value_set(node_id)])
+                if not (p.entered and seq == 1):  # an entered run was started showing its first node
+                    workflow.upsert_search_attributes([FLOW_STEP.value_set(node_id)])
                 if first is not None:
                     step, first = first, None
                 else:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from activities.flows import FlowActivities
 from definitions.flow_runs import BeginInput, EnterInput, FlowEvent, FlowRunInput, StepInput, enrollment_id
 from definitions.flows import FlowGraph
+from definitions.search_attributes import FLOW_STEP
 from flows import consumer as consumer_module
 from flows.consumer import FlowConsumer, start_delivery
 from tests.campaigns.support import add_people
@@ -157,6 +158,7 @@ async def test_the_consumer_records_enrollments_before_starting_their_runs(
     kept = await consumer._enter(starts)
     assert [d.arg.profile_id for d in kept] == [first, second]
     assert all(d.arg.entered for d in kept) and not starts[2].arg.entered
+    assert all(d.search[FLOW_STEP] == "hold" for d in kept)  # the runs start showing their first node
     rows = await enrollments(engine, flow_id)
     assert sorted(r["profile_id"] for r in rows) == sorted([first, second])
     for row in rows:

@@ -28,7 +28,15 @@ def _cart_flow(template_id: str, timeout: int = 3) -> dict:
     }  # fmt: skip
 
 
-async def test_abandoned_cart(api, tracking, worker, sendgrid, engine, sessionmaker, workspace):
+async def _at_step(client, flow_id, node: str, n: int):
+    # The Temporal UI's query for "everyone at node X of flow Y".
+    query = f"FlowId = '{flow_id}' AND FlowStep = '{node}' AND ExecutionStatus = 'Running'"
+    return (await client.count_workflows(query)).count == n
+
+
+async def test_abandoned_cart(
+    api, tracking, worker, sendgrid, engine, sessionmaker, workspace, temporal_client
+):
     await add_sendgrid(api, sendgrid)
     template = await make_template(api)
     flow_id = await active_flow(sessionmaker, workspace.workspace_id, _cart_flow(template["id"]))
@@ -42,6 +50,8 @@ async def test_abandoned_cart(api, tracking, worker, sendgrid, engine, sessionma
     rows = await wait_for(lambda: _at_least(engine, flow_id, 2))
     assert sorted(r["enrollment_key"] for r in rows) == ["c1", "c2"]
     assert len({r["workflow_id"] for r in rows}) == 2
+    # Both runs show their first node in the Temporal UI (set when the run started).
+    await wait_for(lambda: _at_step(temporal_client, flow_id, "wait_buy", 2))
 
     # Buying cart c1 within the window: it converts, nothing is sent for it.
     buy = {"userId": "shopper", "event": "Order Completed", "properties": {"cart_id": "c1"}}
@@ -51,6 +61,7 @@ async def test_abandoned_cart(api, tracking, worker, sendgrid, engine, sessionma
         return len(sendgrid.received) >= 1
 
     await wait_for(c2_mailed, timeout=30)
+    await wait_for(lambda: _at_step(temporal_client, flow_id, "grace", 1))  # upserted by the run
     # c2 was not bought: exactly one email, then a purchase during the grace wait converts it.
     buy_c2 = {"userId": "shopper", "event": "Order Completed", "properties": {"cart_id": "c2"}}
     assert (await tracking.post("/track", json=buy_c2)).status_code == 200

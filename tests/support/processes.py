@@ -92,11 +92,15 @@ async def worker_ready(log: Path, proc: subprocess.Popen, timeout: float = 60) -
         await asyncio.sleep(0.1)
 
 
-def temporal_dev_server(data_dir: Path, port: int, *, persist: bool = True) -> embedded.Child:
+def temporal_dev_server(
+    data_dir: Path, port: int, *, persist: bool = True, metrics_port: int | None = None
+) -> embedded.Child:
     """A Temporal dev server (not started) on `port`, persisting to
     `data_dir/temporal.db` (in memory with `persist=False`). Start a
     persisting one again with the same arguments and it finds its workflows."""
-    return services.temporal_child(data_dir, port, data_dir / "temporal.db" if persist else None)
+    return services.temporal_child(
+        data_dir, port, data_dir / "temporal.db" if persist else None, metrics_port=metrics_port
+    )
 
 
 async def wait_for_temporal(address: str, timeout: float = 90) -> None:

@@ -82,13 +82,19 @@ def redis_server() -> Iterator[str]:
 
 
 def temporal_child(
-    data_dir: Path, port: int, db_file: Path | None = None, ui_port: int | None = None
+    data_dir: Path,
+    port: int,
+    db_file: Path | None = None,
+    ui_port: int | None = None,
+    metrics_port: int | None = None,
 ) -> embedded.Child:
     """A Temporal dev server on `port` with the platform's search attributes
     (not started). In memory: starting it again gives a fresh, empty server
     on the same address; with `db_file` it persists there and a restart
     finds its workflows. With `ui_port` it serves its web UI there (the
-    dashboard's browser tests follow links into it), else none."""
+    dashboard's browser tests follow links into it), else none. With
+    `metrics_port` it serves Prometheus metrics there (bench/flows.py counts
+    completed workflow tasks)."""
     return embedded.Child(
         "temporal",
         [
@@ -101,6 +107,7 @@ def temporal_child(
             str(port),
             *(["--headless"] if ui_port is None else []),
             *(["--db-filename", str(db_file)] if db_file is not None else []),
+            *(["--metrics-port", str(metrics_port)] if metrics_port is not None else []),
             "--log-level",
             "error",
             "--ui-port",
