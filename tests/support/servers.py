@@ -23,11 +23,21 @@ from core.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on right now, and never one this process
+    was given before: successive calls can get the same port back from the
+    kernel (an `mp up` in the suite once got one port for both the Temporal
+    UI and the dashboard)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @asynccontextmanager
