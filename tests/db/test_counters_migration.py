@@ -14,11 +14,8 @@ import uuid
 from alembic import command
 from sqlalchemy import text
 
-from core.settings import Settings
-from db.engine import create_engine
-from db.migrate import alembic_config
 from tests.campaigns.support import assert_counted
-from tests.support import services
+from tests.db.migration_support import own_database
 
 REVISION = "0013"
 
@@ -53,12 +50,7 @@ SEED_SQL = [
 
 
 async def test_existing_campaigns_are_counted(pg_server, settings):
-    url = await services.create_database(pg_server)
-    own = Settings(**(settings.model_dump() | {"database_url": url}))
-    cfg = alembic_config(url)
-    cfg.attributes["settings"] = own
-    engine = create_engine(url, pool_size=2)
-    try:
+    async with own_database(pg_server, settings) as (engine, cfg):
         await asyncio.to_thread(command.upgrade, cfg, f"{REVISION}-1")
         ws, campaign = uuid.uuid4(), uuid.uuid4()
         async with engine.begin() as conn:
@@ -71,6 +63,3 @@ async def test_existing_campaigns_are_counted(pg_server, settings):
         await asyncio.to_thread(command.downgrade, cfg, f"{REVISION}-1")
         await asyncio.to_thread(command.upgrade, cfg, REVISION)
         assert await assert_counted(engine, str(campaign)) == totals
-    finally:
-        await engine.dispose()
-        await services.drop_database(pg_server, url)

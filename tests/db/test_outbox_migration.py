@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 from alembic import command
 from sqlalchemy import text
 
-from core.settings import Settings
-from db.engine import create_engine, driver_connection
-from db.migrate import alembic_config
+from db.engine import driver_connection
 from events import writer as event_writer
 from events.writer import EventRow
-from tests.support import services
+from tests.db.migration_support import own_database
 from tests.support.outbox import announced, listen
 
 REVISION = "0008"
@@ -38,17 +36,9 @@ async def _single_rows(engine, ws) -> list[tuple]:
 
 
 async def test_rows_survive_upgrade_and_downgrade(pg_server, settings):
-    url = await services.create_database(pg_server)
-    own = Settings(**(settings.model_dump() | {"database_url": url}))
-    cfg = alembic_config(url)
-    cfg.attributes["settings"] = own
-    engine = create_engine(url, pool_size=2)
-    try:
+    async with own_database(pg_server, settings) as (engine, cfg):
         await asyncio.to_thread(command.upgrade, cfg, REVISION)
         await _check(engine, cfg)
-    finally:
-        await engine.dispose()
-        await services.drop_database(pg_server, url)
 
 
 async def _check(engine, cfg) -> None:
